@@ -1,0 +1,97 @@
+# Declarations of loadtester._engine: the one compiled extension.
+# Bodies live in the .pyx files included by _engine.pyx.
+
+from libc.stdint cimport int64_t, uint64_t, uint32_t, uint16_t, uint8_t
+
+cdef extern from *:
+    # Sums of squared microseconds overflow 64 bits; 128 keeps merges exact.
+    ctypedef unsigned long long uint128_t "unsigned __int128"
+
+
+cdef enum:
+    # Log-linear layout, HdrHistogram style: values below SUB_BUCKET_COUNT are
+    # exact; above, each power of two is split into SUB_BUCKET_HALF buckets, so
+    # a recorded value is off by at most 1/128 (< 1%) of itself.
+    SUB_BUCKET_BITS = 8
+    SUB_BUCKET_COUNT = 256
+    SUB_BUCKET_HALF = 128
+    MAX_SHIFT = 32               # top bucket starts at 2**39 us, ~6 days
+    COUNTS_LEN = 4352            # SUB_BUCKET_COUNT + MAX_SHIFT * SUB_BUCKET_HALF
+
+    STATUS_CODES_LEN = 600       # counters for codes 0..599; others land on 0
+
+    RECORDS_PER_BUFFER = 8192
+
+
+# Error kinds, stored as small integers in request rows.
+cpdef enum ErrorKind:
+    ERR_NONE = 0
+    ERR_CONNECT = 1
+    ERR_TIMEOUT = 2
+    ERR_READ = 3
+    ERR_WRITE = 4
+    ERR_PARSE = 5
+    ERR_KINDS = 6
+
+
+# One stored request; 24 bytes, little-endian, no padding.
+cdef packed struct RequestRecord:
+    uint64_t start_us          # intended send time, since the run's start
+    uint32_t latency_us        # corrected: intended send -> last byte read
+    uint32_t wait_us           # intended send -> actual write (generator lag)
+    uint32_t bytes_read
+    uint16_t status
+    uint8_t error
+    uint8_t worker
+
+
+cdef class Histogram:
+    cdef int64_t counts[COUNTS_LEN]
+    cdef readonly int64_t total
+    cdef readonly uint64_t min_us
+    cdef readonly uint64_t max_us
+    cdef readonly uint64_t sum_us
+    cdef uint128_t sum_sq_us
+
+    cdef void record(self, uint64_t value_us) noexcept
+    cpdef void merge(self, Histogram other)
+    cpdef void reset(self)
+    cpdef uint64_t value_at_percentile(self, double percentile)
+
+
+cdef class Counters:
+    # Everything counted per response, for a window or a whole run.
+    cdef readonly int64_t responses
+    cdef readonly int64_t successes
+    cdef readonly int64_t bytes_read
+    cdef int64_t errors[ERR_KINDS]
+    cdef int64_t status_codes[STATUS_CODES_LEN]
+    cdef readonly uint64_t max_wait_us
+
+    cpdef void merge(self, Counters other)
+    cpdef void reset(self)
+
+
+cdef class Recorder:
+    # Per worker: the run's totals and the open one-second window.
+    cdef readonly Histogram latency            # corrected
+    cdef readonly Histogram service            # uncorrected: actual write -> response
+    cdef readonly Histogram window_latency
+    cdef readonly Histogram window_service
+    cdef readonly Counters totals
+    cdef readonly Counters window
+
+    cdef void record_response(self, uint64_t corrected_us, uint64_t uncorrected_us,
+                                     uint64_t wait_us, int status, int64_t nbytes) noexcept
+    cdef void record_error(self, int kind) noexcept
+
+
+cdef class RecordBuffer:
+    cdef RequestRecord* records
+    cdef Py_ssize_t used
+    cdef readonly bint enabled
+    cdef object flush_to                       # callable(bytes), called once per full buffer
+
+    cdef void add(self, uint64_t start_us, uint64_t latency_us, uint64_t wait_us,
+                         uint64_t nbytes, int status, int error, int worker) noexcept
+    cpdef flush(self)

@@ -1,0 +1,27 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# loadtester._engine: the compiled hot path. Bodies are split across the
+# included .pyx files; declarations are in _engine.pxd.
+
+cimport cython
+from libc.math cimport ceil, sqrt
+from libc.stdint cimport int64_t, uint64_t, uint32_t, uint16_t, uint8_t, UINT64_MAX, UINT32_MAX
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+
+import asyncio
+import math
+import struct
+import sys
+
+from httptools import HttpResponseParser, HttpRequestParser, HttpParserError
+
+cdef extern from *:
+    int __builtin_clzll(unsigned long long) nogil
+
+
+include "histogram.pyx"
+include "pacer.pyx"
+include "client.pyx"
+include "target.pyx"

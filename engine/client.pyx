@@ -1,0 +1,471 @@
+# The load-generating client: one Client per worker process, one Connection per
+# TCP connection slot. Included by _engine.pyx.
+#
+# Hot path per request (keep-alive): data_received -> httptools feed_data ->
+# on_message_complete -> Recorder.record_response (C counters, no objects) ->
+# transport.write(the same pre-built request bytes).
+
+cdef int64_t NS_PER_S = 1000000000
+cdef int64_t NS_PER_US = 1000
+cdef double RECONNECT_BACKOFF_S = 0.01
+cdef double CONNECT_TIMEOUT_MAX_S = 10.0
+
+
+cdef inline int64_t monotonic_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * NS_PER_S + ts.tv_nsec
+
+
+def now_ns():
+    """CLOCK_MONOTONIC in ns: the clock every timestamp of a run is read from."""
+    return monotonic_ns()
+
+
+@cython.final
+cdef class Connection:
+    # lifetime: the whole run (the slot); the TCP connection under it may be
+    # replaced many times.
+    cdef Client client
+    cdef int slot
+    cdef object connect_task
+    cdef object send_timer
+    # lifetime: one TCP connection
+    cdef object transport
+    cdef object parser
+    cdef bint closing
+    # lifetime: one request
+    cdef bint in_flight
+    cdef bint response_done
+    cdef bint parser_spent
+    cdef int64_t intended_ns
+    cdef int64_t sent_ns
+    cdef int64_t response_bytes
+
+    def __cinit__(self, Client client, int slot):
+        self.client = client
+        self.slot = slot
+
+    # --- connection lifecycle -------------------------------------------------
+
+    def start(self):
+        if self.client.stopping or self.connect_task is not None:
+            return
+        self.connect_task = self.client.loop.create_task(self._connect())
+
+    async def _connect(self):
+        cdef Client client = self.client
+        started = monotonic_ns()
+        try:
+            await asyncio.wait_for(
+                client.loop.create_connection(
+                    self._self_factory, client.host, client.port,
+                    ssl=client.ssl_context, server_hostname=client.server_hostname),
+                client.connect_timeout_s)
+        except asyncio.CancelledError:
+            self.connect_task = None
+            return
+        except (OSError, asyncio.TimeoutError, ValueError) as exc:
+            self.connect_task = None
+            if not client.stopping:
+                client.on_connect_failed(self, started)
+                client.loop.call_later(RECONNECT_BACKOFF_S, self.start)
+            return
+        self.connect_task = None
+
+    def _self_factory(self):
+        return self
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.closing = False
+        self.parser = self.new_parser()
+        self.parser_spent = False
+        if self.client.stopping:
+            transport.abort()
+            return
+        self.client.next_request(self)
+
+    def connection_lost(self, exc):
+        self.transport = None
+        self.parser_spent = False
+        if self.in_flight:
+            if (self.response_bytes and self.parser.get_status_code() >= 200
+                    and not self.parser.should_keep_alive()):
+                # Body delimited by the end of the connection (no length, no chunks).
+                self.complete()
+            else:
+                self.client.on_request_failed(
+                    self, ERR_WRITE if isinstance(exc, BrokenPipeError) else ERR_READ)
+        if not self.client.stopping:
+            self.start()
+
+    def eof_received(self):
+        return False
+
+    def pause_writing(self):
+        pass
+
+    def resume_writing(self):
+        pass
+
+    cdef void close(self) noexcept:
+        if self.send_timer is not None:
+            self.send_timer.cancel()
+            self.send_timer = None
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+            self.connect_task = None
+        if self.in_flight:
+            # Cut off by the end of the run: neither a response nor an error (as wrk).
+            self.in_flight = False
+            self.client.in_flight -= 1
+        if self.transport is not None:
+            self.closing = True
+            self.transport.abort()
+
+    # --- one request ----------------------------------------------------------
+
+    cdef void send(self, int64_t intended_ns) noexcept:
+        self.send_timer = None
+        if self.transport is None or self.closing:
+            return
+        self.intended_ns = intended_ns
+        self.sent_ns = monotonic_ns()
+        self.in_flight = True
+        self.response_done = False
+        self.response_bytes = 0
+        self.client.in_flight += 1
+        try:
+            self.transport.write(self.client.request)
+        except BaseException:
+            self.client.on_request_failed(self, ERR_WRITE)
+            self.transport.abort()
+
+    def send_when_due(self, int64_t intended_ns):
+        self.send(intended_ns)
+
+    def data_received(self, data):
+        self.response_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except HttpParserError:
+            if self.in_flight:
+                self.client.on_request_failed(self, ERR_PARSE)
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if self.parser_spent:
+            # A HEAD response ended at its headers: llhttp would read the next
+            # response as this one's body, so the next response gets a fresh parser.
+            self.parser = self.new_parser()
+            self.parser_spent = False
+
+    cdef object new_parser(self):
+        # httptools only calls the callbacks its protocol object has, so the
+        # common case gets none for headers: one Python call per response.
+        return HttpResponseParser(HeadResponseCallbacks(self) if self.client.is_head else self)
+
+    cdef void head_complete(self) noexcept:
+        if self.parser.get_status_code() >= 200:
+            self.parser_spent = True
+            self.complete()
+
+    def on_message_complete(self):
+        cdef int status
+        if self.response_done:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # Interim response (100 Continue, 103 Early Hints): the final one follows.
+            return
+        self.complete()
+
+    cdef void complete(self) noexcept:
+        cdef int64_t now
+        cdef Client client = self.client
+        if not self.in_flight:
+            return
+        now = monotonic_ns()
+        self.response_done = True
+        self.in_flight = False
+        client.in_flight -= 1
+        client.record_response(self, now, <int>self.parser.get_status_code())
+        if self.transport is not None and not self.parser.should_keep_alive():
+            self.closing = True
+            self.transport.close()      # reconnects from connection_lost
+            return
+        client.next_request(self)
+
+    cdef void expire(self) noexcept:
+        """The request outlived --timeout: count it, drop the connection."""
+        self.client.on_request_failed(self, ERR_TIMEOUT)
+        if self.transport is not None:
+            self.closing = True
+            self.transport.abort()
+
+
+@cython.final
+cdef class HeadResponseCallbacks:
+    """Parser callbacks for HEAD runs: the response ends at its headers."""
+    cdef Connection connection
+
+    def __cinit__(self, Connection connection):
+        self.connection = connection
+
+    def on_headers_complete(self):
+        self.connection.head_complete()
+
+    def on_message_complete(self):
+        self.connection.on_message_complete()
+
+
+@cython.final
+cdef class Client:
+    """One worker's share of a run: its connections, timetable and recorder."""
+    # lifetime: the run (fixed at construction)
+    cdef object loop
+    cdef readonly bytes request
+    cdef bint is_head
+    cdef str host
+    cdef int port
+    cdef object ssl_context
+    cdef object server_hostname
+    cdef int worker_index
+    cdef int n_connections
+    cdef int64_t max_requests          # 0 = unbounded (run by duration)
+    cdef int64_t duration_ns           # 0 = unbounded (run by count)
+    cdef int64_t timeout_ns
+    cdef double connect_timeout_s
+    cdef double rate_per_s             # this worker's share; 0 = closed loop
+    cdef double ramp_up_s
+    cdef double phase_s
+    cdef readonly Recorder recorder
+    cdef RecordBuffer records
+    cdef object window_sink
+    cdef list connections
+    # lifetime: the run (changing)
+    cdef readonly int64_t start_ns
+    cdef readonly int64_t end_ns
+    cdef readonly int64_t issued
+    cdef int64_t schedule_index
+    cdef int in_flight
+    cdef readonly bint stopping
+    cdef readonly str stop_reason
+    cdef int64_t window_index
+    cdef double window_due_loop_time
+    cdef uint64_t loop_lag_max_us
+    cdef object done
+    cdef list start_timers             # ramp-up and deadline: one each, armed once
+    cdef object sweep_timer
+    cdef object window_timer
+
+    def __init__(self, *, str host, int port, bytes request, bint is_head=False,
+                 int connections=1, int64_t max_requests=0, double duration_s=0.0,
+                 double timeout_s=10.0, double rate_per_s=0.0, double ramp_up_s=0.0,
+                 double phase_s=0.0, ssl_context=None, server_hostname=None,
+                 int worker_index=0, record_sink=None, window_sink=None):
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
+        self.host = host
+        self.port = port
+        self.request = request
+        self.is_head = is_head
+        self.n_connections = connections
+        self.max_requests = max_requests
+        self.duration_ns = <int64_t>(duration_s * NS_PER_S)
+        self.timeout_ns = <int64_t>(timeout_s * NS_PER_S)
+        self.connect_timeout_s = min(timeout_s, CONNECT_TIMEOUT_MAX_S)
+        self.rate_per_s = rate_per_s
+        self.ramp_up_s = ramp_up_s
+        self.phase_s = phase_s
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname
+        self.worker_index = worker_index
+        self.recorder = Recorder()
+        self.records = RecordBuffer(record_sink)
+        self.window_sink = window_sink
+        self.connections = [Connection(self, i) for i in range(connections)]
+        self.start_timers = []
+        self.stop_reason = ""
+
+    async def run(self, int64_t start_ns=0):
+        """Run until the duration or count is reached, or stop() is called.
+        `start_ns` (CLOCK_MONOTONIC) lets several workers share one time base."""
+        cdef Connection conn
+        cdef int i
+        cdef double delay_s
+        self.loop = asyncio.get_running_loop()
+        self.done = self.loop.create_future()
+        now = monotonic_ns()
+        if start_ns > now:
+            await asyncio.sleep((start_ns - now) / 1e9)
+        else:
+            start_ns = now
+        self.start_ns = start_ns
+        self.window_due_loop_time = self.loop.time() + 1.0
+        self.window_timer = self.loop.call_at(self.window_due_loop_time, self._close_window)
+        self.sweep_timer = self.loop.call_later(self._sweep_interval_s(), self._sweep)
+        if self.duration_ns:
+            self.start_timers.append(
+                self.loop.call_later(self.duration_ns / 1e9, self.stop, "duration"))
+        for i, conn in enumerate(self.connections):
+            if self.ramp_up_s > 0 and self.rate_per_s <= 0 and i > 0:
+                delay_s = self.ramp_up_s * i / self.n_connections
+                self.start_timers.append(self.loop.call_later(delay_s, conn.start))
+            else:
+                conn.start()
+        if self.max_requests and self.max_requests <= 0:
+            self.stop("count")
+        await self.done
+        return self.summary()
+
+    def stop(self, reason="stopped"):
+        cdef Connection conn
+        if self.stopping:
+            return
+        self.stopping = True
+        self.stop_reason = reason
+        self.end_ns = monotonic_ns()
+        for timer in self.start_timers + [self.sweep_timer, self.window_timer]:
+            if timer is not None:
+                timer.cancel()
+        for conn in self.connections:
+            conn.close()
+        self._emit_window(final=True)
+        self.records.flush()
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def summary(self):
+        return {
+            "worker": self.worker_index,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "issued": self.issued,
+            "stop_reason": self.stop_reason,
+            "counters": self.recorder.totals,
+            "latency": self.recorder.latency,
+            "service": self.recorder.service,
+            "loop_lag_max_us": self.loop_lag_max_us,
+        }
+
+    # --- scheduling -----------------------------------------------------------
+
+    cdef bint budget_left(self) noexcept:
+        return self.max_requests == 0 or self.issued < self.max_requests
+
+    cdef void next_request(self, Connection conn) noexcept:
+        cdef int64_t intended_ns, now, delay_ms
+        if self.stopping:
+            return
+        if not self.budget_left():
+            if self.in_flight == 0:
+                self.stop("count")
+            return
+        self.issued += 1
+        if self.rate_per_s <= 0:
+            conn.send(monotonic_ns())
+            return
+        intended_ns = self.start_ns + <int64_t>(
+            (self.phase_s + intended_offset_s(self.schedule_index, self.rate_per_s,
+                                              self.ramp_up_s)) * NS_PER_S)
+        self.schedule_index += 1
+        now = monotonic_ns()
+        # libuv timers tick in whole milliseconds: fire at or just before the
+        # intended time and send then; latency is measured from the intended time.
+        delay_ms = (intended_ns - now) // 1000000
+        if delay_ms < 1:
+            conn.send(intended_ns)
+        else:
+            try:
+                conn.send_timer = self.loop.call_later(delay_ms / 1000.0, conn.send_when_due,
+                                                       intended_ns)
+            except BaseException as exc:
+                print_exception_once(exc)
+
+    # --- recording ------------------------------------------------------------
+
+    cdef void record_response(self, Connection conn, int64_t now, int status) noexcept:
+        cdef int64_t begin_ns = conn.intended_ns if conn.intended_ns < conn.sent_ns else conn.sent_ns
+        cdef uint64_t corrected_us = <uint64_t>((now - begin_ns) // NS_PER_US)
+        cdef uint64_t service_us = <uint64_t>((now - conn.sent_ns) // NS_PER_US)
+        cdef uint64_t wait_us = corrected_us - service_us if corrected_us > service_us else 0
+        self.recorder.record_response(corrected_us, service_us, wait_us, status,
+                                      conn.response_bytes)
+        self.records.add(<uint64_t>((begin_ns - self.start_ns) // NS_PER_US), corrected_us,
+                         wait_us, <uint64_t>conn.response_bytes, status, ERR_NONE,
+                         self.worker_index)
+
+    cdef void on_request_failed(self, Connection conn, int kind) noexcept:
+        cdef int64_t now = monotonic_ns()
+        cdef int64_t begin_ns = conn.intended_ns if conn.intended_ns < conn.sent_ns else conn.sent_ns
+        if not conn.in_flight:
+            return
+        conn.in_flight = False
+        self.in_flight -= 1
+        self.recorder.record_error(kind)
+        self.records.add(<uint64_t>((begin_ns - self.start_ns) // NS_PER_US),
+                         <uint64_t>((now - begin_ns) // NS_PER_US), 0,
+                         <uint64_t>conn.response_bytes, 0, kind, self.worker_index)
+        if not self.budget_left() and self.in_flight == 0:
+            self.stop("count")
+
+    cdef void on_connect_failed(self, Connection conn, int64_t started_ns) noexcept:
+        # A refused connection is one failed attempt; with -n it uses up one
+        # request, or a run against a dead target would never end.
+        cdef int64_t now = monotonic_ns()
+        self.recorder.record_error(ERR_CONNECT)
+        self.records.add(<uint64_t>((started_ns - self.start_ns) // NS_PER_US),
+                         <uint64_t>((now - started_ns) // NS_PER_US), 0, 0, 0, ERR_CONNECT,
+                         self.worker_index)
+        if self.max_requests:
+            self.issued += 1
+            if not self.budget_left() and self.in_flight == 0:
+                self.stop("count")
+
+    # --- periodic work (not per request) --------------------------------------
+
+    def _sweep_interval_s(self):
+        return min(0.1, max(0.005, self.timeout_ns / 1e9 / 10))
+
+    def _sweep(self):
+        cdef Connection conn
+        cdef int64_t now = monotonic_ns()
+        for conn in self.connections:
+            if conn.in_flight and now - conn.sent_ns > self.timeout_ns:
+                conn.expire()
+        if not self.stopping:
+            self.sweep_timer = self.loop.call_later(self._sweep_interval_s(), self._sweep)
+
+    def _close_window(self):
+        lag_s = self.loop.time() - self.window_due_loop_time
+        lag_us = <uint64_t>(max(0.0, lag_s) * 1e6)
+        if lag_us > self.loop_lag_max_us:
+            self.loop_lag_max_us = lag_us
+        self._emit_window(final=False, loop_lag_us=lag_us)
+        self.window_due_loop_time += 1.0
+        if not self.stopping:
+            self.window_timer = self.loop.call_at(self.window_due_loop_time, self._close_window)
+
+    def _emit_window(self, bint final, loop_lag_us=0):
+        counters, latency_blob, service_blob = self.recorder.take_window()
+        index = self.window_index
+        self.window_index += 1
+        if self.window_sink is None:
+            return
+        if final and counters["responses"] == 0 and not any(counters["errors"]):
+            return
+        try:
+            self.window_sink({
+                "worker": self.worker_index,
+                "second": index,
+                "counters": counters,
+                "latency": latency_blob,
+                "service": service_blob,
+                "loop_lag_us": loop_lag_us,
+                "in_flight": self.in_flight,
+                "partial": final,
+            })
+        except BaseException as exc:
+            print_exception_once(exc)

@@ -1,0 +1,132 @@
+# The built-in local target: a small, fast HTTP/1.1 server on the same loop and
+# parser, for demos, tests and calibration. Included by _engine.pyx.
+
+CONTROL_PREFIX = b"/__loadtester/"
+
+_REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently",
+            302: "Found", 304: "Not Modified", 400: "Bad Request", 404: "Not Found",
+            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+            503: "Service Unavailable"}
+
+
+def build_response(int status, bytes body, bint keep_alive=True, bint head=False,
+                   content_type="text/plain"):
+    reason = _REASONS.get(status, "Status")
+    lines = ["HTTP/1.1 %d %s" % (status, reason),
+             "Server: loadtester-target",
+             "Content-Type: %s" % content_type,
+             "Content-Length: %d" % len(body)]
+    if not keep_alive:
+        lines.append("Connection: close")
+    head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    return head_bytes if head else head_bytes + body
+
+
+@cython.final
+cdef class TargetState:
+    """What the target serves and what it has served; shared by its connections."""
+    cdef readonly int64_t served
+    cdef readonly int64_t connections
+    cdef public double delay_s
+    cdef public double pause_until      # loop time; responses wait until then
+    cdef bytes response_keep_alive
+    cdef bytes response_close
+    cdef bytes head_keep_alive
+    cdef bytes head_close
+
+    def __init__(self, int status=200, int body_size=13, double delay_s=0.0):
+        body = b"Hello, World!" if body_size == 13 else b"x" * body_size
+        self.delay_s = delay_s
+        self.pause_until = 0.0
+        self.response_keep_alive = build_response(status, body, True)
+        self.response_close = build_response(status, body, False)
+        self.head_keep_alive = build_response(status, body, True, head=True)
+        self.head_close = build_response(status, body, False, head=True)
+
+    def stats(self):
+        return {"served": self.served, "connections": self.connections}
+
+
+@cython.final
+cdef class TargetProtocol:
+    cdef TargetState state
+    cdef object loop
+    cdef object transport
+    cdef object parser
+    cdef bytes url
+    cdef bint closed
+
+    def __cinit__(self, TargetState state, loop):
+        self.state = state
+        self.loop = loop
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.parser = HttpRequestParser(self)
+        self.state.connections += 1
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.transport = None
+
+    def data_received(self, data):
+        try:
+            self.parser.feed_data(data)
+        except HttpParserError:
+            if self.transport is not None:
+                self.transport.write(build_response(400, b"bad request\n", False))
+                self.transport.close()
+
+    def on_url(self, bytes url):
+        self.url = url
+
+    def on_message_complete(self):
+        cdef bint keep_alive = self.parser.should_keep_alive()
+        cdef bint head = self.parser.get_method() == b"HEAD"
+        cdef double wait_s
+        if self.url is not None and self.url.startswith(CONTROL_PREFIX):
+            self.control(self.url, keep_alive)
+            return
+        self.state.served += 1
+        wait_s = self.state.delay_s
+        if self.state.pause_until:
+            wait_s = max(wait_s, self.state.pause_until - self.loop.time())
+        if wait_s > 0:
+            self.loop.call_later(wait_s, self.respond, keep_alive, head)
+        else:
+            self.respond(keep_alive, head)
+
+    def respond(self, bint keep_alive, bint head):
+        if self.transport is None:
+            return
+        if head:
+            self.transport.write(self.state.head_keep_alive if keep_alive else self.state.head_close)
+        else:
+            self.transport.write(self.state.response_keep_alive if keep_alive
+                                 else self.state.response_close)
+        if not keep_alive:
+            self.transport.close()
+
+    cdef control(self, bytes url, bint keep_alive):
+        # /__loadtester/stats -> JSON counts; /__loadtester/pause?ms=N -> stall
+        # every response for N ms from now; neither is counted as served.
+        import json
+        from urllib.parse import urlsplit, parse_qs
+        parts = urlsplit(url.decode("latin-1"))
+        name = parts.path[len(CONTROL_PREFIX):]
+        if name == "pause":
+            ms = float(parse_qs(parts.query).get("ms", ["1000"])[0])
+            self.state.pause_until = self.loop.time() + ms / 1000.0
+            body = json.dumps({"paused_ms": ms}).encode()
+        elif name == "stats":
+            body = json.dumps(self.state.stats()).encode()
+        elif name == "reset":
+            self.state.served = 0
+            body = json.dumps(self.state.stats()).encode()
+        else:
+            self.transport.write(build_response(404, b"unknown control\n", keep_alive))
+            return
+        self.transport.write(build_response(200, body, keep_alive,
+                                            content_type="application/json"))
+        if not keep_alive:
+            self.transport.close()

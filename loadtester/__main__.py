@@ -1,0 +1,3 @@
+from loadtester.cli import main
+
+main()

@@ -1,0 +1,100 @@
+"""attack -> results -> report: one blast, stored as it runs."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+
+from loadtester import __version__, report as report_mod, store
+from loadtester.runner import RunResult, run_blast
+from loadtester.spec import RunSpec
+
+
+def environment() -> dict:
+    import apsw
+    import httptools
+    import uvloop
+    return {
+        "hostname": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(), "loadtester": __version__,
+        "uvloop": uvloop.__version__, "httptools": httptools.__version__,
+        "sqlite": apsw.sqlite_lib_version(), "apsw": apsw.apsw_version(),
+    }
+
+
+def run_columns(spec: RunSpec, store_mode: str) -> dict:
+    """test_runs columns known before the run starts."""
+    return {
+        "host": spec.target.host, "url": spec.target.url, "method": spec.method,
+        "total_users": spec.connections, "ramp_up_sec": spec.ramp_up_s,
+        "duration": spec.duration_s, "requests_limit": spec.requests,
+        "mode": spec.mode, "rate": spec.rate_per_s or None, "workers": spec.workers,
+        "label": spec.label or None,
+        "body": spec.body.decode("utf-8", "replace") if spec.body else None,
+        "headers": json.dumps(dict(spec.headers)), "config": json.dumps(spec.config()),
+        "environment": json.dumps(environment()), "store_mode": store_mode,
+    }
+
+
+def result_columns(report: dict, result: RunResult) -> dict:
+    """test_runs columns filled in when the run ends."""
+    lat = report["latency_ms"]
+    return {
+        "total_requests": report["attempts"], "success_count": report["successes"],
+        "error_count": report["errors"], "avg_latency": lat["avg"], "min_latency": lat["min"],
+        "max_latency": lat["max"], "stdev_latency": lat["stdev"], "p50": lat["p50"],
+        "p75": lat["p75"], "p90": lat["p90"], "p99": lat["p99"], "p999": lat["p999"],
+        "rps": report["rps"], "bytes": report["bytes"],
+        "measured_duration": result.duration_s, "stop_reason": result.stop_reason,
+        "latency_hist": result.latency.to_bytes(), "service_hist": result.service.to_bytes(),
+        "status_codes": json.dumps(report["status_codes"]),
+        "errors_by_kind": json.dumps(report["errors_by_kind"]),
+        "dropped_records": result.dropped_records,
+    }
+
+
+class _Progress:
+    """The live line: one per second, on stderr, overwritten in place."""
+
+    def __init__(self):
+        self.errors = 0
+
+    def __call__(self, second, counters, latency):
+        self.errors += counters.error_count
+        sys.stderr.write("\r" + report_mod.progress_line(second, counters, latency, self.errors))
+        sys.stderr.flush()
+
+    def close(self):
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
+def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: bool = False) -> dict:
+    """Run one blast, store it, and return its report (the --json dict)."""
+    path = store.resolve_db_path(db)
+    writer = store.RunWriter(path, store_mode=store_mode)
+    run_id, uuid = writer.begin(run_columns(spec, store_mode))
+    printer = _Progress() if progress else None
+    try:
+        result = run_blast(
+            spec,
+            on_records=writer.submit_records if store_mode == "requests" else None,
+            on_window=writer.submit_window if store_mode != "none" else None,
+            on_second=printer)
+    except BaseException:
+        writer.finish({"stop_reason": "failed"}, status="failed")
+        raise
+    finally:
+        if printer is not None:
+            printer.close()
+    report = report_mod.summarize(
+        spec_config=spec.config(), counters=result.counters, latency=result.latency,
+        service=result.service, duration_s=result.duration_s, stop_reason=result.stop_reason,
+        status=result.status, dropped_records=result.dropped_records,
+        max_loop_lag_us=result.max_loop_lag_us, run_id=run_id, uuid=uuid, db_path=path)
+    writer.finish(result_columns(report, result), status=result.status)
+    report["dropped_records"] += writer.dropped_records   # rows the store itself shed
+    if result.worker_errors:
+        report["worker_errors"] = result.worker_errors
+    return report

@@ -1,0 +1,124 @@
+"""The command line: parses, calls the library, prints. Nothing else lives here."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from loadtester import __version__
+from loadtester.spec import SpecError, build_spec, parse_duration_s
+
+
+class DurationType(click.ParamType):
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_duration_s(value)
+        except SpecError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="loadtester")
+def cli():
+    """HTTP load generator that remembers every run (SQLite).
+
+    Exit codes: 0 done, 1 run or storage failure, 2 bad usage.
+    """
+
+
+@cli.command()
+@click.argument("url")
+@click.option("-c", "--connections", type=int, default=50, show_default=True,
+              help="Concurrent connections.")
+@click.option("-d", "--duration", help="Run time: 500ms, 10s, 2m (default 10s).")
+@click.option("-n", "--requests", type=int, help="Send exactly this many requests, then stop.")
+@click.option("-m", "--method", default="GET", show_default=True)
+@click.option("-H", "--header", "headers", multiple=True, help="'Name: value', repeatable.")
+@click.option("--body", help="Request body.")
+@click.option("--body-file", help="Read the request body from this file.")
+@click.option("--timeout", help="Per-request timeout (default 10s).")
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
+@click.option("--rate", help="Open loop: requests per second across all connections.")
+@click.option("--ramp-up", help="Grow connections (or the rate) linearly over this time.")
+@click.option("--workers", default="1", show_default=True,
+              help="Worker processes, or 'auto' for one per core.")
+@click.option("--label", default="", help="A name to find this run by later.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("--db", help="Database file (default: $DB_PATH or ./data/loadtest.db).")
+@click.option("--store", "store_mode", type=click.Choice(["requests", "windows", "none"]),
+              default="requests", show_default=True,
+              help="Keep every request row, only per-second windows, or only the summary.")
+@click.option("--progress/--no-progress", default=None,
+              help="Live progress line once a second (default: on when stderr is a TTY).")
+def blast(url, connections, duration, requests, method, headers, body, body_file, timeout,
+          insecure, rate, ramp_up, workers, label, as_json, db, store_mode, progress):
+    """Send load to URL and report throughput and latency."""
+    from loadtester import blast as blast_mod
+    try:
+        spec = build_spec(url, connections=connections, duration=duration, requests=requests,
+                          method=method, headers=headers, body=body, body_file=body_file,
+                          timeout=timeout, insecure=insecure, rate=rate, ramp_up=ramp_up,
+                          workers=workers, label=label)
+    except SpecError as exc:
+        raise click.UsageError(str(exc)) from None
+    if progress is None:
+        progress = sys.stderr.isatty() and not as_json
+    report = blast_mod.blast(spec, db=db, store_mode=store_mode, progress=progress)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        from loadtester.report import render_text
+        click.echo(render_text(report))
+    if report["status"] == "failed":
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8080, show_default=True, help="0 picks a free port.")
+@click.option("--delay", type=DurationType(), default="0", help="Delay every response: 50ms.")
+@click.option("--status", type=click.IntRange(100, 599), default=200, show_default=True)
+@click.option("--body-size", type=click.IntRange(0, 64 << 20), default=13, show_default=True)
+@click.option("--lifetime", type=DurationType(), default=None,
+              help="Stop by itself after this long.")
+def target(host, port, delay, status, body_size, lifetime):
+    """A fast local HTTP server to aim at: counts what it serves.
+
+    GET /__loadtester/stats returns {"served": N}; /__loadtester/pause?ms=N
+    stalls every response for N ms from now.
+    """
+    from loadtester import target as target_mod
+    try:
+        target_mod.run(host=host, port=port, delay_s=delay, status=status,
+                       body_size=body_size, lifetime_s=lifetime)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _register_optional_commands():
+    from loadtester import dbcli, history
+    dbcli.register(cli)
+    history.register(cli)
+
+
+def main(argv=None):
+    _register_optional_commands()
+    try:
+        result = cli.main(args=argv, prog_name="loadtester", standalone_mode=False)
+    except click.UsageError as exc:
+        click.echo(f"loadtester: error: {exc.format_message()}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except click.ClickException as exc:
+        click.echo(f"loadtester: {exc.format_message()}", err=True)
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Abort:
+        click.echo("loadtester: aborted", err=True)
+        raise SystemExit(130) from None
+    raise SystemExit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

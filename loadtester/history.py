@@ -1,0 +1,204 @@
+"""Stored runs: `runs`, `show`, `export` — reports rebuilt from the database."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import click
+
+from loadtester import _engine, report as report_mod, store
+
+ERROR_INDEX = {name: i for i, name in enumerate(_engine.ERROR_NAMES)}
+
+
+def counters_from_row(row: dict) -> _engine.Counters:
+    status = {int(k): v for k, v in json.loads(row.get("status_codes") or "{}").items()}
+    by_kind = json.loads(row.get("errors_by_kind") or "{}")
+    errors = [0] * len(_engine.ERROR_NAMES)
+    for kind, count in by_kind.items():
+        if kind in ERROR_INDEX:
+            errors[ERROR_INDEX[kind]] = count
+    return _engine.Counters.from_dict({
+        "responses": sum(status.values()), "successes": row.get("success_count") or 0,
+        "bytes": row.get("bytes") or 0, "errors": errors, "status": status})
+
+
+def _hist(blob) -> _engine.Histogram:
+    return _engine.Histogram.from_bytes(bytes(blob)) if blob else _engine.Histogram()
+
+
+def report_from_row(row: dict, db_path) -> dict:
+    """The same report `blast` printed, rebuilt from what was stored."""
+    config = json.loads(row.get("config") or "{}")
+    config.setdefault("url", row.get("url"))
+    config.setdefault("method", row.get("method") or "GET")
+    config.setdefault("mode", row.get("mode") or "closed")
+    config.setdefault("connections", row.get("total_users"))
+    config.setdefault("workers", row.get("workers") or 1)
+    return report_mod.summarize(
+        spec_config=config, counters=counters_from_row(row),
+        latency=_hist(row.get("latency_hist")), service=_hist(row.get("service_hist")),
+        duration_s=row.get("measured_duration") or 0.0,
+        stop_reason=row.get("stop_reason") or row.get("status"), status=row.get("status"),
+        dropped_records=row.get("dropped_records") or 0, run_id=row["id"], uuid=row["uuid"],
+        db_path=db_path, started_at=row.get("started_at"))
+
+
+def merged_seconds(windows: list[dict]) -> list[dict]:
+    """Per-second rows, the workers' windows added up (histograms merged exactly)."""
+    by_second: dict[int, list] = {}
+    for window in windows:
+        by_second.setdefault(window["second"], []).append(window)
+    rows = []
+    for second in sorted(by_second):
+        parts = by_second[second]
+        latency = _engine.Histogram()
+        for part in parts:
+            latency.merge(_hist(part.get("latency_hist")))
+        requests = sum(p["requests"] or 0 for p in parts)
+        rows.append({
+            "second": second, "requests": requests,
+            "successes": sum(p["successes"] or 0 for p in parts),
+            "errors": sum(p["errors"] or 0 for p in parts) + requests
+            - sum(p["successes"] or 0 for p in parts),
+            "bytes": sum(p["bytes"] or 0 for p in parts),
+            "p50_ms": latency.value_at_percentile(50) / 1000 if latency.total else None,
+            "p99_ms": latency.value_at_percentile(99) / 1000 if latency.total else None,
+            "max_ms": latency.max_us / 1000 if latency.total else None,
+            "loop_lag_ms": max((p.get("loop_lag_us") or 0) for p in parts) / 1000,
+        })
+    return rows
+
+
+def _open_for_reading(db):
+    path = store.resolve_db_path(db)
+    if not path.exists():
+        raise click.ClickException(f"no database at {path}: run `loadtester blast` first")
+    try:
+        return path, store.open_database(path)
+    except store.StoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _find(conn, ref):
+    row = store.find_run(conn, ref)
+    if row is None:
+        raise click.ClickException(f"no run {ref!r} (use an id, a uuid prefix or 'last')")
+    return row
+
+
+db_option = click.option("--db", help="Database file (default: $DB_PATH or ./data/loadtest.db).")
+
+
+@click.command()
+@db_option
+@click.option("--limit", type=click.IntRange(1, 100000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs(db, limit, as_json):
+    """History of stored runs, newest first."""
+    _, conn = _open_for_reading(db)
+    rows = store.list_runs(conn, limit=limit)
+    if as_json:
+        keep = ("id", "uuid", "started_at", "completed_at", "label", "url", "method",
+                "total_users", "duration", "requests_limit", "mode", "rate", "workers", "rps",
+                "p50", "p99", "total_requests", "success_count", "error_count", "status")
+        click.echo(json.dumps([{k: r.get(k) for k in keep} for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no runs stored yet")
+        return
+    header = f"{'id':>5}  {'started (UTC)':<19}  {'label':<12} {'url':<32} {'conns':>5} " \
+             f"{'length':>7} {'rps':>10} {'p99':>9} {'success':>8}  status"
+    click.echo(header)
+    for r in rows:
+        total = r.get("total_requests") or 0
+        success = f"{100 * (r.get('success_count') or 0) / total:.1f}%" if total else "-"
+        length = f"{r['duration']:g}s" if r.get("duration") else f"n={r.get('requests_limit')}"
+        p99 = f"{r['p99']:.2f}ms" if r.get("p99") is not None else "-"
+        rps = f"{r['rps']:,.1f}" if r.get("rps") is not None else "-"
+        click.echo(f"{r['id']:>5}  {(r.get('started_at') or '')[:19]:<19}  "
+                   f"{(r.get('label') or '')[:12]:<12} {(r.get('url') or '')[:32]:<32} "
+                   f"{r.get('total_users') or 0:>5} {length:>7} {rps:>10} {p99:>9} "
+                   f"{success:>8}  {r.get('status')}")
+
+
+@click.command()
+@click.argument("run")
+@db_option
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--windows/--no-windows", default=True, help="Include the per-second table.")
+def show(run, db, as_json, windows):
+    """One run's full report, rebuilt from the database (RUN: id, uuid prefix, last)."""
+    path, conn = _open_for_reading(db)
+    row = _find(conn, run)
+    report = report_from_row(row, path)
+    seconds = merged_seconds(store.run_windows(conn, row["id"])) if windows else []
+    if as_json:
+        report["seconds"] = seconds
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"run {row['id']}  {row['uuid']}  started {row.get('started_at')}  "
+               f"status {row.get('status')}")
+    click.echo(report_mod.render_text(report))
+    if seconds:
+        click.echo(f"\n  {'second':>6} {'requests':>10} {'errors':>7} {'p50':>9} {'p99':>9} "
+                   f"{'max':>9}")
+        for s in seconds:
+            click.echo(f"  {s['second'] + 1:>6} {s['requests']:>10,} {s['errors']:>7,} "
+                       f"{report_mod._ms(s['p50_ms']):>9} {report_mod._ms(s['p99_ms']):>9} "
+                       f"{report_mod._ms(s['max_ms']):>9}")
+
+
+@click.command()
+@click.argument("run")
+@db_option
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "ndjson"]), default="csv",
+              show_default=True)
+@click.option("--requests", "with_requests", is_flag=True,
+              help="Export the request rows instead of the per-second windows.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Write here instead of stdout.")
+def export(run, db, fmt, with_requests, output):
+    """Export a run's per-second windows (or its request rows) as CSV, JSON or NDJSON."""
+    path, conn = _open_for_reading(db)
+    row = _find(conn, run)
+    if with_requests:
+        rows = store.iter_requests(conn, row["id"])
+    else:
+        rows = iter(merged_seconds(store.run_windows(conn, row["id"])))
+    out = open(output, "w", newline="") if output else sys.stdout
+    try:
+        _write_rows(out, rows, fmt, report_from_row(row, path))
+    finally:
+        if output:
+            out.close()
+
+
+def _write_rows(out, rows, fmt, report):
+    first = next(rows, None)
+    if fmt == "json":
+        items = [] if first is None else [first, *rows]
+        json.dump({"run": report, "rows": items}, out, indent=2)
+        out.write("\n")
+        return
+    if first is None:
+        return
+    if fmt == "ndjson":
+        for item in _chain(first, rows):
+            out.write(json.dumps(item) + "\n")
+        return
+    writer = csv.DictWriter(out, fieldnames=list(first))
+    writer.writeheader()
+    for item in _chain(first, rows):
+        writer.writerow(item)
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def register(cli: click.Group) -> None:
+    for command in (runs, show, export):
+        cli.add_command(command)

@@ -1,0 +1,132 @@
+"""Reports: one dict shape (the --json output), rendered as text for people."""
+from __future__ import annotations
+
+from loadtester import _engine
+
+PERCENTILES = (50, 75, 90, 99, 99.9)
+SUCCESS_RULE = "success = a response with status 1xx-3xx"
+
+
+def _pkey(p) -> str:
+    return "p" + (f"{p:g}".replace(".", ""))          # 99.9 -> p999
+
+
+def latency_summary_ms(hist: _engine.Histogram) -> dict:
+    if hist.total == 0:
+        return {key: None for key in ("min", "avg", "stdev", *map(_pkey, PERCENTILES), "max")}
+    out = {"min": hist.min_us / 1000, "avg": hist.mean_us / 1000, "stdev": hist.stdev_us / 1000}
+    for p in PERCENTILES:
+        out[_pkey(p)] = hist.value_at_percentile(p) / 1000
+    out["max"] = hist.max_us / 1000
+    return out
+
+
+def summarize(*, spec_config: dict, counters: _engine.Counters, latency: _engine.Histogram,
+              service: _engine.Histogram, duration_s: float, stop_reason: str, status: str,
+              dropped_records: int = 0, max_loop_lag_us: int = 0, run_id=None, uuid=None,
+              db_path=None, started_at=None) -> dict:
+    """The report as data: what `--json` prints and what text is rendered from."""
+    completed = counters.responses
+    attempts = completed + counters.transport_errors
+    rps = completed / duration_s if duration_s > 0 else 0.0
+    report = {
+        "run_id": run_id,
+        "uuid": uuid,
+        "db": str(db_path) if db_path else None,
+        "started_at": started_at,
+        "url": spec_config["url"],
+        "method": spec_config["method"],
+        "label": spec_config.get("label") or "",
+        "mode": spec_config["mode"],
+        "connections": spec_config["connections"],
+        "workers": spec_config["workers"],
+        "rate": spec_config.get("rate") or None,
+        "duration_s": round(duration_s, 6),
+        "status": status,
+        "stop_reason": stop_reason,
+        "requests": completed,
+        "attempts": attempts,
+        "successes": counters.successes,
+        "errors": counters.error_count,
+        "success_rate": (counters.successes / attempts) if attempts else 0.0,
+        "success_rule": SUCCESS_RULE,
+        "rps": rps,
+        "bytes": counters.bytes_read,
+        "bytes_per_s": counters.bytes_read / duration_s if duration_s > 0 else 0.0,
+        "latency_ms": latency_summary_ms(latency),
+        "status_codes": {str(k): v for k, v in sorted(counters.status_counts().items())},
+        "errors_by_kind": counters.errors_by_kind(),
+        "dropped_records": dropped_records,
+        "generator": {"max_schedule_lag_ms": counters.max_wait_us / 1000,
+                      "max_loop_lag_ms": max_loop_lag_us / 1000},
+    }
+    if spec_config["mode"] == "rate":
+        report["uncorrected_latency_ms"] = latency_summary_ms(service)
+    return report
+
+
+def _ms(value) -> str:
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value / 1000:.2f}s"
+    if value >= 1:
+        return f"{value:.2f}ms"
+    return f"{value * 1000:.0f}us"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.2f}{unit}" if unit != "B" else f"{n:.0f}B"
+        n /= 1024
+    return f"{n:.2f}GB"
+
+
+def _latency_rows(title: str, lat: dict) -> list[str]:
+    keys = ["min", "avg", "stdev", *map(_pkey, PERCENTILES), "max"]
+    names = ["min", "avg", "stdev", "p50", "p75", "p90", "p99", "p99.9", "max"]
+    return [f"  {title:<13}" + "".join(f"{n:>10}" for n in names),
+            f"  {'':<13}" + "".join(f"{_ms(lat[k]):>10}" for k in keys)]
+
+
+def render_text(report: dict) -> str:
+    mode = (f"open loop at {report['rate']:g} req/s" if report["mode"] == "rate"
+            else "closed loop")
+    head = (f"{report['method']} {report['url']}  ({mode}, {report['connections']} connections, "
+            f"{report['workers']} worker{'s' if report['workers'] != 1 else ''}"
+            + (f", label {report['label']!r}" if report["label"] else "") + ")")
+    lines = [head]
+    lines.append(f"  {'Requests':<13}{report['requests']:,} completed in {report['duration_s']:.2f}s"
+                 f"  ->  {report['rps']:,.1f} req/s, {_bytes(report['bytes_per_s'])}/s"
+                 f"  [{report['stop_reason']}]")
+    lines.append(f"  {'Success':<13}{report['success_rate'] * 100:.2f}% of {report['attempts']:,}"
+                 f" ({report['success_rule']})")
+    if report["mode"] == "rate":
+        lines += _latency_rows("Latency", report["latency_ms"])
+        lines[-2] += "   (corrected: from intended send time)"
+        lines += _latency_rows("Uncorrected", report["uncorrected_latency_ms"])
+        lines[-2] += "   (from actual write)"
+    else:
+        lines += _latency_rows("Latency", report["latency_ms"])
+    codes = ", ".join(f"{code}: {count:,}" for code, count in report["status_codes"].items())
+    lines.append(f"  {'Status codes':<13}{codes or 'none'}")
+    errors = ", ".join(f"{kind} {count:,}" for kind, count in report["errors_by_kind"].items())
+    lines.append(f"  {'Errors':<13}{errors or 'none'}")
+    gen = report["generator"]
+    if report["mode"] == "rate" and gen["max_schedule_lag_ms"] > 10:
+        lines.append(f"  {'Generator':<13}fell behind its timetable by up to "
+                     f"{_ms(gen['max_schedule_lag_ms'])} (counted in corrected latency)")
+    if report["dropped_records"]:
+        lines.append(f"  {'Dropped':<13}{report['dropped_records']:,} request rows not stored "
+                     "(the store fell behind; totals above are complete)")
+    if report.get("run_id") is not None:
+        lines.append(f"  {'Stored':<13}run {report['run_id']} ({report['uuid']}) in {report['db']}")
+    return "\n".join(lines)
+
+
+def progress_line(second: int, counters: _engine.Counters, latency: _engine.Histogram,
+                  errors_so_far: int) -> str:
+    p99 = latency.value_at_percentile(99) / 1000 if latency.total else None
+    return (f"[{second + 1:>4}s] {counters.responses:>9,} req/s  p99 {_ms(p99):>9}  "
+            f"errors {errors_so_far:,}")

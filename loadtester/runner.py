@@ -1,0 +1,325 @@
+"""Run a blast: worker processes generate load, this process merges and stores.
+
+Each worker is a process with its own uvloop loop and `_engine.Client`. It sends
+framed messages up a pipe: full request-record buffers, closed one-second
+windows, and at the end its exact totals (histograms as blobs). The pipe's
+write side is non-blocking; when this process falls behind, the worker drops
+record buffers and counts them instead of stalling its loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gc
+import multiprocessing
+import os
+import pickle
+import signal
+import ssl
+import struct
+import threading
+import time
+
+from loadtester import _engine
+from loadtester.spec import RunSpec
+
+FRAME_HEADER = struct.Struct("<IB")
+FRAME_RECORDS = 1
+FRAME_WINDOW = 2
+FRAME_SUMMARY = 3
+FRAME_FAILED = 4
+
+WORKER_PENDING_LIMIT_BYTES = 32 << 20    # per worker, buffered in its pipe transport
+START_DELAY_NS = 150_000_000             # time for every worker to be ready at t=0
+
+
+@dataclasses.dataclass
+class RunResult:
+    """A finished run, merged exactly across workers."""
+    spec: RunSpec
+    counters: _engine.Counters
+    latency: _engine.Histogram          # corrected (from the intended send time)
+    service: _engine.Histogram          # uncorrected (from the actual write)
+    duration_s: float
+    issued: int
+    stop_reason: str
+    dropped_records: int = 0
+    max_loop_lag_us: int = 0
+    worker_errors: list = dataclasses.field(default_factory=list)
+    run_id: int | None = None
+    uuid: str | None = None
+
+    @property
+    def rps(self) -> float:
+        return self.counters.responses / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def status(self) -> str:
+        if self.worker_errors:
+            return "failed"
+        return "stopped" if self.stop_reason in ("interrupted", "stopped") else "completed"
+
+
+# --- the worker process ------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """If the parent is killed (even -9), the worker must not go on sending load."""
+    try:
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+def _ssl_context(spec: RunSpec):
+    if spec.target.scheme != "https":
+        return None
+    context = ssl.create_default_context()
+    if spec.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store_records: bool):
+    import asyncio
+
+    import uvloop
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    # Objects made per read are short-lived and acyclic; the collector only
+    # costs time on the hot path.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        pipe = os.fdopen(write_fd, "wb", buffering=0)
+        transport, _ = await loop.connect_write_pipe(asyncio.Protocol, pipe)
+        dropped = 0
+
+        def send(kind: int, payload: bytes) -> None:
+            transport.write(FRAME_HEADER.pack(len(payload), kind) + payload)
+
+        def on_records(blob: bytes) -> None:
+            nonlocal dropped
+            if transport.get_write_buffer_size() > WORKER_PENDING_LIMIT_BYTES:
+                dropped += len(blob) // _engine.RECORD_SIZE
+                return
+            send(FRAME_RECORDS, blob)
+
+        def on_window(window: dict) -> None:
+            send(FRAME_WINDOW, pickle.dumps(window, protocol=pickle.HIGHEST_PROTOCOL))
+
+        share = spec.share(worker, spec.workers)
+        client = _engine.Client(
+            host=spec.target.host, port=spec.target.port, request=spec.request_bytes(),
+            is_head=spec.method == "HEAD", connections=share["connections"],
+            max_requests=share["max_requests"], duration_s=spec.duration_s or 0.0,
+            timeout_s=spec.timeout_s, rate_per_s=share["rate_per_s"],
+            ramp_up_s=spec.ramp_up_s, phase_s=share["phase_s"],
+            ssl_context=_ssl_context(spec), server_hostname=spec.target.host
+            if spec.target.scheme == "https" else None,
+            worker_index=worker, record_sink=on_records if store_records else None,
+            window_sink=on_window)
+        loop.add_signal_handler(signal.SIGTERM, client.stop, "interrupted")
+        loop.add_signal_handler(signal.SIGINT, client.stop, "interrupted")
+        summary = await client.run(start_ns)
+        summary["counters"] = summary["counters"].to_dict()
+        summary["latency"] = summary["latency"].to_bytes()
+        summary["service"] = summary["service"].to_bytes()
+        summary["dropped_records"] = dropped
+        send(FRAME_SUMMARY, pickle.dumps(summary, protocol=pickle.HIGHEST_PROTOCOL))
+        while transport.get_write_buffer_size():
+            await asyncio.sleep(0.005)
+        transport.close()
+
+    try:
+        uvloop.run(main())
+    except BaseException as exc:  # reported to the parent, which marks the run failed
+        try:
+            message = f"worker {worker}: {type(exc).__name__}: {exc}".encode()
+            os.write(write_fd, FRAME_HEADER.pack(len(message), FRAME_FAILED) + message)
+        except OSError:
+            pass
+        os._exit(1)
+    os._exit(0)
+
+
+# --- this process -----------------------------------------------------------------
+
+def _read_exact(fd: int, size: int) -> bytes | None:
+    chunks = []
+    while size:
+        chunk = os.read(fd, min(size, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+class _WorkerReader(threading.Thread):
+    """Reads one worker's pipe until it closes; hands frames to the sinks."""
+
+    def __init__(self, fd: int, on_records, on_window):
+        super().__init__(daemon=True)
+        self.fd = fd
+        self.on_records = on_records
+        self.on_window = on_window
+        self.summary = None
+        self.failure = None
+
+    def run(self):
+        try:
+            while True:
+                header = _read_exact(self.fd, FRAME_HEADER.size)
+                if header is None:
+                    return
+                size, kind = FRAME_HEADER.unpack(header)
+                payload = _read_exact(self.fd, size)
+                if payload is None:
+                    return
+                if kind == FRAME_RECORDS:
+                    self.on_records(payload)
+                elif kind == FRAME_WINDOW:
+                    self.on_window(pickle.loads(payload))
+                elif kind == FRAME_SUMMARY:
+                    self.summary = pickle.loads(payload)
+                elif kind == FRAME_FAILED:
+                    self.failure = payload.decode(errors="replace")
+        finally:
+            os.close(self.fd)
+
+
+class WindowMerger:
+    """Adds up the workers' windows for one second; calls back once all are in."""
+
+    def __init__(self, workers: int, on_second=None):
+        self.workers = workers
+        self.on_second = on_second
+        self.pending: dict[int, list] = {}
+        self.lock = threading.Lock()
+
+    def add(self, window: dict) -> None:
+        if self.on_second is None or window.get("partial"):
+            return
+        with self.lock:
+            parts = self.pending.setdefault(window["second"], [])
+            parts.append(window)
+            if len(parts) < self.workers:
+                return
+            del self.pending[window["second"]]
+        counters = _engine.Counters()
+        latency = _engine.Histogram()
+        for part in parts:
+            counters.merge(_engine.Counters.from_dict(part["counters"]))
+            latency.merge(_engine.Histogram.from_bytes(part["latency"]))
+        self.on_second(window["second"], counters, latency)
+
+
+def run_blast(spec: RunSpec, *, on_records=None, on_window=None, on_second=None) -> RunResult:
+    """Run `spec` to its end (or until SIGINT/SIGTERM) and return merged results.
+
+    `on_records(blob)` gets full request-record buffers (only when given: the
+    workers record no rows otherwise) and `on_window(dict)` every closed window;
+    both are called from reader threads and must not block.
+    `on_second(second, Counters, Histogram)` sees each second once every worker
+    has closed it (for the live progress line).
+    """
+    context = multiprocessing.get_context("fork")
+    start_ns = _engine.now_ns() + START_DELAY_NS
+    merger = WindowMerger(spec.workers, on_second)
+
+    def window_arrived(window):
+        merger.add(window)
+        if on_window is not None:
+            on_window(window)
+
+    processes, readers = [], []
+    for worker in range(spec.workers):
+        read_fd, write_fd = os.pipe()
+        process = context.Process(target=_worker_main, name=f"loadtester-worker-{worker}",
+                                  args=(spec, worker, write_fd, start_ns, on_records is not None),
+                                  daemon=True)
+        process.start()
+        os.close(write_fd)
+        processes.append(process)
+        readers.append(_WorkerReader(read_fd, on_records, window_arrived))
+    for reader in readers:
+        reader.start()
+
+    interrupted = False
+
+    def forward_stop(signum, frame):
+        nonlocal interrupted
+        interrupted = True
+        for process in processes:
+            if process.pid and process.is_alive():
+                try:
+                    os.kill(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    previous = {sig: signal.signal(sig, forward_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for reader in readers:
+            while reader.is_alive():
+                reader.join(0.2)
+        for process in processes:
+            process.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return _merge(spec, readers, processes, interrupted)
+
+
+def _merge(spec: RunSpec, readers, processes, interrupted: bool) -> RunResult:
+    counters = _engine.Counters()
+    latency = _engine.Histogram()
+    service = _engine.Histogram()
+    starts, ends = [], []
+    issued = dropped = lag = 0
+    reasons, failures = set(), []
+    for reader, process in zip(readers, processes):
+        if reader.failure or reader.summary is None:
+            failures.append(reader.failure or
+                            f"worker {process.name} exited with code {process.exitcode}")
+            continue
+        summary = reader.summary
+        counters.merge(_engine.Counters.from_dict(summary["counters"]))
+        latency.merge(_engine.Histogram.from_bytes(summary["latency"]))
+        service.merge(_engine.Histogram.from_bytes(summary["service"]))
+        starts.append(summary["start_ns"])
+        ends.append(summary["end_ns"])
+        issued += summary["issued"]
+        dropped += summary["dropped_records"]
+        lag = max(lag, summary["loop_lag_max_us"])
+        reasons.add(summary["stop_reason"])
+    duration_s = (max(ends) - min(starts)) / 1e9 if starts else 0.0
+    reason = "interrupted" if interrupted or "interrupted" in reasons else (
+        sorted(reasons)[0] if reasons else "failed")
+    return RunResult(spec=spec, counters=counters, latency=latency, service=service,
+                     duration_s=duration_s, issued=issued, stop_reason=reason,
+                     dropped_records=dropped, max_loop_lag_us=lag, worker_errors=failures)
+
+
+def wait_ready(url: str, timeout_s: float = 10.0) -> None:
+    """Block until something accepts TCP connections at url's host and port."""
+    import socket
+
+    from loadtester.spec import parse_url
+    target = parse_url(url)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((target.host, target.port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)

@@ -1,0 +1,200 @@
+"""A run's validated configuration, and the request bytes built once from it."""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import socket
+from urllib.parse import urlsplit
+
+DEFAULT_DURATION_S = 10.0
+DEFAULT_TIMEOUT_S = 10.0
+USER_AGENT = "loadtester/0.1"
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(us|µs|ms|s|sec|m|min|h|d)?\s*$")
+_DURATION_UNITS_S = {None: 1.0, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0,
+                     "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class SpecError(ValueError):
+    """A user-facing, one-line description of bad input."""
+
+
+def parse_duration_s(text: str, what: str = "duration") -> float:
+    """'10s', '2m', '500ms', '1.5h', '30' (seconds) -> seconds."""
+    match = _DURATION_RE.match(str(text))
+    if not match:
+        raise SpecError(f"invalid {what} {text!r}: use a number with a unit, e.g. 500ms, 10s, 2m")
+    return float(match.group(1)) * _DURATION_UNITS_S[match.group(2)]
+
+
+def parse_rate(text: str) -> float:
+    """'5000', '5000/s', '300/m' -> requests per second."""
+    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|m|h))?\s*$", str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise SpecError(f"invalid rate {text!r}: use requests per second, e.g. 1000 or 300/m")
+    return float(match.group(1)) / {None: 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    url: str
+    scheme: str
+    host: str
+    port: int
+    path: str            # path + query, as sent on the request line
+
+    @property
+    def host_header(self) -> str:
+        default_port = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default_port else f"{host}:{self.port}"
+
+
+def parse_url(url: str) -> Target:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https"):
+        raise SpecError(f"invalid URL {url!r}: scheme must be http or https")
+    if not parts.hostname:
+        raise SpecError(f"invalid URL {url!r}: no host")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise SpecError(f"invalid URL {url!r}: bad port") from None
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return Target(url=url.strip(), scheme=parts.scheme, host=parts.hostname, port=port, path=path)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    target: Target
+    connections: int = 50
+    duration_s: float | None = DEFAULT_DURATION_S
+    requests: int | None = None
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    insecure: bool = False
+    rate_per_s: float = 0.0
+    ramp_up_s: float = 0.0
+    workers: int = 1
+    label: str = ""
+
+    @property
+    def mode(self) -> str:
+        return "rate" if self.rate_per_s > 0 else "closed"
+
+    def request_bytes(self) -> bytes:
+        """The whole request, built once and written as-is for every request."""
+        names = {name.lower() for name, _ in self.headers}
+        lines = [f"{self.method} {self.target.path} HTTP/1.1"]
+        if "host" not in names:
+            lines.append(f"Host: {self.target.host_header}")
+        if "user-agent" not in names:
+            lines.append(f"User-Agent: {USER_AGENT}")
+        if "accept" not in names:
+            lines.append("Accept: */*")
+        lines.extend(f"{name}: {value}" for name, value in self.headers)
+        if (self.body or self.method in ("POST", "PUT", "PATCH")) and "content-length" not in names:
+            lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
+
+    def share(self, worker: int, workers: int) -> dict:
+        """This worker's part of the run: connections, count and rate split evenly."""
+        connections = self.connections // workers + (1 if worker < self.connections % workers else 0)
+        requests = 0
+        if self.requests:
+            requests = self.requests // workers + (1 if worker < self.requests % workers else 0)
+        rate = self.rate_per_s / workers if self.rate_per_s else 0.0
+        return {
+            "connections": max(1, connections),
+            "max_requests": requests,
+            "rate_per_s": rate,
+            # Workers interleave on one timetable: worker w sends the w-th of every N.
+            "phase_s": (worker / self.rate_per_s) if self.rate_per_s else 0.0,
+        }
+
+    def config(self) -> dict:
+        """JSON-ready config, as stored with the run."""
+        return {
+            "url": self.target.url, "method": self.method, "connections": self.connections,
+            "duration_s": self.duration_s, "requests": self.requests,
+            "headers": [list(h) for h in self.headers], "body_bytes": len(self.body),
+            "timeout_s": self.timeout_s, "insecure": self.insecure, "rate": self.rate_per_s,
+            "ramp_up_s": self.ramp_up_s, "workers": self.workers, "label": self.label,
+            "mode": self.mode,
+        }
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip() or any(c in name for c in " \t\r\n") or "\n" in value:
+        raise SpecError(f"invalid header {text!r}: use 'Name: value'")
+    return name.strip(), value.strip()
+
+
+def build_spec(url: str, *, connections: int = 50, duration: str | None = None,
+               requests: int | None = None, method: str = "GET", headers=(),
+               body: str | None = None, body_file: str | None = None,
+               timeout: str | None = None, insecure: bool = False, rate: str | None = None,
+               ramp_up: str | None = None, workers: str | int = 1, label: str = "") -> RunSpec:
+    """Validate CLI-shaped input into a RunSpec; every problem is a SpecError."""
+    target = parse_url(url)
+    if connections < 1:
+        raise SpecError(f"invalid connections {connections}: must be at least 1")
+    if duration is not None and requests is not None:
+        raise SpecError("give either a duration (-d) or a request count (-n), not both")
+    duration_s = None
+    if requests is not None:
+        if requests < 1:
+            raise SpecError(f"invalid request count {requests}: must be at least 1")
+    else:
+        duration_s = parse_duration_s(duration) if duration is not None else DEFAULT_DURATION_S
+        if duration_s <= 0:
+            raise SpecError(f"invalid duration {duration!r}: must be more than 0")
+    if body is not None and body_file is not None:
+        raise SpecError("give either --body or --body-file, not both")
+    payload = body.encode() if body is not None else b""
+    if body_file is not None:
+        try:
+            with open(body_file, "rb") as handle:
+                payload = handle.read()
+        except OSError as exc:
+            raise SpecError(f"cannot read body file {body_file!r}: {exc.strerror}") from None
+    timeout_s = parse_duration_s(timeout, "timeout") if timeout is not None else DEFAULT_TIMEOUT_S
+    if timeout_s <= 0:
+        raise SpecError(f"invalid timeout {timeout!r}: must be more than 0")
+    ramp_up_s = parse_duration_s(ramp_up, "ramp-up") if ramp_up is not None else 0.0
+    rate_per_s = parse_rate(rate) if rate is not None else 0.0
+    if str(workers) == "auto":
+        worker_count = os.cpu_count() or 1
+    else:
+        try:
+            worker_count = int(workers)
+        except ValueError:
+            raise SpecError(f"invalid workers {workers!r}: a number or 'auto'") from None
+        if worker_count < 1:
+            raise SpecError(f"invalid workers {workers!r}: must be at least 1")
+    worker_count = min(worker_count, connections)
+    method = method.upper()
+    if not re.fullmatch(r"[A-Z]+", method):
+        raise SpecError(f"invalid method {method!r}")
+    return RunSpec(
+        target=target, connections=connections, duration_s=duration_s, requests=requests,
+        method=method, headers=tuple(parse_header(h) for h in headers), body=payload,
+        timeout_s=timeout_s, insecure=insecure, rate_per_s=rate_per_s, ramp_up_s=ramp_up_s,
+        workers=worker_count, label=label,
+    )
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for names that resolve only to 127.0.0.0/8 or ::1."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)

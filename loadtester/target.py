@@ -1,0 +1,52 @@
+"""The built-in local target server (`loadtester target`)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import urllib.request
+
+import uvloop
+
+from loadtester._engine import TargetProtocol, TargetState
+
+
+async def serve(host: str = "127.0.0.1", port: int = 8080, *, delay_s: float = 0.0,
+                status: int = 200, body_size: int = 13, lifetime_s: float | None = None,
+                announce=print) -> TargetState:
+    """Serve until SIGINT/SIGTERM or `lifetime_s`; returns the final counts."""
+    loop = asyncio.get_running_loop()
+    state = TargetState(status=status, body_size=body_size, delay_s=delay_s)
+    server = await loop.create_server(lambda: TargetProtocol(state, loop), host, port,
+                                      backlog=4096, reuse_address=True)
+    bound = server.sockets[0].getsockname()
+    shown_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    announce(f"loadtester target listening on http://{shown_host}:{bound[1]}/ "
+             f"(delay {delay_s * 1000:g}ms, status {status}, body {body_size} bytes)")
+    stop = loop.create_future()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))
+    if lifetime_s:
+        loop.call_later(lifetime_s, lambda: stop.done() or stop.set_result(None))
+    await stop
+    server.close()
+    announce(f"served {state.served} requests")
+    return state
+
+
+def run(**kwargs) -> TargetState:
+    def announce(line):
+        print(line, flush=True)
+    return uvloop.run(serve(announce=announce, **kwargs))
+
+
+def fetch_stats(base_url: str, timeout_s: float = 5.0) -> dict:
+    """The target's own count of what it served (not counting control requests)."""
+    with urllib.request.urlopen(base_url.rstrip("/") + "/__loadtester/stats",
+                                timeout=timeout_s) as response:
+        return json.loads(response.read())
+
+
+if __name__ == "__main__":
+    run(port=int(sys.argv[1]) if len(sys.argv) > 1 else 8080)

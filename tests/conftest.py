@@ -1,0 +1,181 @@
+"""Shared fixtures: real servers on 127.0.0.1, the real CLI in a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, timeout=120, env=None, cwd=None):
+    """Run `python -m loadtester ARGS`; returns the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "loadtester", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=full_env,
+                          cwd=cwd or ROOT)
+
+
+def blast_json(url, *args, db, timeout=120):
+    result = cli("blast", url, "--json", "--db", db, *args, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+class TargetProcess:
+    """`loadtester target` on a free port, in its own process."""
+
+    def __init__(self, *args, lifetime="300s"):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "loadtester", "target", "--port", "0", "--lifetime", lifetime,
+             *map(str, args)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        line = self.proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        if not match:
+            self.proc.kill()
+            raise RuntimeError(f"target did not start: {line!r} {self.proc.stderr.read()}")
+        self.port = int(match.group(1))
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def stats(self) -> dict:
+        from loadtester.target import fetch_stats
+        return fetch_stats(self.url)
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        return out
+
+
+@pytest.fixture
+def start_target():
+    started = []
+
+    def start(*args):
+        target = TargetProcess(*args)
+        started.append(target)
+        return target
+
+    yield start
+    for target in started:
+        target.stop()
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "runs.db"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RawServer:
+    """A threaded TCP server on 127.0.0.1 whose replies a test scripts.
+
+    `handler(conn, request_bytes) -> bool` answers one request; it returns False
+    to close the connection. Counts requests it saw and connections accepted.
+    """
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.requests = 0
+        self.connections = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.closed = False
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        buf = b""
+        try:
+            while not self.closed:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+                while b"\r\n\r\n" in buf:
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                    if length:
+                        need = int(length.group(1))
+                        while len(buf) < need:
+                            more = conn.recv(65536)
+                            if not more:
+                                return
+                            buf += more
+                        buf = buf[need:]
+                    with self.lock:
+                        self.requests += 1
+                    if not self.handler(conn, head):
+                        return
+        except OSError:
+            return
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+        for conn in self.conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def raw_server():
+    servers = []
+
+    def start(handler):
+        server = RawServer(handler)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def wait_for(predicate, timeout_s=10.0, interval_s=0.05):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return False
