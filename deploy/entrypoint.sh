@@ -11,5 +11,5 @@ if [ ! -w "$data_dir" ]; then
   echo "loadtester: data directory $data_dir is not writable by uid $(id -u); mount the volume writable for UID 1000" >&2
   exit 1
 fi
-loadtester db check --quick >/dev/null
+loadtester db migrate >/dev/null
 exec "$@"

@@ -24,7 +24,7 @@ cdef enum:
 
 
 # Error kinds, stored as small integers in request rows.
-cpdef enum ErrorKind:
+cdef enum ErrorKind:
     ERR_NONE = 0
     ERR_CONNECT = 1
     ERR_TIMEOUT = 2

@@ -71,12 +71,14 @@ cdef class Connection:
                 client.on_connect_failed(self, started)
                 client.loop.call_later(RECONNECT_BACKOFF_S, self.start)
             return
-        self.connect_task = None
 
     def _self_factory(self):
         return self
 
     def connection_made(self, transport):
+        # The connection can be used, answered and lost before _connect resumes:
+        # from here on a new connect must be possible.
+        self.connect_task = None
         self.transport = transport
         self.closing = False
         self.parser = self.new_parser()
@@ -191,7 +193,10 @@ cdef class Connection:
         self.in_flight = False
         client.in_flight -= 1
         client.record_response(self, now, <int>self.parser.get_status_code())
-        if self.transport is not None and not self.parser.should_keep_alive():
+        if self.transport is None:
+            client.stop_if_spent()      # else connection_lost reconnects
+            return
+        if not self.parser.should_keep_alive():
             self.closing = True
             self.transport.close()      # reconnects from connection_lost
             return
@@ -355,13 +360,16 @@ cdef class Client:
     cdef bint budget_left(self) noexcept:
         return self.max_requests == 0 or self.issued < self.max_requests
 
+    cdef void stop_if_spent(self) noexcept:
+        if not self.budget_left() and self.in_flight == 0 and not self.stopping:
+            self.stop("count")
+
     cdef void next_request(self, Connection conn) noexcept:
         cdef int64_t intended_ns, now, delay_ms
-        if self.stopping:
+        if self.stopping or conn.transport is None or conn.closing:
             return
         if not self.budget_left():
-            if self.in_flight == 0:
-                self.stop("count")
+            self.stop_if_spent()
             return
         self.issued += 1
         if self.rate_per_s <= 0:
@@ -408,8 +416,7 @@ cdef class Client:
         self.records.add(<uint64_t>((begin_ns - self.start_ns) // NS_PER_US),
                          <uint64_t>((now - begin_ns) // NS_PER_US), 0,
                          <uint64_t>conn.response_bytes, 0, kind, self.worker_index)
-        if not self.budget_left() and self.in_flight == 0:
-            self.stop("count")
+        self.stop_if_spent()
 
     cdef void on_connect_failed(self, Connection conn, int64_t started_ns) noexcept:
         # A refused connection is one failed attempt; with -n it uses up one
@@ -421,8 +428,7 @@ cdef class Client:
                          self.worker_index)
         if self.max_requests:
             self.issued += 1
-            if not self.budget_left() and self.in_flight == 0:
-                self.stop("count")
+            self.stop_if_spent()
 
     # --- periodic work (not per request) --------------------------------------
 

@@ -92,7 +92,16 @@ cdef class TargetProtocol:
         if self.state.pause_until:
             wait_s = max(wait_s, self.state.pause_until - self.loop.time())
         if wait_s > 0:
-            self.loop.call_later(wait_s, self.respond, keep_alive, head)
+            self.respond_at(monotonic_ns() + <int64_t>(wait_s * 1e9), keep_alive, head)
+        else:
+            self.respond(keep_alive, head)
+
+    def respond_at(self, int64_t due_ns, bint keep_alive, bint head):
+        # The loop's clock is cached per iteration and its timers tick in whole
+        # milliseconds, so a timer alone can fire early: check the real clock.
+        cdef int64_t left_ns = due_ns - monotonic_ns()
+        if left_ns > 0:
+            self.loop.call_later(left_ns / 1e9, self.respond_at, due_ns, keep_alive, head)
         else:
             self.respond(keep_alive, head)
 

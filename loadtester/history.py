@@ -60,8 +60,8 @@ def merged_seconds(windows: list[dict]) -> list[dict]:
         rows.append({
             "second": second, "requests": requests,
             "successes": sum(p["successes"] or 0 for p in parts),
-            "errors": sum(p["errors"] or 0 for p in parts) + requests
-            - sum(p["successes"] or 0 for p in parts),
+            # window requests = responses + transport errors, like test_runs.total_requests
+            "errors": requests - sum(p["successes"] or 0 for p in parts),
             "bytes": sum(p["bytes"] or 0 for p in parts),
             "p50_ms": latency.value_at_percentile(50) / 1000 if latency.total else None,
             "p99_ms": latency.value_at_percentile(99) / 1000 if latency.total else None,

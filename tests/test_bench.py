@@ -1,0 +1,214 @@
+"""bench/run.py: its output parsers (sample outputs) and a ~5 s smoke run."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = module          # dataclasses look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+
+WRK = """\
+Running 2s test @ http://127.0.0.1:18777/
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   488.91us  192.18us   2.36ms   70.35%
+    Req/Sec    76.46k     3.80k   82.32k    76.19%
+  Latency Distribution
+     50%  383.00us
+     75%  663.00us
+     90%  714.00us
+     99%  814.00us
+  159575 requests in 2.10s, 24.50MB read
+Requests/sec:  75918.07
+Transfer/sec:     11.66MB
+"""
+
+WRK_ERRORS = """\
+Running 5s test @ http://127.0.0.1:8080/
+  1 threads and 50 connections
+  Latency Distribution
+     50%    1.20ms
+     75%    2.00ms
+     90%    3.00ms
+     99%    1.05s
+  1000 requests in 5.00s, 100.00KB read
+  Socket errors: connect 0, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 7
+Requests/sec:    200.00
+Transfer/sec:     20.00KB
+"""
+
+WRK2 = """\
+  Latency Distribution (HdrHistogram - Recorded Latency)
+ 50.000%    1.02ms
+ 75.000%    1.40ms
+ 90.000%    1.80ms
+ 99.000%    2.50ms
+ 99.900%    9.00ms
+ 99.990%   12.00ms
+  49999 requests in 5.00s, 6.00MB read
+Requests/sec:   9999.80
+"""
+
+HEY = """\
+
+Summary:
+  Total:\t2.0016 secs
+  Slowest:\t0.0154 secs
+  Fastest:\t0.0001 secs
+  Average:\t0.0028 secs
+  Requests/sec:\t17589.5585
+  \n  Total data:\t457704 bytes
+  Size/request:\t13 bytes
+
+Latency distribution:
+  10% in 0.0007 secs
+  50% in 0.0028 secs
+  95% in 0.0055 secs
+  99% in 0.0063 secs
+
+Status code distribution:
+  [200]\t35200 responses
+  [503]\t8 responses
+
+Error distribution:
+  [3]\tGet "http://127.0.0.1:1/": dial tcp 127.0.0.1:1: connect: connection refused
+"""
+
+AB = """\
+This is ApacheBench, Version 2.3 <$Revision: 1934973 $>
+Benchmarking 127.0.0.1 (be patient)
+Finished 174646 requests
+
+Concurrency Level:      50
+Time taken for tests:   2.000 seconds
+Complete requests:      174646
+Failed requests:        2
+Non-2xx responses:      5
+Keep-Alive requests:    174646
+Requests per second:    87322.56 [#/sec] (mean)
+Time per request:       0.573 [ms] (mean)
+
+Percentage of the requests served within a certain time (ms)
+  50%      1
+  98%      1
+  99%      3
+ 100%      4 (longest request)
+"""
+
+H2LOAD = """\
+finished in 5.00s, 81234.20 req/s, 9.61MB/s
+requests: 406171 total, 406221 started, 406171 done, 406160 succeeded, 11 failed, 0 errored, 0 timeout
+status codes: 406160 2xx, 0 3xx, 11 4xx, 0 5xx
+"""
+
+
+def test_parse_wrk():
+    out = bench.parse_wrk(WRK)
+    assert out["rps"] == pytest.approx(75918.07)
+    assert out["p99_ms"] == pytest.approx(0.814)
+    assert out["requests"] == 159575 and out["errors"] == 0
+
+
+def test_parse_wrk_units_and_errors():
+    out = bench.parse_wrk(WRK_ERRORS)
+    assert out["p99_ms"] == pytest.approx(1050.0)      # "1.05s"
+    assert out["errors"] == 3 + 2 + 7
+
+
+def test_parse_wrk2_takes_the_99_line_not_99_9():
+    out = bench.parse_wrk(WRK2)
+    assert out["p99_ms"] == pytest.approx(2.5)
+    assert out["rps"] == pytest.approx(9999.8)
+
+
+def test_parse_hey():
+    out = bench.parse_hey(HEY)
+    assert out["rps"] == pytest.approx(17589.5585)
+    assert out["p99_ms"] == pytest.approx(6.3)
+    assert out["requests"] == 35208
+    assert out["errors"] == 8 + 3
+
+
+def test_parse_ab():
+    out = bench.parse_ab(AB)
+    assert out["rps"] == pytest.approx(87322.56)
+    assert out["p99_ms"] == 3.0                         # ab prints whole milliseconds
+    assert out["requests"] == 174646 and out["errors"] == 7
+
+
+def test_parse_h2load_has_no_p99():
+    out = bench.parse_h2load(H2LOAD)
+    assert out["rps"] == pytest.approx(81234.2) and out["p99_ms"] is None
+    assert out["requests"] == 406171 and out["errors"] == 11
+
+
+def test_parse_loadtester_json():
+    text = json.dumps({"rps": 51865.3, "requests": 103703, "errors": 0, "status": "completed",
+                       "latency_ms": {"p50": 0.9, "p99": 1.615}, "dropped_records": 4})
+    out = bench.parse_loadtester(text)
+    assert out["rps"] == pytest.approx(51865.3) and out["p99_ms"] == pytest.approx(1.615)
+    assert out["requests"] == 103703 and out["dropped_records"] == 4
+
+
+@pytest.mark.parametrize("parser", [bench.parse_wrk, bench.parse_hey, bench.parse_ab,
+                                    bench.parse_h2load, bench.parse_loadtester])
+def test_parsers_reject_output_without_a_rate(parser):
+    with pytest.raises(bench.ParseError):
+        parser("connection refused\n")
+
+
+def test_durations_and_tool_selection():
+    assert bench.parse_duration("5s") == 5 and bench.parse_duration("500ms") == 0.5
+    assert bench.parse_duration("2") == 2 and bench.parse_duration("1m") == 60
+    assert bench.duration_arg(5.0) == "5s" and bench.duration_arg(1.5) == "1500ms"
+    assert bench.whole_seconds(0.3) == 1
+    names = [t.name for t in bench.select_tools("hey,loadtester,wrk")]
+    assert names == ["wrk", "hey", bench.BASELINE, bench.STORED]    # fixed run order
+    with pytest.raises(ValueError):
+        bench.select_tools("curl")
+
+
+def test_verdicts():
+    rows = [{"tool": "wrk", "median_rps": 100.0}, {"tool": "hey", "median_rps": 40.0},
+            {"tool": bench.BASELINE, "median_rps": 95.0}, {"tool": bench.STORED,
+                                                             "median_rps": 80.0}]
+    got = {v["label"]: v for v in bench.verdicts(rows)}
+    assert got["loadtester/wrk"]["value"] == pytest.approx(0.95) and got["loadtester/wrk"]["met"]
+    assert got["loadtester/hey"]["value"] == pytest.approx(2.375)
+    assert got["store=requests/store=none"]["met"] is False
+
+
+def test_smoke_run_against_the_loadtester_target(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--rounds", "1", "--duration", "1s",
+         "--connections", "10", "--tools", "loadtester", "--target", "loadtester",
+         "--json-only"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["meta"]["target"] == "loadtester"
+    assert doc["meta"]["connections"] == 10 and doc["meta"]["duration_s"] == 1
+    rows = {r["tool"]: r for r in doc["rows"]}
+    base = rows[bench.BASELINE]
+    assert base["runs_ok"] == 1 and base["median_rps"] > 0, base
+    assert base["median_p99_ms"] > 0 and base["cpu_s_per_100k"] > 0
+    assert rows[bench.STORED]["median_rps"] > 0, rows[bench.STORED]
+    saved = ROOT / doc["results_file"]
+    try:
+        assert json.loads(saved.read_text())["rows"] == doc["rows"]
+    finally:
+        saved.unlink()
