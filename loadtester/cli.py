@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 
 import click
@@ -84,7 +85,11 @@ def blast(url, connections, duration, requests, method, headers, body, body_file
 @click.option("--body-size", type=click.IntRange(0, 64 << 20), default=13, show_default=True)
 @click.option("--lifetime", type=DurationType(), default=None,
               help="Stop by itself after this long.")
-def target(host, port, delay, status, body_size, lifetime):
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+              help="Serve HTTPS with this certificate (PEM).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+              help="Private key for --tls-cert (PEM).")
+def target(host, port, delay, status, body_size, lifetime, tls_cert, tls_key):
     """A fast local HTTP server to aim at: counts what it serves.
 
     GET /__loadtester/stats returns {"served": N}; /__loadtester/pause?ms=N
@@ -93,7 +98,10 @@ def target(host, port, delay, status, body_size, lifetime):
     from loadtester import target as target_mod
     try:
         target_mod.run(host=host, port=port, delay_s=delay, status=status,
-                       body_size=body_size, lifetime_s=lifetime)
+                       body_size=body_size, lifetime_s=lifetime, tls_cert=tls_cert,
+                       tls_key=tls_key)
+    except ssl.SSLError as exc:
+        raise click.ClickException(f"cannot use the TLS certificate: {exc.reason}") from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 

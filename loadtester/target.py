@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 import sys
 import urllib.request
 
@@ -14,15 +15,21 @@ from loadtester._engine import TargetProtocol, TargetState
 
 async def serve(host: str = "127.0.0.1", port: int = 8080, *, delay_s: float = 0.0,
                 status: int = 200, body_size: int = 13, lifetime_s: float | None = None,
+                tls_cert: str | None = None, tls_key: str | None = None,
                 announce=print) -> TargetState:
     """Serve until SIGINT/SIGTERM or `lifetime_s`; returns the final counts."""
     loop = asyncio.get_running_loop()
     state = TargetState(status=status, body_size=body_size, delay_s=delay_s)
+    context = None
+    if tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls_cert, tls_key)
     server = await loop.create_server(lambda: TargetProtocol(state, loop), host, port,
-                                      backlog=4096, reuse_address=True)
+                                      backlog=4096, reuse_address=True, ssl=context)
     bound = server.sockets[0].getsockname()
     shown_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    announce(f"loadtester target listening on http://{shown_host}:{bound[1]}/ "
+    scheme = "https" if context else "http"
+    announce(f"loadtester target listening on {scheme}://{shown_host}:{bound[1]}/ "
              f"(delay {delay_s * 1000:g}ms, status {status}, body {body_size} bytes)")
     stop = loop.create_future()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -43,8 +50,9 @@ def run(**kwargs) -> TargetState:
 
 def fetch_stats(base_url: str, timeout_s: float = 5.0) -> dict:
     """The target's own count of what it served (not counting control requests)."""
+    context = ssl._create_unverified_context() if base_url.startswith("https") else None
     with urllib.request.urlopen(base_url.rstrip("/") + "/__loadtester/stats",
-                                timeout=timeout_s) as response:
+                                timeout=timeout_s, context=context) as response:
         return json.loads(response.read())
 
 

@@ -40,12 +40,12 @@ class TargetProcess:
              *map(str, args)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         line = self.proc.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        match = re.search(r"(https?)://127\.0\.0\.1:(\d+)/", line)
         if not match:
             self.proc.kill()
             raise RuntimeError(f"target did not start: {line!r} {self.proc.stderr.read()}")
-        self.port = int(match.group(1))
-        self.url = f"http://127.0.0.1:{self.port}/"
+        self.port = int(match.group(2))
+        self.url = f"{match.group(1)}://127.0.0.1:{self.port}/"
 
     def stats(self) -> dict:
         from loadtester.target import fetch_stats
