@@ -23,10 +23,41 @@ def now_ns():
 
 
 @cython.final
+cdef class Origin:
+    """Where some connections connect, and the targets (pre-built requests) they
+    take turns sending there."""
+    cdef readonly str host
+    cdef readonly int port
+    cdef object ssl_context
+    cdef object server_hostname
+    cdef list requests                 # bytes, one per target at this origin
+    cdef list heads                    # bool per target: a HEAD request
+    cdef list target_ids               # index of each target in the run's list
+    cdef Py_ssize_t next_turn
+    cdef bint any_head
+
+    def __init__(self, str host, int port, ssl_context=None, server_hostname=None):
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.server_hostname = server_hostname
+        self.requests = []
+        self.heads = []
+        self.target_ids = []
+
+    def add_target(self, int target_id, bytes request, bint is_head):
+        self.requests.append(request)
+        self.heads.append(is_head)
+        self.target_ids.append(target_id)
+        self.any_head = self.any_head or is_head
+
+
+@cython.final
 cdef class Connection:
     # lifetime: the whole run (the slot); the TCP connection under it may be
     # replaced many times.
     cdef Client client
+    cdef Origin origin
     cdef int slot
     cdef object connect_task
     cdef object send_timer
@@ -36,15 +67,19 @@ cdef class Connection:
     cdef bint closing
     # lifetime: one request
     cdef bint in_flight
+    cdef bint is_head
+    cdef int target
     cdef bint response_done
     cdef bint parser_spent
     cdef int64_t intended_ns
     cdef int64_t sent_ns
     cdef int64_t response_bytes
 
-    def __cinit__(self, Client client, int slot):
+    def __cinit__(self, Client client, Origin origin, int slot):
         self.client = client
+        self.origin = origin
         self.slot = slot
+        self.target = origin.target_ids[0]
 
     # --- connection lifecycle -------------------------------------------------
 
@@ -59,8 +94,8 @@ cdef class Connection:
         try:
             await asyncio.wait_for(
                 client.loop.create_connection(
-                    self._self_factory, client.host, client.port,
-                    ssl=client.ssl_context, server_hostname=client.server_hostname),
+                    self._self_factory, self.origin.host, self.origin.port,
+                    ssl=self.origin.ssl_context, server_hostname=self.origin.server_hostname),
                 client.connect_timeout_s)
         except asyncio.CancelledError:
             self.connect_task = None
@@ -138,8 +173,13 @@ cdef class Connection:
         self.response_done = False
         self.response_bytes = 0
         self.client.in_flight += 1
+        cdef Origin origin = self.origin
+        cdef Py_ssize_t turn = origin.next_turn
+        origin.next_turn = turn + 1 if turn + 1 < len(origin.requests) else 0
+        self.target = origin.target_ids[turn]
+        self.is_head = origin.heads[turn]
         try:
-            self.transport.write(self.client.request)
+            self.transport.write(origin.requests[turn])
         except BaseException:
             self.client.on_request_failed(self, ERR_WRITE)
             self.transport.abort()
@@ -166,10 +206,10 @@ cdef class Connection:
     cdef object new_parser(self):
         # httptools only calls the callbacks its protocol object has, so the
         # common case gets none for headers: one Python call per response.
-        return HttpResponseParser(HeadResponseCallbacks(self) if self.client.is_head else self)
+        return HttpResponseParser(HeadResponseCallbacks(self) if self.origin.any_head else self)
 
     cdef void head_complete(self) noexcept:
-        if self.parser.get_status_code() >= 200:
+        if self.is_head and self.parser.get_status_code() >= 200:
             self.parser_spent = True
             self.complete()
 
@@ -230,12 +270,9 @@ cdef class Client:
     """One worker's share of a run: its connections, timetable and recorder."""
     # lifetime: the run (fixed at construction)
     cdef object loop
-    cdef readonly bytes request
-    cdef bint is_head
-    cdef str host
-    cdef int port
-    cdef object ssl_context
-    cdef object server_hostname
+    cdef list origins
+    cdef Py_ssize_t n_targets
+    cdef int64_t* target_counts        # per target: responses, successes, errors
     cdef int worker_index
     cdef int n_connections
     cdef int64_t max_requests          # 0 = unbounded (run by duration)
@@ -265,17 +302,22 @@ cdef class Client:
     cdef object sweep_timer
     cdef object window_timer
 
-    def __init__(self, *, str host, int port, bytes request, bint is_head=False,
-                 int connections=1, int64_t max_requests=0, double duration_s=0.0,
-                 double timeout_s=10.0, double rate_per_s=0.0, double ramp_up_s=0.0,
-                 double phase_s=0.0, ssl_context=None, server_hostname=None,
-                 int worker_index=0, record_sink=None, window_sink=None):
+    def __init__(self, *, list origins, int connections=1, int64_t max_requests=0,
+                 double duration_s=0.0, double timeout_s=10.0, double rate_per_s=0.0,
+                 double ramp_up_s=0.0, double phase_s=0.0, int worker_index=0,
+                 record_sink=None, window_sink=None):
+        """`origins`: Origin objects with their targets; connection i connects to
+        origins[i % len(origins)] and sends that origin's targets in turn."""
+        cdef Origin origin
         if connections < 1:
             raise ValueError("connections must be at least 1")
-        self.host = host
-        self.port = port
-        self.request = request
-        self.is_head = is_head
+        if not origins or any(not (<Origin>o).requests for o in origins):
+            raise ValueError("every origin needs at least one target")
+        self.origins = origins
+        self.n_targets = 1 + max(max((<Origin>o).target_ids) for o in origins)
+        self.target_counts = <int64_t*>calloc(self.n_targets * 3, sizeof(int64_t))
+        if self.target_counts == NULL:
+            raise MemoryError()
         self.n_connections = connections
         self.max_requests = max_requests
         self.duration_ns = <int64_t>(duration_s * NS_PER_S)
@@ -284,15 +326,21 @@ cdef class Client:
         self.rate_per_s = rate_per_s
         self.ramp_up_s = ramp_up_s
         self.phase_s = phase_s
-        self.ssl_context = ssl_context
-        self.server_hostname = server_hostname
         self.worker_index = worker_index
         self.recorder = Recorder()
         self.records = RecordBuffer(record_sink)
         self.window_sink = window_sink
-        self.connections = [Connection(self, i) for i in range(connections)]
+        self.connections = [Connection(self, origins[i % len(origins)], i)
+                            for i in range(connections)]
         self.start_timers = []
         self.stop_reason = ""
+
+    def __dealloc__(self):
+        free(self.target_counts)
+
+    def target_stats(self):
+        """Per target: [responses, successes, transport errors]."""
+        return [[self.target_counts[3 * i + k] for k in range(3)] for i in range(self.n_targets)]
 
     async def run(self, int64_t start_ns=0):
         """Run until the duration or count is reached, or stop() is called.
@@ -353,6 +401,7 @@ cdef class Client:
             "latency": self.recorder.latency,
             "service": self.recorder.service,
             "loop_lag_max_us": self.loop_lag_max_us,
+            "targets": self.target_stats(),
         }
 
     # --- scheduling -----------------------------------------------------------
@@ -401,6 +450,9 @@ cdef class Client:
         cdef uint64_t wait_us = corrected_us - service_us if corrected_us > service_us else 0
         self.recorder.record_response(corrected_us, service_us, wait_us, status,
                                       conn.response_bytes)
+        self.target_counts[3 * conn.target] += 1
+        if 100 <= status < 400:
+            self.target_counts[3 * conn.target + 1] += 1
         self.records.add(<uint64_t>((begin_ns - self.start_ns) // NS_PER_US), corrected_us,
                          wait_us, <uint64_t>conn.response_bytes, status, ERR_NONE,
                          self.worker_index)
@@ -413,6 +465,7 @@ cdef class Client:
         conn.in_flight = False
         self.in_flight -= 1
         self.recorder.record_error(kind)
+        self.target_counts[3 * conn.target + 2] += 1
         self.records.add(<uint64_t>((begin_ns - self.start_ns) // NS_PER_US),
                          <uint64_t>((now - begin_ns) // NS_PER_US), 0,
                          <uint64_t>conn.response_bytes, 0, kind, self.worker_index)
@@ -423,6 +476,7 @@ cdef class Client:
         # request, or a run against a dead target would never end.
         cdef int64_t now = monotonic_ns()
         self.recorder.record_error(ERR_CONNECT)
+        self.target_counts[3 * conn.target + 2] += 1
         self.records.add(<uint64_t>((started_ns - self.start_ns) // NS_PER_US),
                          <uint64_t>((now - started_ns) // NS_PER_US), 0, 0, 0, ERR_CONNECT,
                          self.worker_index)

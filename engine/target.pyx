@@ -16,8 +16,8 @@ def build_response(int status, bytes body, bint keep_alive=True, bint head=False
              "Server: loadtester-target",
              "Content-Type: %s" % content_type,
              "Content-Length: %d" % len(body)]
-    if not keep_alive:
-        lines.append("Connection: close")
+    # Said in both cases, as nginx does: HTTP/1.0 clients (ab -k) need keep-alive spelled out.
+    lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
     head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
     return head_bytes if head else head_bytes + body
 

@@ -7,7 +7,7 @@ import platform
 import sys
 
 from loadtester import __version__, report as report_mod, store
-from loadtester.runner import RunResult, run_blast
+from loadtester.runner import RunControl, RunResult, run_blast
 from loadtester.spec import RunSpec
 
 
@@ -54,6 +54,24 @@ def result_columns(report: dict, result: RunResult) -> dict:
     }
 
 
+class ErrorRateBreaker:
+    """PipeOps' circuit breaker: stop the run once the share of failed requests so far
+    reaches `limit` (after at least MIN_ATTEMPTS, so one early error cannot trip it)."""
+    MIN_ATTEMPTS = 20
+
+    def __init__(self, limit: float, control: RunControl):
+        self.limit = limit
+        self.control = control
+        self.attempts = 0
+        self.errors = 0
+
+    def __call__(self, second, counters, latency):
+        self.attempts += counters.responses + counters.transport_errors
+        self.errors += counters.error_count
+        if self.attempts >= self.MIN_ATTEMPTS and self.errors >= self.limit * self.attempts:
+            self.control.stop("aborted")
+
+
 class _Progress:
     """The live line: one per second, on stderr, overwritten in place."""
 
@@ -70,18 +88,32 @@ class _Progress:
         sys.stderr.flush()
 
 
-def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: bool = False) -> dict:
+def _each(*callbacks):
+    callbacks = [c for c in callbacks if c is not None]
+    if not callbacks:
+        return None
+
+    def call_all(*args):
+        for callback in callbacks:
+            callback(*args)
+    return call_all
+
+
+def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: bool = False,
+          thresholds=(), abort_error_rate: float | None = None) -> dict:
     """Run one blast, store it, and return its report (the --json dict)."""
     path = store.resolve_db_path(db)
     writer = store.RunWriter(path, store_mode=store_mode)
     run_id, uuid = writer.begin(run_columns(spec, store_mode))
     printer = _Progress() if progress else None
+    control = RunControl()
+    breaker = ErrorRateBreaker(abort_error_rate, control) if abort_error_rate else None
     try:
         result = run_blast(
             spec,
             on_records=writer.submit_records if store_mode == "requests" else None,
             on_window=writer.submit_window if store_mode != "none" else None,
-            on_second=printer)
+            on_second=_each(printer, breaker), control=control)
     except BaseException:
         writer.finish({"stop_reason": "failed"}, status="failed")
         raise
@@ -92,7 +124,14 @@ def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: boo
         spec_config=spec.config(), counters=result.counters, latency=result.latency,
         service=result.service, duration_s=result.duration_s, stop_reason=result.stop_reason,
         status=result.status, dropped_records=result.dropped_records,
-        max_loop_lag_us=result.max_loop_lag_us, run_id=run_id, uuid=uuid, db_path=path)
+        max_loop_lag_us=result.max_loop_lag_us, run_id=run_id, uuid=uuid, db_path=path,
+        targets=[{"url": t.target.url, "method": t.method, "requests": n[0] + n[2],
+                  "successes": n[1], "errors": n[0] - n[1] + n[2]}
+                 for t, n in zip(spec.targets, result.targets)],
+        busy_seconds=result.busy_seconds, worker_seconds=result.worker_seconds)
+    if thresholds:
+        from loadtester import thresholds as thresholds_mod
+        report["thresholds"] = thresholds_mod.evaluate(report, thresholds)
     writer.finish(result_columns(report, result), status=result.status)
     report["dropped_records"] += writer.dropped_records   # rows the store itself shed
     if result.worker_errors:

@@ -31,7 +31,9 @@ def cli():
 
 
 @cli.command()
-@click.argument("url")
+@click.argument("urls", nargs=-1, metavar="URL...")
+@click.option("--targets", "targets_file",
+              help="Targets file (vegeta format): 'METHOD URL', header lines, '@body-file'.")
 @click.option("-c", "--connections", type=int, default=50, show_default=True,
               help="Concurrent connections.")
 @click.option("-d", "--duration", help="Run time: 500ms, 10s, 2m (default 10s).")
@@ -54,27 +56,57 @@ def cli():
               help="Keep every request row, only per-second windows, or only the summary.")
 @click.option("--progress/--no-progress", default=None,
               help="Live progress line once a second (default: on when stderr is a TTY).")
-def blast(url, connections, duration, requests, method, headers, body, body_file, timeout,
-          insecure, rate, ramp_up, workers, label, as_json, db, store_mode, progress):
-    """Send load to URL and report throughput and latency."""
-    from loadtester import blast as blast_mod
+@click.option("--threshold", "thresholds", multiple=True,
+              help="Pass/fail rule, repeatable: 'p99<200ms', 'errors<1%', 'rps>1000'. "
+                   "Exit 1 when one fails.")
+@click.option("--abort-on-error-rate", help="Stop early once this share of requests failed: 50%.")
+@click.option("--shard", help="i/n: run shard i of n (its share of connections and rate).")
+@click.option("--run-id", default="", help="Name shared by the shards of one run (for merge).")
+def blast(urls, targets_file, connections, duration, requests, method, headers, body, body_file,
+          timeout, insecure, rate, ramp_up, workers, label, as_json, db, store_mode, progress,
+          thresholds, abort_on_error_rate, shard, run_id):
+    """Send load to URL (several URLs, or --targets FILE, are taken in turn) and report
+    throughput and latency.
+
+    Exit codes: 0 done (and every --threshold passed), 1 a threshold failed, the
+    run was aborted by --abort-on-error-rate or failed, 2 bad usage.
+    """
+    from loadtester import blast as blast_mod, thresholds as thresholds_mod
     try:
-        spec = build_spec(url, connections=connections, duration=duration, requests=requests,
-                          method=method, headers=headers, body=body, body_file=body_file,
-                          timeout=timeout, insecure=insecure, rate=rate, ramp_up=ramp_up,
-                          workers=workers, label=label)
-    except SpecError as exc:
+        spec = build_spec(urls[0] if urls else None, more_urls=urls[1:],
+                          targets_file=targets_file, connections=connections,
+                          duration=duration, requests=requests, method=method, headers=headers,
+                          body=body, body_file=body_file, timeout=timeout, insecure=insecure,
+                          rate=rate, ramp_up=ramp_up, workers=workers, label=label,
+                          shard=shard, run_id=run_id)
+        rules = [thresholds_mod.parse_threshold(text) for text in thresholds]
+        abort_rate = parse_share(abort_on_error_rate) if abort_on_error_rate else None
+    except (SpecError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     if progress is None:
         progress = sys.stderr.isatty() and not as_json
-    report = blast_mod.blast(spec, db=db, store_mode=store_mode, progress=progress)
+    report = blast_mod.blast(spec, db=db, store_mode=store_mode, progress=progress,
+                             thresholds=rules, abort_error_rate=abort_rate)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         from loadtester.report import render_text
         click.echo(render_text(report))
-    if report["status"] == "failed":
+    if (report["status"] == "failed" or report["stop_reason"] == "aborted"
+            or not all(t["passed"] for t in report.get("thresholds", []))):
         raise SystemExit(1)
+
+
+def parse_share(text: str) -> float:
+    """'50%' or '0.5' -> 0.5."""
+    value = text.strip()
+    try:
+        share = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        raise SpecError(f"invalid error rate {text!r}: use a percentage such as 50%") from None
+    if not 0 < share <= 1:
+        raise SpecError(f"invalid error rate {text!r}: must be above 0% and at most 100%")
+    return share
 
 
 @cli.command()

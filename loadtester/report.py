@@ -24,7 +24,8 @@ def latency_summary_ms(hist: _engine.Histogram) -> dict:
 def summarize(*, spec_config: dict, counters: _engine.Counters, latency: _engine.Histogram,
               service: _engine.Histogram, duration_s: float, stop_reason: str, status: str,
               dropped_records: int = 0, max_loop_lag_us: int = 0, run_id=None, uuid=None,
-              db_path=None, started_at=None) -> dict:
+              db_path=None, started_at=None, targets=None, busy_seconds: int = 0,
+              worker_seconds: int = 0) -> dict:
     """The report as data: what `--json` prints and what text is rendered from."""
     completed = counters.responses
     attempts = completed + counters.transport_errors
@@ -58,11 +59,27 @@ def summarize(*, spec_config: dict, counters: _engine.Counters, latency: _engine
         "errors_by_kind": counters.errors_by_kind(),
         "dropped_records": dropped_records,
         "generator": {"max_schedule_lag_ms": counters.max_wait_us / 1000,
-                      "max_loop_lag_ms": max_loop_lag_us / 1000},
+                      "max_loop_lag_ms": max_loop_lag_us / 1000,
+                      "busy_seconds": busy_seconds, "worker_seconds": worker_seconds,
+                      "saturated": _saturated(spec_config, counters, busy_seconds,
+                                              worker_seconds)},
     }
+    if targets and len(targets) > 1:
+        report["targets"] = targets
     if spec_config["mode"] == "rate":
         report["uncorrected_latency_ms"] = latency_summary_ms(service)
     return report
+
+
+SATURATED_BUSY_SHARE = 0.5        # of worker-seconds at >= 95% CPU
+FELL_BEHIND_MS = 10.0              # open loop: sends this late behind the timetable
+
+
+def _saturated(spec_config, counters, busy_seconds, worker_seconds) -> bool:
+    """The generator, not the target, may have set the pace."""
+    if worker_seconds and busy_seconds >= SATURATED_BUSY_SHARE * worker_seconds:
+        return True
+    return spec_config.get("mode") == "rate" and counters.max_wait_us / 1000 > FELL_BEHIND_MS
 
 
 def _ms(value) -> str:
@@ -113,10 +130,20 @@ def render_text(report: dict) -> str:
     lines.append(f"  {'Status codes':<13}{codes or 'none'}")
     errors = ", ".join(f"{kind} {count:,}" for kind, count in report["errors_by_kind"].items())
     lines.append(f"  {'Errors':<13}{errors or 'none'}")
+    for target in report.get("targets", []):
+        lines.append(f"  {'Target':<13}{target['method']} {target['url']}: "
+                     f"{target['requests']:,} requests, {target['errors']:,} errors")
     gen = report["generator"]
-    if report["mode"] == "rate" and gen["max_schedule_lag_ms"] > 10:
+    if report["mode"] == "rate" and gen["max_schedule_lag_ms"] > FELL_BEHIND_MS:
         lines.append(f"  {'Generator':<13}fell behind its timetable by up to "
                      f"{_ms(gen['max_schedule_lag_ms'])} (counted in corrected latency)")
+    if gen.get("busy_seconds") and gen["saturated"]:
+        lines.append(f"  {'Generator':<13}CPU-bound in {gen['busy_seconds']} of "
+                     f"{gen['worker_seconds']} worker-seconds: the generator may have set the "
+                     "pace (try --workers)")
+    if report.get("thresholds"):
+        from loadtester.thresholds import render
+        lines.append(render(report["thresholds"]))
     if report["dropped_records"]:
         lines.append(f"  {'Dropped':<13}{report['dropped_records']:,} request rows not stored "
                      "(the store fell behind; totals above are complete)")

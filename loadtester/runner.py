@@ -13,6 +13,7 @@ import gc
 import multiprocessing
 import os
 import pickle
+import resource
 import signal
 import ssl
 import struct
@@ -44,6 +45,9 @@ class RunResult:
     stop_reason: str
     dropped_records: int = 0
     max_loop_lag_us: int = 0
+    targets: list = dataclasses.field(default_factory=list)   # [responses, successes, errors]
+    busy_seconds: int = 0        # worker-seconds with the generator's CPU >= 95% of a core
+    worker_seconds: int = 0
     worker_errors: list = dataclasses.field(default_factory=list)
     run_id: int | None = None
     uuid: str | None = None
@@ -56,10 +60,16 @@ class RunResult:
     def status(self) -> str:
         if self.worker_errors:
             return "failed"
-        return "stopped" if self.stop_reason in ("interrupted", "stopped") else "completed"
+        return "stopped" if self.stop_reason in ("interrupted", "stopped", "aborted") \
+            else "completed"
 
 
 # --- the worker process ------------------------------------------------------------
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
 
 def _die_with_parent() -> None:
     """If the parent is killed (even -9), the worker must not go on sending load."""
@@ -73,14 +83,28 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _ssl_context(spec: RunSpec):
-    if spec.target.scheme != "https":
-        return None
+def _ssl_context(insecure: bool):
     context = ssl.create_default_context()
-    if spec.insecure:
+    if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def build_origins(spec: RunSpec) -> list:
+    """One _engine.Origin per scheme://host:port, holding that origin's targets."""
+    origins: dict[tuple, _engine.Origin] = {}
+    context = None
+    for index, target in enumerate(spec.targets):
+        if target.origin not in origins:
+            tls = target.target.scheme == "https"
+            if tls and context is None:
+                context = _ssl_context(spec.insecure)
+            origins[target.origin] = _engine.Origin(
+                target.target.host, target.target.port, context if tls else None,
+                target.target.host if tls else None)
+        origins[target.origin].add_target(index, target.request_bytes(), target.method == "HEAD")
+    return list(origins.values())
 
 
 def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store_records: bool):
@@ -112,18 +136,21 @@ def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store
                 return
             send(FRAME_RECORDS, blob)
 
+        cpu_before = _cpu_seconds()
+
         def on_window(window: dict) -> None:
+            nonlocal cpu_before
+            cpu_now = _cpu_seconds()
+            window["cpu_us"] = int((cpu_now - cpu_before) * 1e6)
+            cpu_before = cpu_now
             send(FRAME_WINDOW, pickle.dumps(window, protocol=pickle.HIGHEST_PROTOCOL))
 
         share = spec.share(worker, spec.workers)
         client = _engine.Client(
-            host=spec.target.host, port=spec.target.port, request=spec.request_bytes(),
-            is_head=spec.method == "HEAD", connections=share["connections"],
+            origins=build_origins(spec), connections=share["connections"],
             max_requests=share["max_requests"], duration_s=spec.duration_s or 0.0,
             timeout_s=spec.timeout_s, rate_per_s=share["rate_per_s"],
             ramp_up_s=spec.ramp_up_s, phase_s=share["phase_s"],
-            ssl_context=_ssl_context(spec), server_hostname=spec.target.host
-            if spec.target.scheme == "https" else None,
             worker_index=worker, record_sink=on_records if store_records else None,
             window_sink=on_window)
         loop.add_signal_handler(signal.SIGTERM, client.stop, "interrupted")
@@ -196,17 +223,29 @@ class _WorkerReader(threading.Thread):
             os.close(self.fd)
 
 
+SATURATED_CPU_FRACTION = 0.95
+
+
 class WindowMerger:
-    """Adds up the workers' windows for one second; calls back once all are in."""
+    """Adds up the workers' windows for one second; calls back once all are in.
+    Also counts the worker-seconds in which a generator was CPU-bound."""
 
     def __init__(self, workers: int, on_second=None):
         self.workers = workers
         self.on_second = on_second
         self.pending: dict[int, list] = {}
         self.lock = threading.Lock()
+        self.busy_seconds = 0
+        self.worker_seconds = 0
 
     def add(self, window: dict) -> None:
-        if self.on_second is None or window.get("partial"):
+        if window.get("partial"):
+            return
+        with self.lock:
+            self.worker_seconds += 1
+            if window.get("cpu_us", 0) >= SATURATED_CPU_FRACTION * 1e6:
+                self.busy_seconds += 1
+        if self.on_second is None:
             return
         with self.lock:
             parts = self.pending.setdefault(window["second"], [])
@@ -222,7 +261,26 @@ class WindowMerger:
         self.on_second(window["second"], counters, latency)
 
 
-def run_blast(spec: RunSpec, *, on_records=None, on_window=None, on_second=None) -> RunResult:
+class RunControl:
+    """Stops a running blast from another thread (Ctrl-C, a circuit breaker)."""
+
+    def __init__(self):
+        self.processes = []
+        self.reason = None
+
+    def stop(self, reason: str = "stopped") -> None:
+        if self.reason is None:
+            self.reason = reason
+        for process in self.processes:
+            if process.pid and process.is_alive():
+                try:
+                    os.kill(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+
+def run_blast(spec: RunSpec, *, on_records=None, on_window=None, on_second=None,
+              control: RunControl | None = None) -> RunResult:
     """Run `spec` to its end (or until SIGINT/SIGTERM) and return merged results.
 
     `on_records(blob)` gets full request-record buffers (only when given: the
@@ -234,6 +292,7 @@ def run_blast(spec: RunSpec, *, on_records=None, on_window=None, on_second=None)
     context = multiprocessing.get_context("fork")
     start_ns = _engine.now_ns() + START_DELAY_NS
     merger = WindowMerger(spec.workers, on_second)
+    control = control or RunControl()
 
     def window_arrived(window):
         merger.add(window)
@@ -249,21 +308,13 @@ def run_blast(spec: RunSpec, *, on_records=None, on_window=None, on_second=None)
         process.start()
         os.close(write_fd)
         processes.append(process)
+        control.processes.append(process)
         readers.append(_WorkerReader(read_fd, on_records, window_arrived))
     for reader in readers:
         reader.start()
 
-    interrupted = False
-
     def forward_stop(signum, frame):
-        nonlocal interrupted
-        interrupted = True
-        for process in processes:
-            if process.pid and process.is_alive():
-                try:
-                    os.kill(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+        control.stop("interrupted")
 
     previous = {sig: signal.signal(sig, forward_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -275,16 +326,19 @@ def run_blast(spec: RunSpec, *, on_records=None, on_window=None, on_second=None)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return _merge(spec, readers, processes, interrupted)
+    result = _merge(spec, readers, processes, control.reason)
+    result.busy_seconds, result.worker_seconds = merger.busy_seconds, merger.worker_seconds
+    return result
 
 
-def _merge(spec: RunSpec, readers, processes, interrupted: bool) -> RunResult:
+def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunResult:
     counters = _engine.Counters()
     latency = _engine.Histogram()
     service = _engine.Histogram()
     starts, ends = [], []
     issued = dropped = lag = 0
     reasons, failures = set(), []
+    targets = [[0, 0, 0] for _ in spec.targets]
     for reader, process in zip(readers, processes):
         if reader.failure or reader.summary is None:
             failures.append(reader.failure or
@@ -300,12 +354,16 @@ def _merge(spec: RunSpec, readers, processes, interrupted: bool) -> RunResult:
         dropped += summary["dropped_records"]
         lag = max(lag, summary["loop_lag_max_us"])
         reasons.add(summary["stop_reason"])
+        for total, part in zip(targets, summary["targets"]):
+            for k in range(3):
+                total[k] += part[k]
     duration_s = (max(ends) - min(starts)) / 1e9 if starts else 0.0
-    reason = "interrupted" if interrupted or "interrupted" in reasons else (
-        sorted(reasons)[0] if reasons else "failed")
+    reason = stop_reason or ("interrupted" if "interrupted" in reasons else (
+        sorted(reasons)[0] if reasons else "failed"))
     return RunResult(spec=spec, counters=counters, latency=latency, service=service,
                      duration_s=duration_s, issued=issued, stop_reason=reason,
-                     dropped_records=dropped, max_loop_lag_us=lag, worker_errors=failures)
+                     dropped_records=dropped, max_loop_lag_us=lag, targets=targets,
+                     worker_errors=failures)
 
 
 def wait_ready(url: str, timeout_s: float = 10.0) -> None:

@@ -69,24 +69,12 @@ def parse_url(url: str) -> Target:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunSpec:
+class TargetRequest:
+    """One target of a run: where, and the request sent there."""
     target: Target
-    connections: int = 50
-    duration_s: float | None = DEFAULT_DURATION_S
-    requests: int | None = None
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    insecure: bool = False
-    rate_per_s: float = 0.0
-    ramp_up_s: float = 0.0
-    workers: int = 1
-    label: str = ""
-
-    @property
-    def mode(self) -> str:
-        return "rate" if self.rate_per_s > 0 else "closed"
 
     def request_bytes(self) -> bytes:
         """The whole request, built once and written as-is for every request."""
@@ -103,19 +91,58 @@ class RunSpec:
             lines.append(f"Content-Length: {len(self.body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
 
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return (self.target.scheme, self.target.host, self.target.port)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    target: Target
+    connections: int = 50
+    duration_s: float | None = DEFAULT_DURATION_S
+    requests: int | None = None
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    insecure: bool = False
+    rate_per_s: float = 0.0
+    ramp_up_s: float = 0.0
+    workers: int = 1
+    label: str = ""
+    extra_targets: tuple[TargetRequest, ...] = ()   # after the first (target, method, ...)
+    shard: tuple[int, int] = (0, 1)                  # (index, count) of `--shard i/n`
+    run_group: str = ""                              # `--run-id`: shards of one run share it
+
+    @property
+    def mode(self) -> str:
+        return "rate" if self.rate_per_s > 0 else "closed"
+
+    @property
+    def targets(self) -> tuple[TargetRequest, ...]:
+        first = TargetRequest(self.target, self.method, self.headers, self.body)
+        return (first, *self.extra_targets)
+
+    def request_bytes(self) -> bytes:
+        return self.targets[0].request_bytes()
+
     def share(self, worker: int, workers: int) -> dict:
-        """This worker's part of the run: connections, count and rate split evenly."""
-        connections = self.connections // workers + (1 if worker < self.connections % workers else 0)
-        requests = 0
-        if self.requests:
-            requests = self.requests // workers + (1 if worker < self.requests % workers else 0)
-        rate = self.rate_per_s / workers if self.rate_per_s else 0.0
+        """This worker's part of this shard's part of the run: connections, count and
+        rate split evenly over shards x workers slots."""
+        shard_index, shard_count = self.shard
+        slots = shard_count * workers
+        slot = shard_index * workers + worker
+
+        def part(total: int) -> int:
+            return total // slots + (1 if slot < total % slots else 0)
+
         return {
-            "connections": max(1, connections),
-            "max_requests": requests,
-            "rate_per_s": rate,
-            # Workers interleave on one timetable: worker w sends the w-th of every N.
-            "phase_s": (worker / self.rate_per_s) if self.rate_per_s else 0.0,
+            "connections": max(1, part(self.connections)),
+            "max_requests": part(self.requests) if self.requests else 0,
+            "rate_per_s": self.rate_per_s / slots if self.rate_per_s else 0.0,
+            # Slots interleave on one timetable: slot k sends the k-th of every `slots`.
+            "phase_s": (slot / self.rate_per_s) if self.rate_per_s else 0.0,
         }
 
     def config(self) -> dict:
@@ -127,6 +154,8 @@ class RunSpec:
             "timeout_s": self.timeout_s, "insecure": self.insecure, "rate": self.rate_per_s,
             "ramp_up_s": self.ramp_up_s, "workers": self.workers, "label": self.label,
             "mode": self.mode,
+            "targets": [{"url": t.target.url, "method": t.method} for t in self.targets],
+            "shard": f"{self.shard[0]}/{self.shard[1]}", "run_id": self.run_group or None,
         }
 
 
@@ -137,13 +166,76 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def build_spec(url: str, *, connections: int = 50, duration: str | None = None,
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return (0, 1)
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or int(match.group(2)) < 1 or int(match.group(1)) >= int(match.group(2)):
+        raise SpecError(f"invalid shard {text!r}: use i/n with 0 <= i < n, e.g. 0/4")
+    return int(match.group(1)), int(match.group(2))
+
+
+def read_targets_file(path: str) -> list[TargetRequest]:
+    """vegeta's format: blocks of `METHOD URL`, then `Name: value` header lines and an
+    optional `@path` body line (relative to the file); blank lines between blocks."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read targets file {path!r}: "
+                        f"{getattr(exc, 'strerror', None) or exc}") from None
+    base = os.path.dirname(os.path.abspath(path))
+    targets: list[TargetRequest] = []
+    current = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            current = None if not line else current
+            continue
+        where = f"{path}:{number}"
+        if current is None:
+            method, _, url = line.partition(" ")
+            if not url.strip() or not re.fullmatch(r"[A-Za-z]+", method):
+                raise SpecError(f"{where}: expected 'METHOD URL', got {line!r}")
+            try:
+                current = {"target": parse_url(url.strip()), "method": method.upper(),
+                           "headers": [], "body": b""}
+            except SpecError as exc:
+                raise SpecError(f"{where}: {exc}") from None
+            targets.append(current)
+        elif line.startswith("@"):
+            body_path = os.path.join(base, line[1:].strip())
+            try:
+                with open(body_path, "rb") as handle:
+                    current["body"] = handle.read()
+            except OSError as exc:
+                raise SpecError(f"{where}: cannot read body file {line[1:].strip()!r}: "
+                                f"{exc.strerror}") from None
+        else:
+            try:
+                current["headers"].append(parse_header(line))
+            except SpecError as exc:
+                raise SpecError(f"{where}: {exc}") from None
+    if not targets:
+        raise SpecError(f"targets file {path!r} has no targets")
+    return [TargetRequest(t["target"], t["method"], tuple(t["headers"]), t["body"])
+            for t in targets]
+
+
+def build_spec(url: str | None = None, *, connections: int = 50, duration: str | None = None,
                requests: int | None = None, method: str = "GET", headers=(),
                body: str | None = None, body_file: str | None = None,
                timeout: str | None = None, insecure: bool = False, rate: str | None = None,
-               ramp_up: str | None = None, workers: str | int = 1, label: str = "") -> RunSpec:
-    """Validate CLI-shaped input into a RunSpec; every problem is a SpecError."""
-    target = parse_url(url)
+               ramp_up: str | None = None, workers: str | int = 1, label: str = "",
+               more_urls=(), targets_file: str | None = None, shard: str | None = None,
+               run_id: str = "") -> RunSpec:
+    """Validate CLI-shaped input into a RunSpec; every problem is a SpecError.
+
+    Targets are `url` plus `more_urls` (all sent with the same method, headers and
+    body) plus those of `targets_file`; requests go to them in turn."""
+    urls = [u for u in ([url] if url else []) + list(more_urls)]
+    if not urls and not targets_file:
+        raise SpecError("give a URL or --targets FILE")
     if connections < 1:
         raise SpecError(f"invalid connections {connections}: must be at least 1")
     if duration is not None and requests is not None:
@@ -183,11 +275,17 @@ def build_spec(url: str, *, connections: int = 50, duration: str | None = None,
     method = method.upper()
     if not re.fullmatch(r"[A-Z]+", method):
         raise SpecError(f"invalid method {method!r}")
+    header_pairs = tuple(parse_header(h) for h in headers)
+    all_targets = [TargetRequest(parse_url(u), method, header_pairs, payload) for u in urls]
+    if targets_file:
+        all_targets += read_targets_file(targets_file)
+    first = all_targets[0]
     return RunSpec(
-        target=target, connections=connections, duration_s=duration_s, requests=requests,
-        method=method, headers=tuple(parse_header(h) for h in headers), body=payload,
+        target=first.target, connections=connections, duration_s=duration_s, requests=requests,
+        method=first.method, headers=first.headers, body=first.body,
         timeout_s=timeout_s, insecure=insecure, rate_per_s=rate_per_s, ramp_up_s=ramp_up_s,
-        workers=worker_count, label=label,
+        workers=worker_count, label=label, extra_targets=tuple(all_targets[1:]),
+        shard=parse_shard(shard), run_group=run_id,
     )
 
 

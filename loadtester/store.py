@@ -43,7 +43,8 @@ import apsw
 
 DEFAULT_DB_PATH = "data/loadtest.db"
 APPLICATION_ID = 0x4C545354          # 'LTST'
-SCHEMA_VERSION = 1                   # = number of the latest file in loadtester/schema/
+SCHEMA_VERSION = len(list((pathlib.Path(__file__).parent / "schema").glob("[0-9][0-9][0-9]_*.sql")))
+# = number of the latest file in loadtester/schema/ (they are numbered 001, 002, ... without gaps)
 BUSY_TIMEOUT_MS = 5000
 JOURNAL_SIZE_LIMIT = 64 << 20
 BACKUP_STEP_PAGES = 1024
