@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 ENGINE_SOURCES := $(wildcard engine/*.pyx engine/*.pxd)
 ENGINE_SO = $(wildcard loadtester/_engine*.so)
 # Debian packages the test suite needs; installed when missing (CI runs as root).
-TEST_DEB_PACKAGES :=
+TEST_DEB_PACKAGES := chromium chromium-driver poppler-utils
 DEMO_PORT ?= 18089
 BENCH_ARGS ?=
 

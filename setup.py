@@ -35,9 +35,12 @@ setup(
         "httptools>=0.6",
         "apsw>=3.45",
         "click>=8.1",
+        "starlette>=0.37",
+        "uvicorn>=0.30",
+        "fpdf2>=2.7",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.2", "PyYAML>=6"],
+        "test": ["pytest>=8", "pytest-timeout>=2.2", "PyYAML>=6", "selenium>=4.20"],
     },
     entry_points={"console_scripts": ["loadtester=loadtester.cli:main"]},
 )

@@ -100,11 +100,18 @@ def _each(*callbacks):
 
 
 def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: bool = False,
-          thresholds=(), abort_error_rate: float | None = None) -> dict:
-    """Run one blast, store it, and return its report (the --json dict)."""
+          thresholds=(), abort_error_rate: float | None = None, run_uuid: str | None = None,
+          mask_host: bool = False) -> dict:
+    """Run one blast, store it, and return its report (the --json dict).
+    `run_uuid` lets a caller (the web server) know the run's uuid before it starts."""
     path = store.resolve_db_path(db)
     writer = store.RunWriter(path, store_mode=store_mode)
-    run_id, uuid = writer.begin(run_columns(spec, store_mode))
+    columns = run_columns(spec, store_mode)
+    if run_uuid:
+        columns["uuid"] = run_uuid
+    if mask_host:
+        columns["mask_host"] = 1
+    run_id, uuid = writer.begin(columns)
     printer = _Progress() if progress else None
     control = RunControl()
     breaker = ErrorRateBreaker(abort_error_rate, control) if abort_error_rate else None

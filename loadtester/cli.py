@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import sys
 
@@ -62,9 +63,11 @@ def cli():
 @click.option("--abort-on-error-rate", help="Stop early once this share of requests failed: 50%.")
 @click.option("--shard", help="i/n: run shard i of n (its share of connections and rate).")
 @click.option("--run-id", default="", help="Name shared by the shards of one run (for merge).")
+@click.option("--uuid", "run_uuid", hidden=True, help="Store the run under this uuid (serve).")
+@click.option("--mask-host", is_flag=True, help="Show this run's host masked in the web UI.")
 def blast(urls, targets_file, connections, duration, requests, method, headers, body, body_file,
           timeout, insecure, rate, ramp_up, workers, label, as_json, db, store_mode, progress,
-          thresholds, abort_on_error_rate, shard, run_id):
+          thresholds, abort_on_error_rate, shard, run_id, run_uuid, mask_host):
     """Send load to URL (several URLs, or --targets FILE, are taken in turn) and report
     throughput and latency.
 
@@ -85,8 +88,11 @@ def blast(urls, targets_file, connections, duration, requests, method, headers, 
         raise click.UsageError(str(exc)) from None
     if progress is None:
         progress = sys.stderr.isatty() and not as_json
+    if run_uuid is not None and not re.fullmatch(r"[0-9a-f-]{36}", run_uuid):
+        raise click.UsageError(f"invalid --uuid {run_uuid!r}")
     report = blast_mod.blast(spec, db=db, store_mode=store_mode, progress=progress,
-                             thresholds=rules, abort_error_rate=abort_rate)
+                             thresholds=rules, abort_error_rate=abort_rate, run_uuid=run_uuid,
+                             mask_host=mask_host)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
