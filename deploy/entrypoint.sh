@@ -7,7 +7,7 @@ set -eu
 export DB_PATH
 data_dir=$(dirname "$DB_PATH")
 mkdir -p "$data_dir" 2>/dev/null || true
-if [ ! -w "$data_dir" ]; then
+if [ ! -d "$data_dir" ] || [ ! -w "$data_dir" ]; then
   echo "loadtester: data directory $data_dir is not writable by uid $(id -u); mount the volume writable for UID 1000" >&2
   exit 1
 fi

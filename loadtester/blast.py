@@ -111,6 +111,7 @@ def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: boo
         columns["uuid"] = run_uuid
     if mask_host:
         columns["mask_host"] = 1
+    columns["started_at"] = store.utc_now_iso()
     run_id, uuid = writer.begin(columns)
     printer = _Progress() if progress else None
     control = RunControl()
@@ -132,6 +133,7 @@ def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: boo
         service=result.service, duration_s=result.duration_s, stop_reason=result.stop_reason,
         status=result.status, dropped_records=result.dropped_records,
         max_loop_lag_us=result.max_loop_lag_us, run_id=run_id, uuid=uuid, db_path=path,
+        started_at=columns["started_at"],
         targets=[{"url": t.target.url, "method": t.method, "requests": n[0] + n[2],
                   "successes": n[1], "errors": n[0] - n[1] + n[2]}
                  for t, n in zip(spec.targets, result.targets)],

@@ -10,6 +10,7 @@ import click
 
 from loadtester import __version__
 from loadtester.spec import SpecError, build_spec, parse_duration_s
+from loadtester.store import StoreError
 
 
 class DurationType(click.ParamType):
@@ -163,6 +164,9 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("loadtester: aborted", err=True)
         raise SystemExit(130) from None
+    except StoreError as exc:
+        click.echo(f"loadtester: {exc}", err=True)
+        raise SystemExit(1) from None
     raise SystemExit(result if isinstance(result, int) else 0)
 
 

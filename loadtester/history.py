@@ -28,21 +28,43 @@ def _hist(blob) -> _engine.Histogram:
     return _engine.Histogram.from_bytes(bytes(blob)) if blob else _engine.Histogram()
 
 
-def report_from_row(row: dict, db_path) -> dict:
-    """The same report `blast` printed, rebuilt from what was stored."""
+def report_from_row(row: dict, db_path, windows: list[dict] | None = None) -> dict:
+    """The same report `blast` printed, rebuilt from what was stored.
+
+    With the run's `windows` (store.run_windows) the generator's lags come back too,
+    and a run that never finished (interrupted: no summary was written) is rebuilt
+    from the windows it had committed."""
     config = json.loads(row.get("config") or "{}")
     config.setdefault("url", row.get("url"))
     config.setdefault("method", row.get("method") or "GET")
     config.setdefault("mode", row.get("mode") or "closed")
     config.setdefault("connections", row.get("total_users"))
     config.setdefault("workers", row.get("workers") or 1)
+    counters = counters_from_row(row)
+    latency, service = _hist(row.get("latency_hist")), _hist(row.get("service_hist"))
+    duration_s = row.get("measured_duration") or 0.0
+    loop_lag_us = 0
+    if windows:
+        loop_lag_us = max((w.get("loop_lag_us") or 0) for w in windows)
+        from_windows = _engine.Counters()
+        for window in windows:
+            from_windows.merge(_engine.Counters.from_dict(window["counters"]))
+        if row.get("latency_hist") is None:
+            counters = from_windows
+            for window in windows:
+                latency.merge(_hist(window.get("latency")))
+                service.merge(_hist(window.get("service")))
+            duration_s = len({w["second"] for w in windows})
+        else:
+            counters.merge(_engine.Counters.from_dict(
+                {"responses": 0, "successes": 0, "bytes": 0, "errors": [], "status": {},
+                 "max_wait_us": from_windows.max_wait_us}))
     return report_mod.summarize(
-        spec_config=config, counters=counters_from_row(row),
-        latency=_hist(row.get("latency_hist")), service=_hist(row.get("service_hist")),
-        duration_s=row.get("measured_duration") or 0.0,
-        stop_reason=row.get("stop_reason") or row.get("status"), status=row.get("status"),
-        dropped_records=row.get("dropped_records") or 0, run_id=row["id"], uuid=row["uuid"],
-        db_path=db_path, started_at=row.get("started_at"))
+        spec_config=config, counters=counters, latency=latency, service=service,
+        duration_s=duration_s, stop_reason=row.get("stop_reason") or row.get("status"),
+        status=row.get("status"), dropped_records=row.get("dropped_records") or 0,
+        max_loop_lag_us=loop_lag_us, run_id=row["id"], uuid=row["uuid"], db_path=db_path,
+        started_at=row.get("started_at"))
 
 
 def merged_seconds(windows: list[dict]) -> list[dict]:
@@ -132,8 +154,9 @@ def show(run, db, as_json, windows):
     """One run's full report, rebuilt from the database (RUN: id, uuid prefix, last)."""
     path, conn = _open_for_reading(db)
     row = _find(conn, run)
-    report = report_from_row(row, path)
-    seconds = merged_seconds(store.run_windows(conn, row["id"])) if windows else []
+    stored_windows = store.run_windows(conn, row["id"])
+    report = report_from_row(row, path, stored_windows)
+    seconds = merged_seconds(stored_windows) if windows else []
     if as_json:
         report["seconds"] = seconds
         click.echo(json.dumps(report, indent=2))
@@ -163,13 +186,14 @@ def export(run, db, fmt, with_requests, output):
     """Export a run's per-second windows (or its request rows) as CSV, JSON or NDJSON."""
     path, conn = _open_for_reading(db)
     row = _find(conn, run)
+    stored_windows = store.run_windows(conn, row["id"])
     if with_requests:
         rows = store.iter_requests(conn, row["id"])
     else:
-        rows = iter(merged_seconds(store.run_windows(conn, row["id"])))
+        rows = iter(merged_seconds(stored_windows))
     out = open(output, "w", newline="") if output else sys.stdout
     try:
-        _write_rows(out, rows, fmt, report_from_row(row, path))
+        _write_rows(out, rows, fmt, report_from_row(row, path, stored_windows))
     finally:
         if output:
             out.close()

@@ -28,6 +28,7 @@ import fcntl
 import importlib.resources
 import json
 import os
+import sys
 import pathlib
 import queue
 import re
@@ -291,7 +292,7 @@ def _inspect(conn: apsw.Connection, path) -> int:
     _check_identity(path, app_id, version, has_tables=tables > 0 and app_id == 0)
     if app_id == APPLICATION_ID and version >= 1:
         # Walks the runs table (small: one row per run), so a damaged core shows up now.
-        conn.execute("SELECT count(*), max(id) FROM test_runs").fetchall()
+        conn.execute("SELECT count(*), max(id) FROM test_runs NOT INDEXED").fetchall()
         conn.execute("SELECT count(*) FROM test_runs WHERE status = 'running'").fetchall()
     return version
 
@@ -403,6 +404,8 @@ def open_database(path, *, readonly: bool = False, create: bool = True) -> apsw.
     if header:
         # Look before writing anything: a read-only connection cannot change the file.
         probe = None
+        wal, shm, _ = _sidecars(path)
+        made_by_probe = [p for p in (wal, shm) if not p.exists()]
         try:
             probe = _connect(path, readonly=True)
             _inspect(probe, path)
@@ -415,6 +418,12 @@ def open_database(path, *, readonly: bool = False, create: bool = True) -> apsw.
         finally:
             if probe is not None:
                 probe.close()
+            if sys.exc_info()[0] is not None:
+                # Refused: leave the directory as we found it (an empty -wal and the -shm
+                # that only this probe created).
+                for sidecar in made_by_probe:
+                    if sidecar.exists() and (sidecar == shm or sidecar.stat().st_size == 0):
+                        _remove_quietly(sidecar)
 
     conn = None
     try:
