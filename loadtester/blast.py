@@ -34,6 +34,8 @@ def run_columns(spec: RunSpec, store_mode: str) -> dict:
         "body": spec.body.decode("utf-8", "replace") if spec.body else None,
         "headers": json.dumps(dict(spec.headers)), "config": json.dumps(spec.config()),
         "environment": json.dumps(environment()), "store_mode": store_mode,
+        "run_group": spec.run_group or None,
+        "shard": f"{spec.shard[0]}/{spec.shard[1]}" if spec.shard[1] > 1 else None,
     }
 
 
@@ -51,6 +53,9 @@ def result_columns(report: dict, result: RunResult) -> dict:
         "status_codes": json.dumps(report["status_codes"]),
         "errors_by_kind": json.dumps(report["errors_by_kind"]),
         "dropped_records": result.dropped_records,
+        "generator": json.dumps(report["generator"]),
+        "targets": json.dumps(report["targets"]) if "targets" in report else None,
+        "thresholds": json.dumps(report["thresholds"]) if "thresholds" in report else None,
     }
 
 

@@ -59,12 +59,16 @@ def report_from_row(row: dict, db_path, windows: list[dict] | None = None) -> di
             counters.merge(_engine.Counters.from_dict(
                 {"responses": 0, "successes": 0, "bytes": 0, "errors": [], "status": {},
                  "max_wait_us": from_windows.max_wait_us}))
-    return report_mod.summarize(
+    report = report_mod.summarize(
         spec_config=config, counters=counters, latency=latency, service=service,
         duration_s=duration_s, stop_reason=row.get("stop_reason") or row.get("status"),
         status=row.get("status"), dropped_records=row.get("dropped_records") or 0,
         max_loop_lag_us=loop_lag_us, run_id=row["id"], uuid=row["uuid"], db_path=db_path,
         started_at=row.get("started_at"))
+    for key in ("generator", "targets", "thresholds"):
+        if row.get(key):
+            report[key] = json.loads(row[key])
+    return report
 
 
 def merged_seconds(windows: list[dict]) -> list[dict]:

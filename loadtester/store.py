@@ -469,8 +469,8 @@ _INSERT_BATCH = "INSERT INTO request_batches (test_run_id, first_seq, first_id, 
 _INSERT_WINDOW = """
 INSERT INTO metric_windows (test_run_id, worker, second, requests, successes, errors, error_kinds,
                             bytes, status_codes, latency_hist, service_hist, loop_lag_us,
-                            max_wait_us, in_flight)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            max_wait_us, in_flight, cpu_us)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING
 """
 
@@ -844,6 +844,7 @@ class RunWriter:
                 int(counters.get("bytes", 0)), _json_text(status) if status else None,
                 _encode_value(window.get("latency")), _encode_value(window.get("service")),
                 window.get("loop_lag_us"), counters.get("max_wait_us"), window.get("in_flight"),
+                window.get("cpu_us"),
             )
         except (AttributeError, KeyError, TypeError, ValueError):
             return "bad"
