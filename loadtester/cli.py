@@ -145,14 +145,15 @@ def target(host, port, delay, status, body_size, lifetime, tls_cert, tls_key):
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def _register_optional_commands():
-    from loadtester import dbcli, history
+def _register_commands():
+    from loadtester import analysis_cli, dbcli, history
     dbcli.register(cli)
     history.register(cli)
+    analysis_cli.register(cli)
 
 
 def main(argv=None):
-    _register_optional_commands()
+    _register_commands()
     try:
         result = cli.main(args=argv, prog_name="loadtester", standalone_mode=False)
     except click.UsageError as exc:

@@ -1,0 +1,131 @@
+"""`loadtester compare` and `loadtester merge`.  Thin: parse, call the library, print.
+
+Wired into the top-level CLI by `analysis_cli.register(cli)`."""
+from __future__ import annotations
+
+import functools
+import json
+import re
+
+import click
+
+from loadtester import compare as compare_mod, merge as merge_mod, report as report_mod, store
+
+_LAST_N = re.compile(r"^\s*last\s*~\s*(\d+)\s*$", re.IGNORECASE)
+
+
+class Failure(click.ClickException):
+    """Shown as `loadtester: <message>` on stderr; exit status 1."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"loadtester: {self.format_message()}", err=True)
+
+
+def _failures(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except store.StoreError as exc:                # MergeError is one too
+            raise Failure(str(exc)) from exc
+    return wrapper
+
+
+def resolve_run(conn, ref: str) -> dict:
+    """A run by id, uuid prefix, 'last', or 'last~N' (N runs before the last)."""
+    match = _LAST_N.match(str(ref))
+    if match:
+        back = int(match.group(1))
+        rows = store.list_runs(conn, limit=back + 1)
+        if len(rows) <= back:
+            raise Failure(f"no run {ref!r}: the database holds {len(rows)} run(s)")
+        row = store.find_run(conn, rows[back]["id"])
+    else:
+        row = store.find_run(conn, ref)
+    if row is None:
+        raise Failure(f"no run {ref!r} (use an id, a uuid prefix, 'last' or 'last~1')")
+    return row
+
+
+def _open(db):
+    path = store.resolve_db_path(db)
+    if not path.exists():
+        raise Failure(f"no database at {path}: run `loadtester blast` first")
+    return path, store.open_database(path, readonly=True, create=False)
+
+
+_db_option = click.option("--db", metavar="PATH", default=None,
+                          help=f"Database file (default: $DB_PATH, else {store.DEFAULT_DB_PATH}).")
+
+
+@click.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@_db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@_failures
+def compare_cmd(run_a, run_b, db, as_json):
+    """Compare run B with run A (the baseline): rps, latency, errors and a verdict.
+
+    RUN is an id, a uuid prefix, 'last' or 'last~1' (the one before last).  The verdict
+    (regression / improvement / no significant change) comes from the runs' per-second
+    windows: a Mann-Whitney U test at p < 0.01 and a median shift of more than 5%."""
+    _, conn = _open(db)
+    try:
+        row_a = resolve_run(conn, run_a)
+        row_b = resolve_run(conn, run_b)
+        result = compare_mod.compare_runs(conn, row_a, row_b)
+    finally:
+        conn.close()
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(compare_mod.render(result))
+
+
+@click.command("merge")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--into", "into", required=True, metavar="DEST.db", type=click.Path(dir_okay=False),
+              help="Database to write the merged runs to (created if needed; not a source).")
+@click.option("--group", default=None, metavar="G",
+              help="Merge only this run group (--run-id of the shards) or label.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was merged as JSON.")
+@_failures
+def merge_cmd(sources, into, group, as_json):
+    """Merge the shards of a run, stored in several databases, into one run in DEST.db.
+
+    Runs that share a run group (blast --run-id) are merged, or, without one, runs that
+    share a label; counts are added and histograms merged exactly."""
+    result = merge_mod.merge(list(sources), into, group=group)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        if not result["merged"] and not result["skipped"]:
+            click.echo(f"nothing to merge: no run in {', '.join(sources)} has a run group or a label")
+        for m in result["merged"]:
+            if m["already_merged"]:
+                click.echo(f"group {m['group']!r}: already merged as run {m['run_id']} "
+                           f"({m['uuid']}) in {result['into']}")
+                continue
+            shards = ", ".join(f"{p['db']}#{p['run_id']}" + (f" [{p['shard']}]" if p.get("shard") else "")
+                               for p in m["parts"])
+            click.echo(f"group {m['group']!r}: {len(m['parts'])} run(s) -> run {m['run_id']} "
+                       f"({m['uuid']}) in {result['into']}, {m['status']}")
+            click.echo(f"  {m['requests']:,} requests, {m['rps']:,.1f} req/s, "
+                       f"p50 {report_mod._ms(m['p50'])}, p99 {report_mod._ms(m['p99'])}; "
+                       f"{m['request_rows']:,} request rows, {m['windows']:,} windows")
+            click.echo(f"  from {shards}")
+            for note in m["notes"]:
+                click.echo(f"  note: {note}")
+        for s in result["skipped"]:
+            click.echo(f"group {s['group']!r}: skipped: {s['reason']}", err=True)
+    if result["skipped"] and not result["merged"]:
+        raise click.exceptions.Exit(1)
+
+
+def register(cli: click.Group) -> None:
+    """Add `compare` and `merge` to the top-level CLI."""
+    for command in (compare_cmd, merge_cmd):
+        cli.add_command(command)
