@@ -1,0 +1,362 @@
+// `/`: start form (validated here, server errors shown inline), running tests, history, compare.
+import {
+  api, ApiError, el, fmtDate, fmtInt, fmtMs, fmtPct, fmtRps, fmtSeconds, hostOf, initTheme,
+  listFrom, reportLinks, statusBadge,
+} from "/static/app.js";
+
+const PER_PAGE = 10;
+const RUNNING_POLL_MS = 2000;
+const HEADER_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*:\s*(.*)$/;
+
+const $ = (id) => document.getElementById(id);
+
+// ------------------------------------------------------------------ form
+
+function setFieldError(id, message) {
+  const input = $(id);
+  const slot = $(`${id}-error`);
+  if (slot) slot.textContent = message || "";
+  if (input) {
+    if (message) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+  }
+  return !message;
+}
+
+function showFormError(message) {
+  const box = $("form-error");
+  box.textContent = message || "";
+  box.hidden = !message;
+}
+
+function intValue(id) {
+  const raw = $(id).value.trim();
+  if (raw === "") return NaN;
+  return Number(raw);
+}
+
+export function parseHeaders(text) {
+  const headers = {};
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i += 1) {
+    const line = lines[i].trim();
+    if (!line) continue;
+    const match = HEADER_LINE.exec(line);
+    if (!match) throw new Error(`Line ${i + 1} is not "Name: value".`);
+    headers[match[1]] = match[2];
+  }
+  return headers;
+}
+
+function validate() {
+  const errors = {};
+  const url = $("url").value.trim();
+  if (!url) errors.url = "Enter the URL to test.";
+  else {
+    let parsed = null;
+    try { parsed = new URL(url); } catch (e) { parsed = null; }
+    if (!parsed || !/^https?:$/.test(parsed.protocol) || !parsed.hostname) {
+      errors.url = "Enter a full http:// or https:// URL.";
+    }
+  }
+  const users = intValue("users");
+  if (!Number.isInteger(users) || users < 1 || users > 1000) errors.users = "Between 1 and 1000 users.";
+  const duration = intValue("duration");
+  if (!Number.isInteger(duration) || duration < 1 || duration > 3600) errors.duration = "Between 1 and 3600 seconds.";
+  const rampRaw = $("ramp_up").value.trim();
+  const rampUp = rampRaw === "" ? 0 : Number(rampRaw);
+  if (!Number.isFinite(rampUp) || rampUp < 0) errors.ramp_up = "Ramp-up cannot be negative.";
+  else if (Number.isFinite(duration) && rampUp > duration) errors.ramp_up = "Ramp-up cannot be longer than the duration.";
+  const rateRaw = $("rate").value.trim();
+  const rate = rateRaw === "" ? null : Number(rateRaw);
+  if (rate !== null && (!Number.isFinite(rate) || rate <= 0)) errors.rate = "A positive number of requests per second, or empty.";
+  let headers = {};
+  try { headers = parseHeaders($("headers").value); } catch (e) { errors.headers = e.message; }
+
+  const authType = $("auth-type").value;
+  let auth;
+  if (authType === "bearer") {
+    const token = $("auth-token").value.trim();
+    if (!token) errors["auth-token"] = "Enter the token.";
+    auth = { type: "bearer", token };
+  } else if (authType === "basic") {
+    const username = $("auth-username").value;
+    if (!username) errors["auth-username"] = "Enter the user name.";
+    auth = { type: "basic", username, password: $("auth-password").value };
+  }
+
+  for (const id of ["url", "users", "duration", "ramp_up", "rate", "headers", "auth-token", "auth-username"]) {
+    setFieldError(id, errors[id]);
+  }
+  if (Object.keys(errors).length) {
+    if (errors.headers || errors["auth-token"] || errors["auth-username"]) $("advanced").open = true;
+    const first = ["url", "users", "duration", "ramp_up", "rate", "headers", "auth-token", "auth-username"]
+      .find((id) => errors[id]);
+    $(first).focus();
+    return null;
+  }
+
+  const payload = {
+    url, users, duration, ramp_up: rampUp, method: $("method").value,
+    mask_host: $("mask_host").checked,
+  };
+  if (Object.keys(headers).length) payload.headers = headers;
+  const body = $("body").value;
+  if (body) payload.body = body;
+  if (auth) payload.auth = auth;
+  if (rate !== null) payload.rate = rate;
+  const label = $("label").value.trim();
+  if (label) payload.label = label;
+  return payload;
+}
+
+function syncAuthFields() {
+  const type = $("auth-type").value;
+  $("auth-bearer").hidden = type !== "bearer";
+  $("auth-basic-user").hidden = type !== "basic";
+  $("auth-basic-pass").hidden = type !== "basic";
+}
+
+async function onSubmit(event) {
+  event.preventDefault();
+  showFormError("");
+  const payload = validate();
+  if (!payload) return;
+  const button = $("start-button");
+  button.disabled = true;
+  button.classList.add("busy");
+  try {
+    const result = await api("/api/start", { method: "POST", body: payload });
+    if (!result || !result.uuid) throw new ApiError("The server did not return a run id.", 500, result);
+    window.location.assign(`/test/${encodeURIComponent(result.uuid)}`);
+  } catch (err) {
+    let message = err.message || "The test could not be started.";
+    if (err.status === 429) message = `Too many tests at once: ${message}`;
+    showFormError(message);
+    // a validation message that names a field goes next to it as well
+    if (err.status === 400 && /url|host|address|scheme/i.test(message)) $("url").setAttribute("aria-invalid", "true");
+    button.disabled = false;
+    button.classList.remove("busy");
+  }
+}
+
+// ------------------------------------------------------------------ running
+
+let runningSignature = "";
+
+async function refreshRunning() {
+  let runs;
+  try {
+    runs = listFrom(await api("/api/running"), "runs", "running", "tests");
+  } catch (e) {
+    return;
+  }
+  const list = $("running");
+  $("running-count").textContent = String(runs.length);
+  const signature = runs.map((r) => r.uuid).join(",");
+  if (!runs.length) {
+    list.replaceChildren(el("li", { class: "empty" }, "No test is running."));
+  } else {
+    list.replaceChildren(...runs.map((run) => {
+      const progress = typeof run.progress === "number" ? Math.max(0, Math.min(1, run.progress)) : null;
+      const bits = [];
+      if (run.users) bits.push(`${fmtInt(run.users)} VUs`);
+      if (typeof run.elapsed_s === "number") bits.push(`${fmtSeconds(run.elapsed_s)} elapsed`);
+      if (typeof run.remaining_s === "number") bits.push(`${fmtSeconds(run.remaining_s)} left`);
+      else if (run.duration) bits.push(`${fmtSeconds(run.duration)} test`);
+      const bar = el("span");
+      if (progress !== null) bar.style.width = `${(progress * 100).toFixed(1)}%`;   // CSSOM, fine under a strict CSP
+      return el("li", { class: "running-item", dataset: { uuid: run.uuid } },
+        el("span", { class: "pulse", "aria-hidden": "true" }),
+        el("div", { class: "running-main" },
+          el("a", { href: `/test/${encodeURIComponent(run.uuid)}`, class: "running-link" },
+            run.label ? `${run.label} — ${hostOf(run.url)}` : (run.url || run.uuid)),
+          el("span", { class: "muted small" }, bits.join(" · "))),
+        progress === null ? null : el("div", {
+          class: "mini-progress", role: "progressbar", "aria-label": "progress",
+          "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(Math.round(progress * 100)),
+        }, bar));
+    }));
+  }
+  if (signature !== runningSignature) {
+    const first = runningSignature === "";
+    runningSignature = signature;
+    if (!first || runs.length) loadHistory(historyPage);   // a run started or finished
+  }
+}
+
+// ------------------------------------------------------------------ history
+
+let historyPage = 1;
+const selected = new Map();          // uuid -> run row, across pages
+
+function fallbackSummary(run) {
+  const host = hostOf(run.url);
+  if (run.status === "running") {
+    return `Testing ${host} with ${run.users ?? "?"} virtual users for ${run.duration ?? "?"}s…`;
+  }
+  const parts = [`Tested ${host} with ${run.users ?? "?"} virtual users for ${run.duration ?? "?"}s`];
+  if (typeof run.success_rate === "number") parts.push(`${fmtPct(run.success_rate)} success rate`);
+  if (typeof run.rps === "number") parts.push(`${run.rps.toFixed(2)} RPS`);
+  return parts.join(" - ");
+}
+
+function historyRow(run) {
+  const id = encodeURIComponent(run.uuid);
+  const checkbox = el("input", {
+    type: "checkbox", class: "compare-check", value: run.uuid, id: `compare-${run.uuid}`,
+    "aria-label": `Select run ${run.id ?? run.uuid} to compare`,
+  });
+  checkbox.checked = selected.has(run.uuid);
+  checkbox.addEventListener("change", () => {
+    if (checkbox.checked) selected.set(run.uuid, run);
+    else selected.delete(run.uuid);
+    syncCompare();
+  });
+  const running = run.status === "running";
+  const title = run.label ? run.label : `Run ${run.id ?? ""}`.trim();
+  return el("tr", { id: `history-row-${run.uuid}`, class: "history-row", dataset: { uuid: run.uuid, status: run.status || "" } },
+    el("td", { class: "col-check" }, checkbox),
+    el("td", {}, statusBadge(run.status)),
+    el("td", { class: "run-cell" },
+      el("div", { class: "run-title" },
+        el("a", { href: `/test/${id}`, class: "run-link" }, title),
+        el("span", { class: "muted small" }, fmtDate(run.started_at))),
+      el("p", { class: "history-summary" }, run.summary || fallbackSummary(run))),
+    el("td", { class: "num" }, fmtRps(run.rps)),
+    el("td", { class: "num" }, fmtMs(run.p99_ms)),
+    el("td", { class: "num" }, fmtPct(run.success_rate)),
+    el("td", { class: "reports" }, running ? el("span", { class: "muted small" }, "after the run") : reportLinks(run.uuid)));
+}
+
+async function loadHistory(page = 1) {
+  const body = $("history-body");
+  let data;
+  try {
+    data = await api(`/api/history?page=${page}&per_page=${PER_PAGE}`);
+  } catch (err) {
+    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "7" }, `History unavailable: ${err.message}`)));
+    return;
+  }
+  const runs = listFrom(data, "runs");
+  const total = typeof data?.total === "number" ? data.total : runs.length;
+  const perPage = data?.per_page || PER_PAGE;
+  const pages = Math.max(1, Math.ceil(total / perPage));
+  if (page > pages && total > 0) return loadHistory(pages);
+  historyPage = data?.page || page;
+  if (!runs.length) {
+    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "7" }, "No runs yet — start one above.")));
+  } else {
+    body.replaceChildren(...runs.map(historyRow));
+  }
+  $("history-page").textContent = total ? `Page ${historyPage} of ${pages} · ${fmtInt(total)} ${total === 1 ? "run" : "runs"}` : "";
+  $("history-prev").disabled = historyPage <= 1;
+  $("history-next").disabled = historyPage >= pages;
+  document.body.dataset.historyLoaded = String(Date.now());
+}
+
+// ------------------------------------------------------------------ compare
+
+function syncCompare() {
+  const n = selected.size;
+  $("compare-button").disabled = n !== 2;
+  $("compare-hint").textContent = n === 2 ? "Two runs selected." :
+    n > 2 ? "Select only two runs." : `Tick two runs to compare them (${n}/2).`;
+}
+
+const COMPARE_ROWS = [
+  ["rps", "Throughput (RPS)", fmtRps, "up"],
+  ["p50", "Latency p50", fmtMs, "down"],
+  ["p90", "Latency p90", fmtMs, "down"],
+  ["p99", "Latency p99", fmtMs, "down"],
+  ["avg", "Latency avg", fmtMs, "down"],
+  ["error_rate", "Error rate", fmtPct, "down"],
+  ["requests", "Requests", fmtInt, null],
+  ["errors", "Errors", fmtInt, "down"],
+];
+
+function relativeChange(a, b) {
+  if (typeof a !== "number" || typeof b !== "number" || a === 0) return null;
+  return (b - a) / a;
+}
+
+function changeCell(change, better) {
+  if (typeof change !== "number" || !Number.isFinite(change)) return el("td", { class: "num muted" }, "–");
+  const text = `${change > 0 ? "+" : ""}${(change * 100).toFixed(1)}%`;
+  let tone = "";
+  if (better && Math.abs(change) >= 0.005) {
+    const good = better === "up" ? change > 0 : change < 0;
+    tone = good ? "good" : "bad";
+  }
+  return el("td", { class: `num change ${tone}` }, text);
+}
+
+function runName(run, letter) {
+  const name = run.label ? run.label : `run ${run.run_id ?? run.id ?? ""}`;
+  return `${letter}: ${name}`;
+}
+
+async function compareSelected() {
+  if (selected.size !== 2) return;
+  const runs = [...selected.values()].sort((x, y) =>
+    String(x.started_at || "").localeCompare(String(y.started_at || "")) || ((x.id || 0) - (y.id || 0)));
+  const [a, b] = runs;                // older run is the baseline
+  const box = $("compare-result");
+  box.hidden = false;
+  box.replaceChildren(el("p", { class: "muted" }, "Comparing…"));
+  let result;
+  try {
+    result = await api(`/api/compare?a=${encodeURIComponent(a.uuid)}&b=${encodeURIComponent(b.uuid)}`);
+  } catch (err) {
+    box.replaceChildren(el("p", { class: "form-error", role: "alert" }, `Cannot compare: ${err.message}`));
+    return;
+  }
+  const ra = result.a || {}, rb = result.b || {}, change = result.change || {};
+  const verdict = String(result.verdict || "inconclusive");
+  const verdictClass = verdict.replace(/[^a-z]+/gi, "-").toLowerCase();
+  const rows = COMPARE_ROWS.filter(([key]) => key in ra || key in rb).map(([key, name, fmt, better]) =>
+    el("tr", {},
+      el("th", { scope: "row" }, name),
+      el("td", { class: "num" }, fmt(ra[key])),
+      el("td", { class: "num" }, fmt(rb[key])),
+      changeCell(key in change ? change[key] : relativeChange(ra[key], rb[key]), better)));
+  const notes = Array.isArray(result.notes) ? result.notes : [];
+  box.replaceChildren(...[
+    el("div", { class: "compare-head" },
+      el("span", { class: `verdict verdict-${verdictClass}`, id: "compare-verdict" }, verdict),
+      el("button", { type: "button", class: "ghost-button small", "aria-label": "Close comparison",
+                     onclick: () => { box.hidden = true; } }, "✕")),
+    el("p", { class: "compare-explanation muted", id: "compare-explanation" }, result.explanation || ""),
+    notes.length ? el("ul", { class: "compare-notes" }, notes.map((n) => el("li", {}, n))) : null,
+    el("div", { class: "table-wrap" },
+      el("table", { class: "compare-table", id: "compare-table" },
+        el("thead", {}, el("tr", {},
+          el("th", { scope: "col" }, "Metric"),
+          el("th", { scope: "col", class: "num" },
+            el("a", { href: `/test/${encodeURIComponent(a.uuid)}` }, runName(ra.run_id ? ra : a, "A (baseline)"))),
+          el("th", { scope: "col", class: "num" },
+            el("a", { href: `/test/${encodeURIComponent(b.uuid)}` }, runName(rb.run_id ? rb : b, "B"))),
+          el("th", { scope: "col", class: "num" }, "Change"))),
+        el("tbody", {}, rows)))].filter(Boolean));
+}
+
+// ------------------------------------------------------------------ init
+
+function init() {
+  initTheme();
+  $("start-form").addEventListener("submit", onSubmit);
+  $("auth-type").addEventListener("change", syncAuthFields);
+  syncAuthFields();
+  for (const id of ["url", "users", "duration", "ramp_up", "rate", "headers", "auth-token", "auth-username"]) {
+    $(id).addEventListener("input", () => setFieldError(id, ""));
+  }
+  $("history-prev").addEventListener("click", () => loadHistory(Math.max(1, historyPage - 1)));
+  $("history-next").addEventListener("click", () => loadHistory(historyPage + 1));
+  $("compare-button").addEventListener("click", compareSelected);
+  syncCompare();
+  loadHistory(1);
+  refreshRunning();
+  setInterval(refreshRunning, RUNNING_POLL_MS);
+}
+
+init();
