@@ -3,34 +3,20 @@
 Wired into the top-level CLI by `analysis_cli.register(cli)`."""
 from __future__ import annotations
 
-import functools
 import json
 import re
 
 import click
 
 from loadtester import compare as compare_mod, merge as merge_mod, report as report_mod, store
+from loadtester.dbcli import StoreFailure, store_errors
 
 _LAST_N = re.compile(r"^\s*last\s*~\s*(\d+)\s*$", re.IGNORECASE)
 
 
-class Failure(click.ClickException):
-    """Shown as `loadtester: <message>` on stderr; exit status 1."""
-
-    exit_code = 1
-
-    def show(self, file=None) -> None:
-        click.echo(f"loadtester: {self.format_message()}", err=True)
-
-
-def _failures(func):
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except store.StoreError as exc:                # MergeError is one too
-            raise Failure(str(exc)) from exc
-    return wrapper
+# One line on stderr and exit 1 for store errors (MergeError is one too), as `db` does.
+Failure = StoreFailure
+_failures = store_errors
 
 
 def resolve_run(conn, ref: str) -> dict:

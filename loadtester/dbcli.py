@@ -22,7 +22,8 @@ class StoreFailure(click.ClickException):
         click.echo(f"loadtester: {self.format_message()}", err=True)
 
 
-def _store_errors(func):
+def store_errors(func):
+    """StoreError -> StoreFailure, for commands also run outside main() (CliRunner)."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
@@ -79,7 +80,7 @@ def register(cli: click.Group) -> None:
     @db_group.command("backup")
     @click.argument("dest", type=click.Path(dir_okay=False))
     @_db_option
-    @_store_errors
+    @store_errors
     def backup_cmd(dest, db):
         """Copy the database to DEST, safely while a run writes."""
         path = store.resolve_db_path(db)
@@ -90,7 +91,7 @@ def register(cli: click.Group) -> None:
     @db_group.command("restore")
     @click.argument("src", type=click.Path(dir_okay=False))
     @_db_option
-    @_store_errors
+    @store_errors
     def restore_cmd(src, db):
         """Replace the database with backup SRC; keeps the old one."""
         path = store.resolve_db_path(db)
@@ -103,7 +104,7 @@ def register(cli: click.Group) -> None:
     @db_group.command("check")
     @_db_option
     @click.option("--quick", is_flag=True, help="PRAGMA quick_check: faster, fewer checks.")
-    @_store_errors
+    @store_errors
     def check_cmd(db, quick):
         """Check integrity; exit status 1 if anything is wrong."""
         path = store.resolve_db_path(db)
@@ -117,7 +118,7 @@ def register(cli: click.Group) -> None:
 
     @db_group.command("migrate")
     @_db_option
-    @_store_errors
+    @store_errors
     def migrate_cmd(db):
         """Create the database or bring it to this version; runs left 'running' by a
         dead process are marked 'interrupted'."""
@@ -130,7 +131,7 @@ def register(cli: click.Group) -> None:
     @db_group.command("stats")
     @_db_option
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
-    @_store_errors
+    @store_errors
     def stats_cmd(db, as_json):
         """Sizes, counts and bytes per stored request row."""
         path = store.resolve_db_path(db)
@@ -158,7 +159,7 @@ def register(cli: click.Group) -> None:
                   help="delete finished runs started longer ago than this (30d, 12h, 90m, 45s)")
     @click.option("--vacuum", is_flag=True, help="then VACUUM to give the space back to the filesystem")
     @_db_option
-    @_store_errors
+    @store_errors
     def prune_cmd(older_than, vacuum, db):
         """Delete old runs with their request rows and windows."""
         path = store.resolve_db_path(db)
