@@ -19,11 +19,12 @@ RUN mkdir -p /home/pipeops/app/data && chown -R 1000:1000 /home/pipeops/app \
  && chmod 0750 /home/pipeops/app/data
 USER 1000:1000
 ENV DB_PATH=/home/pipeops/app/data/loadtest.db \
+    PORT=8080 \
     PYTHONUNBUFFERED=1
 VOLUME ["/home/pipeops/app/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["loadtester", "db", "check", "--quick"]
+  CMD ["loadtester", "healthcheck"]
 ENTRYPOINT ["loadtester-entrypoint"]
-# Until `loadtester serve` exists the default command only shows the help.
-CMD ["loadtester", "--help"]
+# The web app and API on $PORT; set LOADTESTER_TOKEN when it is reachable beyond localhost.
+CMD ["loadtester", "serve", "--host", "0.0.0.0"]

@@ -356,6 +356,9 @@ cdef class Client:
         else:
             start_ns = now
         self.start_ns = start_ns
+        if self.stopping:           # stopped before it began (a signal during start-up)
+            self.end_ns = start_ns
+            return self.summary()
         self.window_due_loop_time = self.loop.time() + 1.0
         self.window_timer = self.loop.call_at(self.window_due_loop_time, self._close_window)
         self.sweep_timer = self.loop.call_later(self._sweep_interval_s(), self._sweep)

@@ -145,11 +145,31 @@ def target(host, port, delay, status, body_size, lifetime, tls_cert, tls_key):
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+              envvar="PORT", help="Port `loadtester serve` listens on. [env: PORT]")
+@click.option("--timeout", type=DurationType(), default="4s", show_default=True)
+def healthcheck(port, timeout):
+    """Exit 0 when `loadtester serve` on this machine answers /healthz (container health)."""
+    import urllib.error
+    import urllib.request
+    url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = json.loads(response.read() or b"{}")
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"unhealthy: {url}: {getattr(exc, 'reason', exc)}") from None
+    if body.get("status") != "ok":
+        raise click.ClickException(f"unhealthy: {url} answered {body}")
+    click.echo(f"healthy: {url}")
+
+
 def _register_commands():
-    from loadtester import analysis_cli, dbcli, history
+    from loadtester import analysis_cli, dbcli, history, serve
     dbcli.register(cli)
     history.register(cli)
     analysis_cli.register(cli)
+    serve.register(cli)
 
 
 def main(argv=None):

@@ -71,8 +71,9 @@ def report_from_row(row: dict, db_path, windows: list[dict] | None = None) -> di
     return report
 
 
-def merged_seconds(windows: list[dict]) -> list[dict]:
-    """Per-second rows, the workers' windows added up (histograms merged exactly)."""
+def merged_seconds(windows: list[dict], percentiles=(50, 99)) -> list[dict]:
+    """Per-second rows, the workers' windows added up (histograms merged exactly), with one
+    p<N>_ms key per percentile asked for (p50_ms and p99_ms by default; 99.9 -> p999_ms)."""
     by_second: dict[int, list] = {}
     for window in windows:
         by_second.setdefault(window["second"], []).append(window)
@@ -89,8 +90,8 @@ def merged_seconds(windows: list[dict]) -> list[dict]:
             # window requests = responses + transport errors, like test_runs.total_requests
             "errors": requests - sum(p["successes"] or 0 for p in parts),
             "bytes": sum(p["bytes"] or 0 for p in parts),
-            "p50_ms": latency.value_at_percentile(50) / 1000 if latency.total else None,
-            "p99_ms": latency.value_at_percentile(99) / 1000 if latency.total else None,
+            **{f"{report_mod._pkey(p)}_ms": latency.value_at_percentile(p) / 1000
+               if latency.total else None for p in percentiles},
             "max_ms": latency.max_us / 1000 if latency.total else None,
             "loop_lag_ms": max((p.get("loop_lag_us") or 0) for p in parts) / 1000,
         })

@@ -112,6 +112,11 @@ def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store
 
     import uvloop
 
+    # A stop can arrive before the loop is up: SIGTERM was blocked across the fork
+    # (run_blast), so it is remembered here rather than fatal.
+    stop_requested = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     # Objects made per read are short-lived and acyclic; the collector only
@@ -155,6 +160,8 @@ def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store
             window_sink=on_window)
         loop.add_signal_handler(signal.SIGTERM, client.stop, "interrupted")
         loop.add_signal_handler(signal.SIGINT, client.stop, "interrupted")
+        if stop_requested:
+            client.stop("interrupted")
         summary = await client.run(start_ns)
         summary["counters"] = summary["counters"].to_dict()
         summary["latency"] = summary["latency"].to_bytes()
@@ -300,16 +307,12 @@ def run_blast(spec: RunSpec, *, on_records=None, on_window=None, on_second=None,
             on_window(window)
 
     processes, readers = [], []
-    for worker in range(spec.workers):
-        read_fd, write_fd = os.pipe()
-        process = context.Process(target=_worker_main, name=f"loadtester-worker-{worker}",
-                                  args=(spec, worker, write_fd, start_ns, on_records is not None),
-                                  daemon=True)
-        process.start()
-        os.close(write_fd)
-        processes.append(process)
-        control.processes.append(process)
-        readers.append(_WorkerReader(read_fd, on_records, window_arrived))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        _start_workers(spec, context, start_ns, on_records, window_arrived, control,
+                       processes, readers)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     for reader in readers:
         reader.start()
 
@@ -329,6 +332,20 @@ def run_blast(spec: RunSpec, *, on_records=None, on_window=None, on_second=None,
     result = _merge(spec, readers, processes, control.reason)
     result.busy_seconds, result.worker_seconds = merger.busy_seconds, merger.worker_seconds
     return result
+
+
+def _start_workers(spec, context, start_ns, on_records, window_arrived, control,
+                   processes, readers) -> None:
+    for worker in range(spec.workers):
+        read_fd, write_fd = os.pipe()
+        process = context.Process(target=_worker_main, name=f"loadtester-worker-{worker}",
+                                  args=(spec, worker, write_fd, start_ns, on_records is not None),
+                                  daemon=True)
+        process.start()
+        os.close(write_fd)
+        processes.append(process)
+        control.processes.append(process)
+        readers.append(_WorkerReader(read_fd, on_records, window_arrived))
 
 
 def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunResult:

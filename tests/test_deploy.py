@@ -16,7 +16,7 @@ import apsw
 import pytest
 import yaml
 
-from conftest import ROOT, wait_for
+from conftest import ROOT, free_port, wait_for
 from loadtester import store
 
 ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
@@ -96,13 +96,27 @@ def test_entrypoint_creates_and_migrates_the_database(tmp_path):
         conn.close()
     assert not (tmp_path / "data").exists(), "DB_PATH was ignored"
 
-    # The image's HEALTHCHECK command passes on the volume the entrypoint just prepared.
+    # The image's default command (the web app) starts on that volume, and its
+    # HEALTHCHECK passes once it answers; before that it fails.
     instructions = dockerfile_instructions((ROOT / "Dockerfile").read_text())
     (health,) = [args for kw, args in instructions if kw == "HEALTHCHECK"][-1:]
-    command = _exec_form(health.split("CMD", 1)[1])
-    result = subprocess.run(command, env=container_env(db_path), cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
+    health_command = _exec_form(health.split("CMD", 1)[1])
+    (cmd,) = [args for kw, args in instructions if kw == "CMD"][-1:]
+    env = container_env(db_path)
+    env["PORT"] = str(free_port())
+    env["HOME"] = str(tmp_path)
+    assert subprocess.run(health_command, env=env, cwd=tmp_path, capture_output=True,
+                          timeout=60).returncode != 0
+    server = subprocess.Popen([str(ENTRYPOINT), *_exec_form(cmd)], env=env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def healthy():
+            return subprocess.run(health_command, env=env, cwd=tmp_path, capture_output=True,
+                                  timeout=60).returncode == 0
+        assert wait_for(healthy, timeout_s=20, interval_s=0.3), "serve never became healthy"
+    finally:
+        server.terminate()
+        server.wait(20)
 
 
 def test_runs_survive_container_restarts_and_killed_runs_become_interrupted(start_target, tmp_path):
@@ -279,6 +293,8 @@ def test_dockerfile_runs_as_uid_1000_with_the_data_volume(final_stage):
     assert any(kw == "EXPOSE" and "8080" in args.replace("/tcp", "").split() for kw, args in stage)
     healthchecks = [args for kw, args in stage if kw == "HEALTHCHECK"]
     assert healthchecks and healthchecks[-1].split()[0].upper() != "NONE"
+    commands = [_exec_form(args) for kw, args in stage if kw == "CMD"]
+    assert commands and commands[-1][:2] == ["loadtester", "serve"]   # the web app on 8080
     env = {}
     for kw, args in stage:
         if kw == "ENV":
