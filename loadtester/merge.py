@@ -434,7 +434,8 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
         notes.append(f"{into} has no run_group column (schema older than 2): the group name is "
                      "kept in the merged run's config only")
 
-    writer = store.RunWriter(into, store_mode=store_mode, queue_batches=QUEUE_BATCHES)
+    writer = store.RunWriter(into, store_mode=store_mode, queue_batches=QUEUE_BATCHES,
+                             writer_nice=0)         # no load generator to make way for
     run_id, _ = writer.begin(run)
     pump = _Pump(writer)
     info = []

@@ -9,6 +9,7 @@ record buffers and counts them instead of stalling its loop.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import gc
 import multiprocessing
 import os
@@ -30,6 +31,8 @@ FRAME_SUMMARY = 3
 FRAME_FAILED = 4
 
 WORKER_PENDING_LIMIT_BYTES = 32 << 20    # per worker, buffered in its pipe transport
+PIPE_SIZE_BYTES = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 START_DELAY_NS = 150_000_000             # time for every worker to be ready at t=0
 
 
@@ -338,6 +341,12 @@ def _start_workers(spec, context, start_ns, on_records, window_arrived, control,
                    processes, readers) -> None:
     for worker in range(spec.workers):
         read_fd, write_fd = os.pipe()
+        try:
+            # Room for whole record buffers: one write per buffer, not a loop of
+            # partial writes and wake-ups in the worker.
+            fcntl.fcntl(write_fd, F_SETPIPE_SZ, PIPE_SIZE_BYTES)
+        except OSError:
+            pass                                  # over /proc/sys/fs/pipe-max-size: keep 64 KiB
         process = context.Process(target=_worker_main, name=f"loadtester-worker-{worker}",
                                   args=(spec, worker, write_fd, start_ns, on_records is not None),
                                   daemon=True)

@@ -22,6 +22,7 @@ PipeOps shape, one row per request with test_run_id, seq, timestamp, latency, su
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as _dt
 import fcntl
@@ -34,6 +35,7 @@ import queue
 import re
 import shutil
 import struct
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -463,6 +465,13 @@ os.register_at_fork(after_in_child=_close_inherited_locks)
 _STOP = object()
 _RECORDS = 0
 _WINDOW = 1
+_SPOOL_LENGTH = struct.Struct("<I")
+
+WRITER_NICE = 19                     # the writer thread yields to the load generator
+SPOOL_LIMIT_BYTES = 4 << 30          # rows waiting on disk beyond the in-memory queue
+TXN_RECORD_BYTES = 256 << 10         # ~10,900 rows per transaction
+WINDOW_QUEUE_MAX = 1 << 16
+IDLE_POLL_S = 0.05
 
 _INSERT_RECORDS = "INSERT INTO request_records (timestamp, latency, wait_us, bytes, code) VALUES (?, ?, ?, ?, ?)"
 _INSERT_BATCH = "INSERT INTO request_batches (test_run_id, first_seq, first_id, last_id) VALUES (?, ?, ?, ?)"
@@ -506,16 +515,29 @@ class RunWriter:
     """
 
     def __init__(self, path, *, store_mode: str = "requests", queue_batches: int = 256,
-                 wal_bound_bytes: int = 64 << 20):
+                 wal_bound_bytes: int = 64 << 20, spool_limit_bytes: int = SPOOL_LIMIT_BYTES,
+                 writer_nice: int = WRITER_NICE):
         if store_mode not in STORE_MODES:
             raise ValueError(f"store_mode must be one of {STORE_MODES}, not {store_mode!r}")
         self.path = pathlib.Path(path)
         self.store_mode = store_mode
         self.wal_bound_bytes = max(int(wal_bound_bytes), 64 << 10)
-        # Several queued batches are coalesced into one transaction, up to this much record data,
-        # so a backlog drains with fewer commits while one transaction stays well inside the bound.
-        self._txn_bytes = max(RECORD_SIZE, min(4 << 20, self.wal_bound_bytes // 8))
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(queue_batches)))
+        # Several queued batches are coalesced into one transaction, up to this much record data:
+        # a backlog drains with fewer commits, yet windows never wait long behind records.
+        self._txn_bytes = max(RECORD_SIZE, min(TXN_RECORD_BYTES, self.wal_bound_bytes // 8))
+        # Windows (and the stop signal) have a queue of their own and go first: the live view
+        # reads them. Record buffers wait in memory (queue_batches of them), then in an unnamed
+        # spool file beside the database (spool_limit_bytes), then are dropped and counted.
+        self._queue: queue.Queue = queue.Queue(maxsize=WINDOW_QUEUE_MAX)
+        self._records: collections.deque = collections.deque()
+        self._records_max = max(1, int(queue_batches))
+        self._records_lock = threading.Lock()
+        self._spool_limit = max(0, int(spool_limit_bytes))
+        self._spool = None
+        self._spool_read = self._spool_write = 0
+        self._spilling = False
+        self.spilled_records = 0        # rows that waited in the spool file (all stored later)
+        self._nice = int(writer_nice)
         self._accept_records = store_mode == "requests"
         self._accept_windows = store_mode in ("requests", "windows")
         self._drop_lock = threading.Lock()
@@ -652,10 +674,51 @@ class RunWriter:
                 raise RuntimeError("RunWriter.submit_records() before begin()")
             self._count_dropped(size // RECORD_SIZE)
             return
-        try:
-            self._queue.put_nowait((_RECORDS, blob))
-        except queue.Full:
-            self._count_dropped(size // RECORD_SIZE)
+        with self._records_lock:
+            if not self._spilling and len(self._records) < self._records_max:
+                self._records.append(blob)
+                return
+            if self._spool_write - self._spool_read + size + 4 <= self._spool_limit:
+                try:
+                    self._spool_append(blob)
+                except OSError as exc:
+                    self.last_error = f"spool: {_reason(exc)}"
+                else:
+                    self._spilling = True       # until the spool is empty: keeps rows in order
+                    self.spilled_records += size // RECORD_SIZE
+                    return
+        self._count_dropped(size // RECORD_SIZE)
+
+    def _spool_append(self, blob: bytes) -> None:
+        if self._spool is None:
+            self._spool = tempfile.TemporaryFile(dir=self.path.parent,
+                                                 prefix=f".{self.path.name}.spool-")
+        fd = self._spool.fileno()
+        os.pwrite(fd, _SPOOL_LENGTH.pack(len(blob)) + blob, self._spool_write)
+        self._spool_write += _SPOOL_LENGTH.size + len(blob)
+
+    def _take_records(self, budget: int) -> list[bytes]:
+        """Oldest record buffers first (memory, then spool), up to about `budget` bytes."""
+        taken, size = [], 0
+        with self._records_lock:
+            while size < budget:
+                if self._records:
+                    blob = self._records.popleft()
+                elif self._spool_read < self._spool_write:
+                    fd = self._spool.fileno()
+                    (length,) = _SPOOL_LENGTH.unpack(
+                        os.pread(fd, _SPOOL_LENGTH.size, self._spool_read))
+                    blob = os.pread(fd, length, self._spool_read + _SPOOL_LENGTH.size)
+                    self._spool_read += _SPOOL_LENGTH.size + length
+                else:
+                    if self._spilling:          # drained: back to memory, spool file reused
+                        self._spool_read = self._spool_write = 0
+                        os.ftruncate(self._spool.fileno(), 0)
+                        self._spilling = False
+                    break
+                taken.append(blob)
+                size += len(blob)
+        return taken
 
     def submit_window(self, window: dict) -> None:
         """Queue one closed per-second window.  Never blocks."""
@@ -695,6 +758,9 @@ class RunWriter:
                     continue
             self._thread.join()
             self._thread = None
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
         self._finished = True
         conn = self._conn
         unknown: list[str] = []
@@ -732,6 +798,13 @@ class RunWriter:
 
     # -- the writer thread
     def _thread_main(self) -> None:
+        if self._nice:
+            # Below the load generator: while it is busy the rows wait (memory, then spool)
+            # and are written when it is idle or done, instead of taking its CPU.
+            with contextlib.suppress(OSError, AttributeError):
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid,
+                               min(19, os.getpriority(os.PRIO_PROCESS, tid) + self._nice))
         try:
             conn = _connect(self.path, readonly=False)
             _configure(conn, readonly=False,
@@ -749,28 +822,30 @@ class RunWriter:
             conn.close()
 
     def _loop(self, conn: apsw.Connection) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        budget = self._txn_bytes
         stopping = False
-        while not stopping:
-            item = get()
-            if item is _STOP:
+        idle = False
+        while True:
+            windows = []
+            try:                                      # windows first: the live view reads them
+                item = self._queue.get(timeout=IDLE_POLL_S) if idle else self._queue.get_nowait()
+                while True:
+                    if item is _STOP:
+                        stopping = True
+                    else:
+                        windows.append(item)
+                    item = self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            if windows:
+                self._write(conn, windows)
+                self._after_write(conn)
+            blobs = self._take_records(self._txn_bytes)
+            if blobs:
+                self._write(conn, [(_RECORDS, blob) for blob in blobs])
+                self._after_write(conn)
+            elif stopping:
                 break
-            items = [item]
-            size = len(item[1]) if item[0] == _RECORDS else 0
-            while size < budget:                      # coalesce what is already waiting
-                try:
-                    item = get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                items.append(item)
-                if item[0] == _RECORDS:
-                    size += len(item[1])
-            self._write(conn, items)
-            self._after_write(conn)
+            idle = not blobs and not windows
 
     def _write(self, conn: apsw.Connection, items: list) -> None:
         for attempt in range(4):

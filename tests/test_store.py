@@ -433,38 +433,68 @@ def test_bad_run_values_are_value_errors(tmp_path):
     assert not list(tmp_path.glob("*.lock"))
 
 
-def test_queue_overflow_counts_drops_and_never_blocks(tmp_path):
-    db = tmp_path / "overflow.db"
-    writer = RunWriter(db, queue_batches=2)
+def _blocked_writer(db, **options):
+    """A writer whose first batch is stuck behind another connection's write lock."""
+    writer = RunWriter(db, queue_batches=2, **options)
     run_id, _ = writer.begin(run_row())
     blocker = open_database(db)
     blocker.execute("BEGIN IMMEDIATE")                 # the writer's next batch has to wait
+    t_first = time.monotonic()
+    writer.submit_records(records(1000, start=0))
+    while writer._records:                             # the writer has taken it and is waiting
+        assert time.monotonic() - t_first < 5
+        time.sleep(0.001)
+    # ...and, waiting on the lock, it does not hold the GIL: this thread keeps running.
+    assert time.monotonic() - t_first < 1
+    return writer, run_id, blocker
+
+
+def _submit_nine_more(writer):
+    slowest = 0.0
+    for k in range(1, 10):
+        t0 = time.perf_counter()
+        writer.submit_records(records(1000, start=k * 1000 * 50))
+        slowest = max(slowest, time.perf_counter() - t0)
+    writer.submit_window(window(0))
+    return slowest
+
+
+def test_queue_overflow_counts_drops_and_never_blocks(tmp_path):
+    db = tmp_path / "overflow.db"
+    writer, run_id, blocker = _blocked_writer(db, spool_limit_bytes=0)   # no room on disk either
     try:
-        blob = records(1000)
-        t_first = time.monotonic()
-        writer.submit_records(blob)
-        while not writer._queue.empty():               # the writer has taken it and is waiting
-            assert time.monotonic() - t_first < 5
-            time.sleep(0.001)
-        # ...and, waiting on the lock, it does not hold the GIL: this thread keeps running.
-        assert time.monotonic() - t_first < 1
-        slowest = 0.0
-        for _ in range(9):
-            t0 = time.perf_counter()
-            writer.submit_records(blob)
-            slowest = max(slowest, time.perf_counter() - t0)
-        writer.submit_window(window(0))
+        slowest = _submit_nine_more(writer)
     finally:
         blocker.execute("COMMIT")
         blocker.close()
     assert slowest < 0.05
-    assert (writer.dropped_batches, writer.dropped_records, writer.dropped_windows) == (7, 7000, 1)
+    # one batch in the writer's hands, two in memory, seven dropped; windows have their own queue
+    assert (writer.dropped_batches, writer.dropped_records, writer.dropped_windows) == (7, 7000, 0)
     writer.finish({"dropped_records": 5})
-    assert writer.rows_written == 3000
+    assert writer.rows_written == 3000 and writer.windows_written == 1
     conn = open_database(db)
     assert store.find_run(conn, run_id)["dropped_records"] == 7005
     assert sum(1 for _ in store.iter_requests(conn, run_id)) == 3000
     conn.close()
+
+
+def test_a_backlog_waits_in_the_spool_and_is_stored_in_order(tmp_path):
+    db = tmp_path / "spool.db"
+    writer, run_id, blocker = _blocked_writer(db)
+    try:
+        slowest = _submit_nine_more(writer)
+        assert writer.spilled_records == 7000           # past the two buffers held in memory
+        assert not list(tmp_path.glob(".*.spool-*"))     # unnamed: nothing to leave behind
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    assert slowest < 0.05
+    writer.finish({})
+    assert (writer.dropped_records, writer.rows_written) == (0, 10_000)
+    conn = open_database(db)
+    stamps = [row["timestamp"] for row in store.iter_requests(conn, run_id)]
+    conn.close()
+    assert stamps == sorted(stamps) and len(stamps) == 10_000
 
 
 def test_wal_stays_bounded_during_a_run(tmp_path):
