@@ -514,7 +514,7 @@ class RunWriter:
         writer.finish(result, status="completed")
     """
 
-    def __init__(self, path, *, store_mode: str = "requests", queue_batches: int = 256,
+    def __init__(self, path, *, store_mode: str = "requests", queue_batches: int = 16,
                  wal_bound_bytes: int = 64 << 20, spool_limit_bytes: int = SPOOL_LIMIT_BYTES,
                  writer_nice: int = WRITER_NICE):
         if store_mode not in STORE_MODES:
