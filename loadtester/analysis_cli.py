@@ -100,7 +100,7 @@ def merge_cmd(sources, into, group, as_json):
             click.echo(f"group {m['group']!r}: {len(m['parts'])} run(s) -> run {m['run_id']} "
                        f"({m['uuid']}) in {result['into']}, {m['status']}")
             click.echo(f"  {m['requests']:,} requests, {m['rps']:,.1f} req/s, "
-                       f"p50 {report_mod._ms(m['p50'])}, p99 {report_mod._ms(m['p99'])}; "
+                       f"p50 {report_mod.format_ms(m['p50'])}, p99 {report_mod.format_ms(m['p99'])}; "
                        f"{m['request_rows']:,} request rows, {m['windows']:,} windows")
             click.echo(f"  from {shards}")
             for note in m["notes"]:

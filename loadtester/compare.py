@@ -239,7 +239,7 @@ def render(result: dict) -> str:
 
     rows = [("rps", f"{a['rps']:,.1f}", f"{b['rps']:,.1f}", _pct(change["rps"]))]
     for m in ("p50", "p90", "p99", "avg"):
-        rows.append((m, report_mod._ms(a[m]), report_mod._ms(b[m]), _pct(change[m])))
+        rows.append((m, report_mod.format_ms(a[m]), report_mod.format_ms(b[m]), _pct(change[m])))
     er = lambda v: "-" if v is None else f"{v * 100:.2f}%"        # noqa: E731
     diff = result["error_rate_diff"]
     rows.append(("errors", er(a["error_rate"]), er(b["error_rate"]),

@@ -90,7 +90,7 @@ def merged_seconds(windows: list[dict], percentiles=(50, 99)) -> list[dict]:
             # window requests = responses + transport errors, like test_runs.total_requests
             "errors": requests - sum(p["successes"] or 0 for p in parts),
             "bytes": sum(p["bytes"] or 0 for p in parts),
-            **{f"{report_mod._pkey(p)}_ms": latency.value_at_percentile(p) / 1000
+            **{f"{report_mod.percentile_key(p)}_ms": latency.value_at_percentile(p) / 1000
                if latency.total else None for p in percentiles},
             "max_ms": latency.max_us / 1000 if latency.total else None,
             "loop_lag_ms": max((p.get("loop_lag_us") or 0) for p in parts) / 1000,
@@ -174,8 +174,8 @@ def show(run, db, as_json, windows):
                    f"{'max':>9}")
         for s in seconds:
             click.echo(f"  {s['second'] + 1:>6} {s['requests']:>10,} {s['errors']:>7,} "
-                       f"{report_mod._ms(s['p50_ms']):>9} {report_mod._ms(s['p99_ms']):>9} "
-                       f"{report_mod._ms(s['max_ms']):>9}")
+                       f"{report_mod.format_ms(s['p50_ms']):>9} {report_mod.format_ms(s['p99_ms']):>9} "
+                       f"{report_mod.format_ms(s['max_ms']):>9}")
 
 
 @click.command()

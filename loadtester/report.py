@@ -7,16 +7,16 @@ PERCENTILES = (50, 75, 90, 99, 99.9)
 SUCCESS_RULE = "success = a response with status 1xx-3xx"
 
 
-def _pkey(p) -> str:
+def percentile_key(p) -> str:
     return "p" + (f"{p:g}".replace(".", ""))          # 99.9 -> p999
 
 
 def latency_summary_ms(hist: _engine.Histogram) -> dict:
     if hist.total == 0:
-        return {key: None for key in ("min", "avg", "stdev", *map(_pkey, PERCENTILES), "max")}
+        return {key: None for key in ("min", "avg", "stdev", *map(percentile_key, PERCENTILES), "max")}
     out = {"min": hist.min_us / 1000, "avg": hist.mean_us / 1000, "stdev": hist.stdev_us / 1000}
     for p in PERCENTILES:
-        out[_pkey(p)] = hist.value_at_percentile(p) / 1000
+        out[percentile_key(p)] = hist.value_at_percentile(p) / 1000
     out["max"] = hist.max_us / 1000
     return out
 
@@ -82,14 +82,15 @@ def _saturated(spec_config, counters, busy_seconds, worker_seconds) -> bool:
     return spec_config.get("mode") == "rate" and counters.max_wait_us / 1000 > FELL_BEHIND_MS
 
 
-def _ms(value) -> str:
+def format_ms(value, sep: str = "") -> str:
+    """Milliseconds for people: 1.23s, 4.56ms, 789us (`sep` goes before the unit)."""
     if value is None:
         return "-"
     if value >= 1000:
-        return f"{value / 1000:.2f}s"
+        return f"{value / 1000:.2f}{sep}s"
     if value >= 1:
-        return f"{value:.2f}ms"
-    return f"{value * 1000:.0f}us"
+        return f"{value:.2f}{sep}ms"
+    return f"{value * 1000:.0f}{sep}us"
 
 
 def _bytes(n: float) -> str:
@@ -101,10 +102,10 @@ def _bytes(n: float) -> str:
 
 
 def _latency_rows(title: str, lat: dict) -> list[str]:
-    keys = ["min", "avg", "stdev", *map(_pkey, PERCENTILES), "max"]
+    keys = ["min", "avg", "stdev", *map(percentile_key, PERCENTILES), "max"]
     names = ["min", "avg", "stdev", "p50", "p75", "p90", "p99", "p99.9", "max"]
     return [f"  {title:<13}" + "".join(f"{n:>10}" for n in names),
-            f"  {'':<13}" + "".join(f"{_ms(lat[k]):>10}" for k in keys)]
+            f"  {'':<13}" + "".join(f"{format_ms(lat[k]):>10}" for k in keys)]
 
 
 def render_text(report: dict) -> str:
@@ -136,7 +137,7 @@ def render_text(report: dict) -> str:
     gen = report["generator"]
     if report["mode"] == "rate" and gen["max_schedule_lag_ms"] > FELL_BEHIND_MS:
         lines.append(f"  {'Generator':<13}fell behind its timetable by up to "
-                     f"{_ms(gen['max_schedule_lag_ms'])} (counted in corrected latency)")
+                     f"{format_ms(gen['max_schedule_lag_ms'])} (counted in corrected latency)")
     if gen.get("busy_seconds") and gen["saturated"]:
         lines.append(f"  {'Generator':<13}CPU-bound in {gen['busy_seconds']} of "
                      f"{gen['worker_seconds']} worker-seconds: the generator may have set the "
@@ -155,5 +156,5 @@ def render_text(report: dict) -> str:
 def progress_line(second: int, counters: _engine.Counters, latency: _engine.Histogram,
                   errors_so_far: int) -> str:
     p99 = latency.value_at_percentile(99) / 1000 if latency.total else None
-    return (f"[{second + 1:>4}s] {counters.responses:>9,} req/s  p99 {_ms(p99):>9}  "
+    return (f"[{second + 1:>4}s] {counters.responses:>9,} req/s  p99 {format_ms(p99):>9}  "
             f"errors {errors_so_far:,}")

@@ -1619,26 +1619,3 @@ def serve_command(host, port, db, allow_private, rate_limit, max_per_client, max
 
 def register(cli: click.Group) -> None:
     cli.add_command(serve_command)
-
-
-def main(argv=None) -> None:
-    """`python -c "from loadtester.serve import main; main([...])"` until `serve` is wired."""
-    group = click.Group("loadtester")
-    register(group)
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] != "serve":
-        args = ["serve", *args]
-    try:
-        group.main(args=args, prog_name="loadtester", standalone_mode=False)
-    except click.UsageError as exc:
-        click.echo(f"loadtester: error: {exc.format_message()}", err=True)
-        raise SystemExit(exc.exit_code) from None
-    except click.ClickException as exc:
-        click.echo(f"loadtester: {exc.format_message()}", err=True)
-        raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Abort:
-        raise SystemExit(130) from None
-
-
-if __name__ == "__main__":
-    main()

@@ -178,7 +178,7 @@ def format_value(value, unit: str) -> str:
     if value is None:
         return "none (no responses)"
     if unit == "ms":
-        return report_mod._ms(value)
+        return report_mod.format_ms(value)
     if unit == "%":
         return f"{value:.3g}%" if value < 1 else f"{value:.2f}%"
     if unit == "count":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import math
 
-from loadtester import __version__
+from loadtester import __version__, report as report_mod
 
 LATENCY_KEYS = (("min", "min"), ("avg", "avg"), ("stdev", "stdev"), ("p50", "p50"),
                 ("p75", "p75"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"),
@@ -28,13 +28,7 @@ COLORS = {"rps": "#2563eb", "p50": "#16a34a", "p95": "#d97706", "p99": "#dc2626"
 # --------------------------------------------------------------------------- numbers
 
 def fmt_ms(value) -> str:
-    if value is None:
-        return "-"
-    if value >= 1000:
-        return f"{value / 1000:.2f} s"
-    if value >= 1:
-        return f"{value:.2f} ms"
-    return f"{value * 1000:.0f} us"
+    return report_mod.format_ms(value, sep=" ")
 
 
 def fmt_int(value) -> str:

@@ -42,12 +42,8 @@ def _require_browser():
 
 
 def _serve_command(port: int, db: Path) -> list[str]:
-    args = ["--port", str(port), "--db", str(db), "--allow-private"]
-    from loadtester.cli import cli as group
-    if "serve" in getattr(group, "commands", {}):
-        return [sys.executable, "-m", "loadtester", "serve", *args]
-    # not wired into the CLI yet: call the module directly
-    return [sys.executable, "-c", "import sys; from loadtester.serve import main; main(sys.argv[1:])", *args]
+    return [sys.executable, "-m", "loadtester", "serve", "--port", str(port), "--db", str(db),
+            "--allow-private"]
 
 
 class Server:

@@ -25,15 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _serve_command() -> list[str]:
-    """`python -m loadtester serve` once cli.py registers it; the module's main() until then."""
-    from loadtester import cli as cli_mod
-    register = getattr(cli_mod, "_register_commands", None) \
-        or getattr(cli_mod, "_register_optional_commands", None)
-    if register is not None:
-        register()
-    if "serve" in cli_mod.cli.commands:
-        return [sys.executable, "-m", "loadtester", "serve"]
-    return [sys.executable, "-c", "import sys; from loadtester.serve import main; main(sys.argv[1:])"]
+    return [sys.executable, "-m", "loadtester", "serve"]
 
 
 SERVE = _serve_command()
