@@ -61,9 +61,13 @@ cdef class Connection:
     cdef int slot
     cdef object connect_task
     cdef object send_timer
-    # lifetime: one TCP connection
+    # lifetime: one TCP connection (the bound methods are looked up once, not per request)
     cdef object transport
+    cdef object write
     cdef object parser
+    cdef object feed
+    cdef object status_code
+    cdef object keep_alive
     cdef bint closing
     # lifetime: one request
     cdef bint in_flight
@@ -115,8 +119,9 @@ cdef class Connection:
         # from here on a new connect must be possible.
         self.connect_task = None
         self.transport = transport
+        self.write = transport.write
         self.closing = False
-        self.parser = self.new_parser()
+        self.new_parser()
         self.parser_spent = False
         if self.client.stopping:
             transport.abort()
@@ -125,10 +130,11 @@ cdef class Connection:
 
     def connection_lost(self, exc):
         self.transport = None
+        self.write = None
         self.parser_spent = False
         if self.in_flight:
-            if (self.response_bytes and self.parser.get_status_code() >= 200
-                    and not self.parser.should_keep_alive()):
+            if (self.response_bytes and self.status_code() >= 200
+                    and not self.keep_alive()):
                 # Body delimited by the end of the connection (no length, no chunks).
                 self.complete()
             else:
@@ -179,7 +185,7 @@ cdef class Connection:
         self.target = origin.target_ids[turn]
         self.is_head = origin.heads[turn]
         try:
-            self.transport.write(origin.requests[turn])
+            self.write(origin.requests[turn])
         except BaseException:
             self.client.on_request_failed(self, ERR_WRITE)
             self.transport.abort()
@@ -190,7 +196,7 @@ cdef class Connection:
     def data_received(self, data):
         self.response_bytes += len(data)
         try:
-            self.parser.feed_data(data)
+            self.feed(data)
         except HttpParserError:
             if self.in_flight:
                 self.client.on_request_failed(self, ERR_PARSE)
@@ -200,16 +206,20 @@ cdef class Connection:
         if self.parser_spent:
             # A HEAD response ended at its headers: llhttp would read the next
             # response as this one's body, so the next response gets a fresh parser.
-            self.parser = self.new_parser()
+            self.new_parser()
             self.parser_spent = False
 
-    cdef object new_parser(self):
+    cdef void new_parser(self):
         # httptools only calls the callbacks its protocol object has, so the
         # common case gets none for headers: one Python call per response.
-        return HttpResponseParser(HeadResponseCallbacks(self) if self.origin.any_head else self)
+        self.parser = HttpResponseParser(HeadResponseCallbacks(self) if self.origin.any_head
+                                         else self)
+        self.feed = self.parser.feed_data
+        self.status_code = self.parser.get_status_code
+        self.keep_alive = self.parser.should_keep_alive
 
     cdef void head_complete(self) noexcept:
-        if self.is_head and self.parser.get_status_code() >= 200:
+        if self.is_head and self.status_code() >= 200:
             self.parser_spent = True
             self.complete()
 
@@ -217,7 +227,7 @@ cdef class Connection:
         cdef int status
         if self.response_done:
             return
-        status = self.parser.get_status_code()
+        status = self.status_code()
         if 100 <= status < 200 and status != 101:
             # Interim response (100 Continue, 103 Early Hints): the final one follows.
             return
@@ -232,11 +242,11 @@ cdef class Connection:
         self.response_done = True
         self.in_flight = False
         client.in_flight -= 1
-        client.record_response(self, now, <int>self.parser.get_status_code())
+        client.record_response(self, now, <int>self.status_code())
         if self.transport is None:
             client.stop_if_spent()      # else connection_lost reconnects
             return
-        if not self.parser.should_keep_alive():
+        if not self.keep_alive():
             self.closing = True
             self.transport.close()      # reconnects from connection_lost
             return
