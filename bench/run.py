@@ -659,16 +659,31 @@ def summarize(tool_names: list[str], runs: list[Run]) -> list[dict]:
     return rows
 
 
-def verdicts(rows: list[dict]) -> list[dict]:
+def paired_ratio(runs: list[Run], num: str, den: str) -> float | None:
+    """Median over rounds of (num's rps / den's rps) within the same round. The two ran
+    back to back, so a machine that speeds up or slows down between rounds (a shared
+    VM does) moves both and cancels out, which a ratio of medians does not."""
+    by_round: dict[int, dict[str, float]] = {}
+    for r in runs:
+        if r.ok and r.rps:
+            by_round.setdefault(r.round, {})[r.tool] = r.rps
+    ratios = [rd[num] / rd[den] for rd in by_round.values() if num in rd and den in rd]
+    return median(ratios) if ratios else None
+
+
+def verdicts(rows: list[dict], runs: list[Run] = ()) -> list[dict]:
+    """Each goal judged on the paired ratio (see paired_ratio); the ratio of the medians
+    is kept beside it."""
     rps = {r["tool"]: r["median_rps"] for r in rows}
     out = []
     for label, num, den, goal in GOALS:
         a, b = rps.get(num), rps.get(den)
-        value = a / b if a and b else None
+        of_medians = a / b if a and b else None
+        value = paired_ratio(list(runs), num, den) if runs else of_medians
         missing = [n for n, v in ((num, a), (den, b)) if not v]
         out.append({"label": label, "numerator": num, "denominator": den, "goal": goal,
-                    "value": value, "met": None if value is None else value >= goal,
-                    "missing": missing})
+                    "value": value, "ratio_of_medians": of_medians,
+                    "met": None if value is None else value >= goal, "missing": missing})
     return out
 
 
@@ -726,7 +741,10 @@ def render(doc: dict) -> str:
                          f"no result for {', '.join(v['missing'])})")
         else:
             mark = "ok" if v["met"] else "MISSED"
-            lines.append(f"{v['label']} = {v['value']:.2f} (goal ≥ {v['goal']:.2f})  {mark}")
+            of_medians = v.get("ratio_of_medians")
+            lines.append(f"{v['label']} = {v['value']:.2f} (goal ≥ {v['goal']:.2f})  {mark}"
+                         + (f"   [median of per-round ratios; ratio of medians "
+                            f"{of_medians:.2f}]" if of_medians is not None else ""))
     if doc.get("results_file"):
         lines += ["", f"JSON: {doc['results_file']}"]
     return "\n".join(lines)
@@ -878,7 +896,7 @@ def main(argv=None) -> int:
             "loadavg_start": loadavg, "order": "each round runs every tool once, in this order",
         },
         "rows": rows,
-        "verdicts": verdicts(rows),
+        "verdicts": verdicts(rows, runs),
         "runs": [r.__dict__ for r in runs],
     }
     if not args.no_save:

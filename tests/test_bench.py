@@ -192,6 +192,21 @@ def test_verdicts():
     assert got["store=requests/store=none"]["met"] is False
 
 
+def test_paired_ratio_cancels_drift_between_rounds():
+    # the machine halves its speed after round 1: both tools move, their ratio does not
+    runs = [bench.Run(tool=t, round=k, ok=True, rps=rps) for k, t, rps in (
+        (1, "wrk", 100.0), (1, bench.BASELINE, 95.0),
+        (2, "wrk", 50.0), (2, bench.BASELINE, 47.5),
+        (3, "wrk", 50.0), (3, bench.BASELINE, 47.5))]
+    rows = bench.summarize(["wrk", bench.BASELINE], runs)
+    got = {v["label"]: v for v in bench.verdicts(rows, runs)}["loadtester/wrk"]
+    assert got["value"] == pytest.approx(0.95)
+    assert got["ratio_of_medians"] == pytest.approx(0.95)
+    skewed = runs[:2] + [bench.Run(tool="wrk", round=2, ok=True, rps=50.0),
+                         bench.Run(tool=bench.BASELINE, round=3, ok=True, rps=47.5)]
+    assert bench.paired_ratio(skewed, bench.BASELINE, "wrk") == pytest.approx(0.95)
+
+
 def test_smoke_run_against_the_loadtester_target(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--rounds", "1", "--duration", "1s",
