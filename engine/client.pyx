@@ -133,10 +133,10 @@ cdef class Connection:
         self.write = None
         self.parser_spent = False
         if self.in_flight:
-            if (self.response_bytes and self.status_code() >= 200
-                    and not self.keep_alive()):
+            status = self.status_code()
+            if self.response_bytes and status >= 200 and not self.keep_alive():
                 # Body delimited by the end of the connection (no length, no chunks).
-                self.complete()
+                self.complete(status)
             else:
                 self.client.on_request_failed(
                     self, ERR_WRITE if isinstance(exc, BrokenPipeError) else ERR_READ)
@@ -193,7 +193,7 @@ cdef class Connection:
     def send_when_due(self, int64_t intended_ns):
         self.send(intended_ns)
 
-    def data_received(self, data):
+    def data_received(self, bytes data):
         self.response_bytes += len(data)
         try:
             self.feed(data)
@@ -219,9 +219,10 @@ cdef class Connection:
         self.keep_alive = self.parser.should_keep_alive
 
     cdef void head_complete(self) noexcept:
-        if self.is_head and self.status_code() >= 200:
+        cdef int status = self.status_code()
+        if self.is_head and status >= 200:
             self.parser_spent = True
-            self.complete()
+            self.complete(status)
 
     def on_message_complete(self):
         cdef int status
@@ -231,9 +232,9 @@ cdef class Connection:
         if 100 <= status < 200 and status != 101:
             # Interim response (100 Continue, 103 Early Hints): the final one follows.
             return
-        self.complete()
+        self.complete(status)
 
-    cdef void complete(self) noexcept:
+    cdef void complete(self, int status) noexcept:
         cdef int64_t now
         cdef Client client = self.client
         if not self.in_flight:
@@ -242,7 +243,7 @@ cdef class Connection:
         self.response_done = True
         self.in_flight = False
         client.in_flight -= 1
-        client.record_response(self, now, <int>self.status_code())
+        client.record_response(self, now, status)
         if self.transport is None:
             client.stop_if_spent()      # else connection_lost reconnects
             return
