@@ -84,8 +84,6 @@ class TargetRequest:
             lines.append(f"Host: {self.target.host_header}")
         if "user-agent" not in names:
             lines.append(f"User-Agent: {USER_AGENT}")
-        if "accept" not in names:
-            lines.append("Accept: */*")
         lines.extend(f"{name}: {value}" for name, value in self.headers)
         if (self.body or self.method in ("POST", "PUT", "PATCH")) and "content-length" not in names:
             lines.append(f"Content-Length: {len(self.body)}")
