@@ -146,7 +146,9 @@ def register(cli: click.Group) -> None:
             f"shm {_human_bytes(info['shm_bytes'])})",
             f"pages          {info['page_count']:,} x {info['page_size']} B, {info['freelist_pages']:,} free",
             f"schema         {info['schema_version']}",
-            f"runs           {info['runs']:,} ({info['running_runs']:,} running)",
+            f"runs           {info['runs']:,} ({info['running_runs']:,} running)"
+            + (f", {_human_bytes(info['bytes_per_run'])} per run on average"
+               if info["bytes_per_run"] is not None else ""),
             f"request rows   {info['request_rows']:,}",
             f"window rows    {info['window_rows']:,}",
             f"bytes/request  {per_row if per_row is not None else '-'}"

@@ -1297,6 +1297,9 @@ def stats(path) -> dict:
                 "window_rows": conn.execute("SELECT count(*) FROM metric_windows").get,
             }
             out["total_bytes"] = out["db_bytes"] + out["wal_bytes"] + out["shm_bytes"]
+            # What one run costs on disk, on average: the number to size a volume by.
+            out["bytes_per_run"] = (round((page_count - out["freelist_pages"]) * page_size
+                                          / out["runs"]) if out["runs"] else None)
             try:
                 request_bytes = conn.execute(
                     "SELECT coalesce(sum(pgsize), 0) FROM dbstat "

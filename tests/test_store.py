@@ -832,6 +832,7 @@ def test_check_and_stats(tmp_path):
     assert (info["runs"], info["running_runs"], info["request_rows"], info["window_rows"]) == (1, 0, 1000, 2)
     assert info["db_bytes"] > 0 and info["schema_version"] == store.SCHEMA_VERSION
     assert info["bytes_per_request_row"] > 0 and info["bytes_per_request_row_source"] == "dbstat"
+    assert 1000 * info["bytes_per_request_row"] < info["bytes_per_run"] <= info["db_bytes"]
     # Reading leaves no -wal/-shm behind on a database nobody else has open.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cs.db"]
     with pytest.raises(StoreError, match="no database at"):
