@@ -320,7 +320,7 @@ cdef class Recorder:
         return closed
 
 
-RECORD_FORMAT = "<QIIIHBB"
+RECORD_FORMAT = "<QIIIHBB"        # RequestRecord in _engine.pxd, as struct sees it
 RECORD_SIZE = sizeof(RequestRecord)
 
 
@@ -381,8 +381,3 @@ cdef void print_exception_once(exc) noexcept:
             sys.stderr.write("loadtester: internal error in a callback: %r\n" % (exc,))
         except BaseException:
             pass
-
-
-def decode_records(bytes blob):
-    """Rows of (start_us, latency_us, wait_us, bytes, status, error, worker)."""
-    return list(struct.iter_unpack(RECORD_FORMAT, blob))

@@ -24,7 +24,8 @@ def counters_from_row(row: dict) -> _engine.Counters:
         "bytes": row.get("bytes") or 0, "errors": errors, "status": status})
 
 
-def _hist(blob) -> _engine.Histogram:
+def hist_from_blob(blob) -> _engine.Histogram:
+    """A stored histogram blob (or NULL: empty) as a Histogram."""
     return _engine.Histogram.from_bytes(bytes(blob)) if blob else _engine.Histogram()
 
 
@@ -41,7 +42,8 @@ def report_from_row(row: dict, db_path, windows: list[dict] | None = None) -> di
     config.setdefault("connections", row.get("total_users"))
     config.setdefault("workers", row.get("workers") or 1)
     counters = counters_from_row(row)
-    latency, service = _hist(row.get("latency_hist")), _hist(row.get("service_hist"))
+    latency = hist_from_blob(row.get("latency_hist"))
+    service = hist_from_blob(row.get("service_hist"))
     duration_s = row.get("measured_duration") or 0.0
     loop_lag_us = 0
     if windows:
@@ -52,8 +54,8 @@ def report_from_row(row: dict, db_path, windows: list[dict] | None = None) -> di
         if row.get("latency_hist") is None:
             counters = from_windows
             for window in windows:
-                latency.merge(_hist(window.get("latency")))
-                service.merge(_hist(window.get("service")))
+                latency.merge(hist_from_blob(window.get("latency")))
+                service.merge(hist_from_blob(window.get("service")))
             duration_s = len({w["second"] for w in windows})
         else:
             counters.merge(_engine.Counters.from_dict(
@@ -82,7 +84,7 @@ def merged_seconds(windows: list[dict], percentiles=(50, 99)) -> list[dict]:
         parts = by_second[second]
         latency = _engine.Histogram()
         for part in parts:
-            latency.merge(_hist(part.get("latency_hist")))
+            latency.merge(hist_from_blob(part.get("latency_hist")))
         requests = sum(p["requests"] or 0 for p in parts)
         rows.append({
             "second": second, "requests": requests,

@@ -182,23 +182,20 @@ def _plan(sources: list[_Source], group: str | None):
 
 # --------------------------------------------------------------------------- one part's summary
 
-def _hist(blob) -> _engine.Histogram:
-    return _engine.Histogram.from_bytes(bytes(blob)) if blob else _engine.Histogram()
-
-
 def _part_summary(source: _Source, row: dict) -> dict:
     """Counters and histograms of one part: from its summary columns, or (a run that was
     interrupted before writing them) rebuilt from its stored windows."""
     if row.get("latency_hist") is not None:
-        return {"counters": history.counters_from_row(row), "latency": _hist(row["latency_hist"]),
-                "service": _hist(row.get("service_hist")),
+        return {"counters": history.counters_from_row(row),
+                "latency": history.hist_from_blob(row["latency_hist"]),
+                "service": history.hist_from_blob(row.get("service_hist")),
                 "duration_s": row.get("measured_duration") or 0.0, "rebuilt": False}
     counters, latency, service = _engine.Counters(), _engine.Histogram(), _engine.Histogram()
     last_second = -1
     for window in store.run_windows(source.conn, row["id"]):
         counters.merge(_engine.Counters.from_dict(window["counters"]))
-        latency.merge(_hist(window["latency"]))
-        service.merge(_hist(window["service"]))
+        latency.merge(history.hist_from_blob(window["latency"]))
+        service.merge(history.hist_from_blob(window["service"]))
         last_second = max(last_second, window["second"])
     duration = row.get("measured_duration") or float(last_second + 1)
     return {"counters": counters, "latency": latency, "service": service, "duration_s": duration,

@@ -663,15 +663,11 @@ _WINDOW_COLUMNS = ("second, worker, requests, successes, errors, error_kinds, by
                    "latency_hist, service_hist, loop_lag_us, max_wait_us")
 
 
-def _hist(blob) -> _engine.Histogram:
-    return _engine.Histogram.from_bytes(bytes(blob)) if blob else _engine.Histogram()
-
-
 def _second_rows(group: list[dict]) -> tuple[dict, _engine.Histogram]:
     """One timeseries row from one second's windows (all workers), and its merged latency."""
     latency = _engine.Histogram()
     for window in group:
-        latency.merge(_hist(window.get("latency_hist")))
+        latency.merge(history.hist_from_blob(window.get("latency_hist")))
     base = history.merged_seconds(group, percentiles=(50, 95, 99))[0]
     p95 = base["p95_ms"]
     attempts = base["requests"]
@@ -708,9 +704,9 @@ class _Totals:
             self.status.update({str(k): int(v) for k, v in json.loads(window["status_codes"]).items()})
         if window.get("error_kinds"):
             self.kinds.update({str(k): int(v) for k, v in json.loads(window["error_kinds"]).items()})
-        self.service.merge(_hist(window.get("service_hist")))
+        self.service.merge(history.hist_from_blob(window.get("service_hist")))
         if latency is None:
-            self.latency.merge(_hist(window.get("latency_hist")))
+            self.latency.merge(history.hist_from_blob(window.get("latency_hist")))
 
     def merged_with(self, other: "_Totals") -> "_Totals":
         out = _Totals()

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import re
-import socket
 from urllib.parse import urlsplit
 
 DEFAULT_DURATION_S = 10.0
@@ -121,9 +119,6 @@ class RunSpec:
     def targets(self) -> tuple[TargetRequest, ...]:
         first = TargetRequest(self.target, self.method, self.headers, self.body)
         return (first, *self.extra_targets)
-
-    def request_bytes(self) -> bytes:
-        return self.targets[0].request_bytes()
 
     def share(self, worker: int, workers: int) -> dict:
         """This worker's part of this shard's part of the run: connections, count and
@@ -285,12 +280,3 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
         workers=worker_count, label=label, extra_targets=tuple(all_targets[1:]),
         shard=parse_shard(shard), run_group=run_id,
     )
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for names that resolve only to 127.0.0.0/8 or ::1."""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)

@@ -44,6 +44,8 @@ from typing import Any, Iterator
 
 import apsw
 
+from loadtester import _engine
+
 DEFAULT_DB_PATH = "data/loadtest.db"
 APPLICATION_ID = 0x4C545354          # 'LTST'
 SCHEMA_VERSION = len(list((pathlib.Path(__file__).parent / "schema").glob("[0-9][0-9][0-9]_*.sql")))
@@ -54,11 +56,11 @@ BACKUP_STEP_PAGES = 1024
 
 # The engine's request record: start_us (since the run's start), latency_us (corrected),
 # wait_us, bytes, status, error, worker; little-endian, 24 bytes.
-RECORD_FORMAT = "<QIIIHBB"
+RECORD_FORMAT = _engine.RECORD_FORMAT     # the engine's RequestRecord: one definition
 RECORD_SIZE = struct.calcsize(RECORD_FORMAT)
 # The same 24 bytes read with status | error << 16 | worker << 24 as one uint32: the stored `code`.
 _ROW = struct.Struct("<QIIII")
-assert _ROW.size == RECORD_SIZE == 24
+assert _ROW.size == RECORD_SIZE == _engine.RECORD_SIZE == 24
 
 ERROR_KINDS = ("none", "connect", "timeout", "read", "write", "parse")
 RUN_STATUSES = ("running", "completed", "stopped", "failed", "interrupted")
