@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-ENGINE_SOURCES := $(wildcard engine/*.pyx engine/*.pxd)
+ENGINE_SOURCES := $(wildcard engine/*.pyx engine/*.pxd engine/vendor/llhttp/*.h)
 ENGINE_SO = $(wildcard loadtester/_engine*.so)
 # Debian packages the test suite needs; installed when missing (CI runs as root).
 TEST_DEB_PACKAGES := chromium chromium-driver poppler-utils

@@ -19,7 +19,7 @@ def extensions():
     cythonize([Extension("_engine", ["engine/_engine.pyx"])],
               compiler_directives=directives, include_path=["engine"])
     return [Extension("loadtester._engine", sources=["engine/_engine.c"],
-                      extra_compile_args=compile_args)]
+                      include_dirs=["engine/vendor/llhttp"], extra_compile_args=compile_args)]
 
 
 setup(
@@ -33,7 +33,7 @@ setup(
     ext_modules=extensions(),
     install_requires=[
         "uvloop>=0.19",
-        "httptools>=0.6",
+        "httptools>=0.7.1,<0.10",   # the llhttp ABI of engine/vendor/llhttp/llhttp.h
         "apsw>=3.45",
         "click>=8.1",
         "starlette>=0.37",

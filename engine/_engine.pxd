@@ -95,3 +95,34 @@ cdef class RecordBuffer:
     cdef void add(self, uint64_t start_us, uint64_t latency_us, uint64_t wait_us,
                          uint64_t nbytes, int status, int error, int worker) noexcept
     cpdef flush(self)
+
+
+# httptools' llhttp, called in C. The layouts come from the llhttp.h that
+# httptools vendors (engine/vendor/llhttp); the functions are the ones its
+# parser module was built with, found at import (llhttp.pyx).
+cdef extern from "llhttp.h":
+    ctypedef struct llhttp_t:
+        void* data
+        uint16_t status_code
+    ctypedef int (*llhttp_cb)(llhttp_t*) noexcept
+    ctypedef struct llhttp_settings_t:
+        llhttp_cb on_headers_complete
+        llhttp_cb on_message_complete
+    ctypedef enum llhttp_errno_t:
+        HPE_OK
+        HPE_PAUSED_UPGRADE
+    ctypedef enum llhttp_type_t:
+        HTTP_RESPONSE
+
+ctypedef void (*llhttp_init_fn)(llhttp_t*, llhttp_type_t, const llhttp_settings_t*) noexcept
+ctypedef void (*llhttp_settings_init_fn)(llhttp_settings_t*) noexcept
+ctypedef llhttp_errno_t (*llhttp_execute_fn)(llhttp_t*, const char*, size_t) noexcept
+ctypedef llhttp_errno_t (*llhttp_finish_fn)(llhttp_t*) noexcept
+ctypedef int (*llhttp_should_keep_alive_fn)(const llhttp_t*) noexcept
+
+cdef struct LlhttpApi:
+    llhttp_init_fn init
+    llhttp_settings_init_fn settings_init
+    llhttp_execute_fn execute
+    llhttp_finish_fn finish
+    llhttp_should_keep_alive_fn should_keep_alive

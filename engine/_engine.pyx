@@ -9,19 +9,25 @@ from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memset
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from libc.errno cimport errno, EAGAIN, EINTR
 
 import asyncio
 import math
 import struct
 import sys
 
-from httptools import HttpResponseParser, HttpRequestParser, HttpParserError
+from httptools import HttpRequestParser, HttpParserError
 
 cdef extern from *:
     int __builtin_clzll(unsigned long long) nogil
 
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t send(int fd, const void* buf, size_t size, int flags)
+    int MSG_NOSIGNAL
+
 
 include "histogram.pyx"
 include "pacer.pyx"
+include "llhttp.pyx"
 include "client.pyx"
 include "target.pyx"

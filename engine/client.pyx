@@ -1,9 +1,9 @@
 # The load-generating client: one Client per worker process, one Connection per
 # TCP connection slot. Included by _engine.pyx.
 #
-# Hot path per request (keep-alive): data_received -> httptools feed_data ->
-# on_message_complete -> Recorder.record_response (C counters, no objects) ->
-# transport.write(the same pre-built request bytes).
+# Hot path per request (keep-alive): data_received -> llhttp_execute (C) ->
+# on_response_complete -> Recorder.record_response (C counters, no objects) ->
+# send(2) of the same pre-built request bytes.
 
 cdef int64_t NS_PER_S = 1000000000
 cdef int64_t NS_PER_US = 1000
@@ -34,7 +34,6 @@ cdef class Origin:
     cdef list heads                    # bool per target: a HEAD request
     cdef list target_ids               # index of each target in the run's list
     cdef Py_ssize_t next_turn
-    cdef bint any_head
 
     def __init__(self, str host, int port, ssl_context=None, server_hostname=None):
         self.host = host
@@ -49,7 +48,6 @@ cdef class Origin:
         self.requests.append(request)
         self.heads.append(is_head)
         self.target_ids.append(target_id)
-        self.any_head = self.any_head or is_head
 
 
 @cython.final
@@ -61,20 +59,17 @@ cdef class Connection:
     cdef int slot
     cdef object connect_task
     cdef object send_timer
-    # lifetime: one TCP connection (the bound methods are looked up once, not per request)
+    # lifetime: one TCP connection (bound methods are looked up once, not per request)
     cdef object transport
     cdef object write
-    cdef object parser
-    cdef object feed
-    cdef object status_code
-    cdef object keep_alive
+    cdef object is_closing
+    cdef int fd                        # plain TCP: requests are sent here; else -1
+    cdef llhttp_t parser
     cdef bint closing
     # lifetime: one request
     cdef bint in_flight
     cdef bint is_head
     cdef int target
-    cdef bint response_done
-    cdef bint parser_spent
     cdef int64_t intended_ns
     cdef int64_t sent_ns
     cdef int64_t response_bytes
@@ -84,6 +79,7 @@ cdef class Connection:
         self.origin = origin
         self.slot = slot
         self.target = origin.target_ids[0]
+        self.fd = -1
 
     # --- connection lifecycle -------------------------------------------------
 
@@ -120,9 +116,15 @@ cdef class Connection:
         self.connect_task = None
         self.transport = transport
         self.write = transport.write
+        self.is_closing = transport.is_closing
+        self.fd = -1
+        if self.origin.ssl_context is None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                self.fd = sock.fileno()
         self.closing = False
-        self.new_parser()
-        self.parser_spent = False
+        LLHTTP.init(&self.parser, HTTP_RESPONSE, &RESPONSE_SETTINGS)
+        self.parser.data = <void*>self
         if self.client.stopping:
             transport.abort()
             return
@@ -131,15 +133,14 @@ cdef class Connection:
     def connection_lost(self, exc):
         self.transport = None
         self.write = None
-        self.parser_spent = False
+        self.fd = -1
+        if self.in_flight and self.response_bytes:
+            # A body that ends with the connection (no length, no chunks) is
+            # complete now; a response cut short stays in flight: a read error.
+            LLHTTP.finish(&self.parser)
         if self.in_flight:
-            status = self.status_code()
-            if self.response_bytes and status >= 200 and not self.keep_alive():
-                # Body delimited by the end of the connection (no length, no chunks).
-                self.complete(status)
-            else:
-                self.client.on_request_failed(
-                    self, ERR_WRITE if isinstance(exc, BrokenPipeError) else ERR_READ)
+            self.client.on_request_failed(
+                self, ERR_WRITE if isinstance(exc, BrokenPipeError) else ERR_READ)
         if not self.client.stopping:
             self.start()
 
@@ -176,7 +177,6 @@ cdef class Connection:
         self.intended_ns = intended_ns
         self.sent_ns = monotonic_ns()
         self.in_flight = True
-        self.response_done = False
         self.response_bytes = 0
         self.client.in_flight += 1
         cdef Origin origin = self.origin
@@ -184,8 +184,26 @@ cdef class Connection:
         origin.next_turn = turn + 1 if turn + 1 < len(origin.requests) else 0
         self.target = origin.target_ids[turn]
         self.is_head = origin.heads[turn]
+        cdef bytes request = origin.requests[turn]
+        cdef Py_ssize_t size = len(request)
+        cdef ssize_t sent
         try:
-            self.write(origin.requests[turn])
+            # The transport may have closed the socket on an error of its own
+            # (its connection_lost is still to come): then the fd may be reused.
+            if self.fd >= 0 and not self.is_closing():
+                # wrk's way: one send(2) and no copy. The transport's write
+                # buffer is empty, so bytes stay in order.
+                sent = send(self.fd, PyBytes_AS_STRING(request), size, MSG_NOSIGNAL)
+                if sent == size:
+                    return
+                if sent < 0 and errno != EAGAIN and errno != EINTR:   # (EWOULDBLOCK == EAGAIN)
+                    raise OSError(errno, "send")
+                # The socket buffer is full: the transport queues the rest, and
+                # everything after it on this connection goes the same way.
+                self.fd = -1
+                self.write(request[sent if sent > 0 else 0:])
+            else:
+                self.write(request)
         except BaseException:
             self.client.on_request_failed(self, ERR_WRITE)
             self.transport.abort()
@@ -194,45 +212,16 @@ cdef class Connection:
         self.send(intended_ns)
 
     def data_received(self, bytes data):
+        cdef llhttp_errno_t outcome
         self.response_bytes += len(data)
-        try:
-            self.feed(data)
-        except HttpParserError:
-            if self.in_flight:
-                self.client.on_request_failed(self, ERR_PARSE)
-            if self.transport is not None:
-                self.transport.abort()
+        outcome = LLHTTP.execute(&self.parser, PyBytes_AS_STRING(data), len(data))
+        if outcome == HPE_OK or outcome == HPE_PAUSED_UPGRADE:
+            # (after a 101 the connection is already being closed by complete())
             return
-        if self.parser_spent:
-            # A HEAD response ended at its headers: llhttp would read the next
-            # response as this one's body, so the next response gets a fresh parser.
-            self.new_parser()
-            self.parser_spent = False
-
-    cdef void new_parser(self):
-        # httptools only calls the callbacks its protocol object has, so the
-        # common case gets none for headers: one Python call per response.
-        self.parser = HttpResponseParser(HeadResponseCallbacks(self) if self.origin.any_head
-                                         else self)
-        self.feed = self.parser.feed_data
-        self.status_code = self.parser.get_status_code
-        self.keep_alive = self.parser.should_keep_alive
-
-    cdef void head_complete(self) noexcept:
-        cdef int status = self.status_code()
-        if self.is_head and status >= 200:
-            self.parser_spent = True
-            self.complete(status)
-
-    def on_message_complete(self):
-        cdef int status
-        if self.response_done:
-            return
-        status = self.status_code()
-        if 100 <= status < 200 and status != 101:
-            # Interim response (100 Continue, 103 Early Hints): the final one follows.
-            return
-        self.complete(status)
+        if self.in_flight:
+            self.client.on_request_failed(self, ERR_PARSE)
+        if self.transport is not None:
+            self.transport.abort()
 
     cdef void complete(self, int status) noexcept:
         cdef int64_t now
@@ -240,14 +229,14 @@ cdef class Connection:
         if not self.in_flight:
             return
         now = monotonic_ns()
-        self.response_done = True
         self.in_flight = False
         client.in_flight -= 1
         client.record_response(self, now, status)
         if self.transport is None:
             client.stop_if_spent()      # else connection_lost reconnects
             return
-        if not self.keep_alive():
+        if status == 101 or not LLHTTP.should_keep_alive(&self.parser):
+            # (what follows a 101 Switching Protocols is not HTTP/1)
             self.closing = True
             self.transport.close()      # reconnects from connection_lost
             return
@@ -261,19 +250,26 @@ cdef class Connection:
             self.transport.abort()
 
 
-@cython.final
-cdef class HeadResponseCallbacks:
-    """Parser callbacks for HEAD runs: the response ends at its headers."""
-    cdef Connection connection
+cdef llhttp_settings_t RESPONSE_SETTINGS
 
-    def __cinit__(self, Connection connection):
-        self.connection = connection
 
-    def on_headers_complete(self):
-        self.connection.head_complete()
+cdef int on_response_headers(llhttp_t* parser) noexcept:
+    # 1 tells llhttp the response has no body: a HEAD response ends here.
+    return 1 if (<Connection>parser.data).is_head else 0
 
-    def on_message_complete(self):
-        self.connection.on_message_complete()
+
+cdef int on_response_complete(llhttp_t* parser) noexcept:
+    cdef int status = parser.status_code
+    if 100 <= status < 200 and status != 101:
+        # Interim response (100 Continue, 103 Early Hints): the final one follows.
+        return 0
+    (<Connection>parser.data).complete(status)
+    return 0
+
+
+LLHTTP.settings_init(&RESPONSE_SETTINGS)
+RESPONSE_SETTINGS.on_headers_complete = on_response_headers
+RESPONSE_SETTINGS.on_message_complete = on_response_complete
 
 
 @cython.final

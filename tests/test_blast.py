@@ -72,9 +72,11 @@ def test_stalled_target_is_a_timeout(raw_server, db):
     assert set(report["errors_by_kind"]) == {"timeout"}
 
 
-def test_close_mid_response_is_a_read_error(raw_server, db):
+@pytest.mark.parametrize("connection_header", [b"", b"Connection: close\r\n"])
+def test_close_mid_response_is_a_read_error(raw_server, db, connection_header):
     def half(conn, head):
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly part")
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n" + connection_header
+                     + b"\r\nonly part")
         return False
     server = raw_server(half)
     report = blast_json(server.url, "-n", "50", "-c", "5", db=db)

@@ -49,6 +49,16 @@ def test_interim_100_continue_then_final(raw_server, db):
     assert report["status_codes"] == {"201": 200}
 
 
+def test_switching_protocols_is_counted_and_the_connection_replaced(raw_server, db):
+    raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    server = raw_server(respond_with(raw))
+    report = blast_json(server.url, "-n", "20", "-c", "2", db=db)
+    assert report["requests"] == 20 == server.requests
+    assert report["status_codes"] == {"101": 20}
+    assert report["errors"] == 0
+    assert server.connections >= 20
+
+
 def test_head_responses_carry_no_body(raw_server, db):
     seen = []
 
@@ -71,6 +81,19 @@ def test_bodies_of_any_size(start_target, db, size):
     assert report["requests"] == count
     assert report["errors"] == 0
     assert report["bytes"] >= count * size
+
+
+def test_request_bodies_larger_than_the_socket_buffer(raw_server, db, tmp_path):
+    # A body this size cannot go out in one send: the rest is queued on the
+    # transport, and the next request must follow it, not overtake it.
+    body_file = tmp_path / "body.bin"
+    body_file.write_bytes(bytes(range(256)) * (64 * 1024))      # 16 MiB
+    server = raw_server(respond_with(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    report = blast_json(server.url, "-n", "4", "-c", "1", "-m", "POST",
+                        "--body-file", str(body_file), "--timeout", "30s", db=db)
+    assert report["requests"] == 4 == server.requests
+    assert report["errors"] == 0
+    assert server.connections == 1
 
 
 def test_headers_and_body_are_sent_as_given(raw_server, db):
