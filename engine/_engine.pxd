@@ -73,7 +73,8 @@ cdef class Counters:
 
 
 cdef class Recorder:
-    # Per worker: the run's totals and the open one-second window.
+    # Per worker: the open one-second window, and the run's totals (the exact
+    # merge of the windows closed so far).
     cdef readonly Histogram latency            # corrected
     cdef readonly Histogram service            # uncorrected: actual write -> response
     cdef readonly Histogram window_latency

@@ -297,21 +297,23 @@ cdef class Recorder:
 
     cdef void record_response(self, uint64_t corrected_us, uint64_t uncorrected_us,
                               uint64_t wait_us, int status, int64_t nbytes) noexcept:
-        self.latency.record(corrected_us)
-        self.service.record(uncorrected_us)
+        # Only the open window counts per response; the totals are the exact
+        # merge of closed windows (half the work on the hot path).
         self.window_latency.record(corrected_us)
         self.window_service.record(uncorrected_us)
         if status < 0 or status >= STATUS_CODES_LEN:
             status = 0
-        _count_response(self.totals, status, nbytes, wait_us)
         _count_response(self.window, status, nbytes, wait_us)
 
     cdef void record_error(self, int kind) noexcept:
-        self.totals.errors[kind] += 1
         self.window.errors[kind] += 1
 
     def take_window(self):
-        """Close the open window: its counters and histograms, then reset."""
+        """Close the open window: add it to the totals, return its counters and
+        histograms, and start the next one empty."""
+        self.totals.merge(self.window)
+        self.latency.merge(self.window_latency)
+        self.service.merge(self.window_service)
         closed = (self.window.to_dict(), self.window_latency.to_bytes(),
                   self.window_service.to_bytes())
         self.window.reset()
