@@ -3,8 +3,8 @@
 
 Starts one HTTP target on 127.0.0.1 (nginx, or loadtester's own target) pinned to
 one core, then runs every installed generator pinned to another core, with the same
-connections and duration, round after round in a fixed order (so peers and
-loadtester interleave in time).  Prints a table of medians and the ratios we care
+connections and duration, round after round (so peers and loadtester interleave
+in time; the pairs judged run back to back, and even rounds run in reverse).  Prints a table of medians and the ratios we care
 about, and writes the same data as JSON to bench/results/.
 
 Load only ever goes to 127.0.0.1, to the server this script started; every child
@@ -279,11 +279,17 @@ def _loadtester_argv(store: str):
     return argv
 
 
+# Run order. Paired ratios compare tools within a round, so the pairs we judge
+# (loadtester/wrk, store=requests/store=none) run next to each other.
 TOOLS: list[Tool] = [
     Tool("wrk", "wrk", _which("wrk"),
          lambda cmd, c: [*cmd, "-t1", f"-c{c.connections}", f"-d{duration_arg(c.duration_s)}",
                          "--latency", c.url],
          parse_wrk),
+    Tool(BASELINE, "loadtester-none", loadtester_command, _loadtester_argv("none"),
+         parse_loadtester, db=True),
+    Tool(STORED, "loadtester-requests", loadtester_command, _loadtester_argv("requests"),
+         parse_loadtester, db=True),
     Tool("wrk2", "wrk2", _which("wrk2"),
          lambda cmd, c: [*cmd, "-t1", f"-c{c.connections}", f"-d{duration_arg(c.duration_s)}",
                          f"-R{c.wrk2_rate}", "--latency", c.url],
@@ -303,10 +309,6 @@ TOOLS: list[Tool] = [
          lambda cmd, c: [*cmd, "-c", str(c.connections), "-d", str(whole_seconds(c.duration_s)),
                          "-j", c.url],
          parse_autocannon),
-    Tool(BASELINE, "loadtester-none", loadtester_command, _loadtester_argv("none"),
-         parse_loadtester, db=True),
-    Tool(STORED, "loadtester-requests", loadtester_command, _loadtester_argv("requests"),
-         parse_loadtester, db=True),
 ]
 TOOL_ALIASES = {"loadtester": ["loadtester-none", "loadtester-requests"],
                 "lt": ["loadtester-none", "loadtester-requests"],
@@ -811,6 +813,12 @@ def parse_args(argv):
     return args
 
 
+def round_order(tools: list, round_no: int) -> list:
+    """Odd rounds run the tools in order, even rounds in reverse (A B B A): a machine
+    that drifts during a round favours neither tool of an adjacent pair."""
+    return list(tools) if round_no % 2 else list(reversed(tools))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -855,7 +863,7 @@ def main(argv=None) -> int:
                       tmpdir=tmp, loadtester=loadtester_command() or [],
                       wrk2_rate=args.wrk2_rate)
             for round_no in range(1, args.rounds + 1):
-                for tool, cmd in available:
+                for tool, cmd in round_order(available, round_no):
                     if not target.alive():
                         raise HarnessError(f"target exited (status {target.proc.returncode}) "
                                            "during the benchmark")
@@ -893,7 +901,7 @@ def main(argv=None) -> int:
             "platform": platform.platform(), "hostname": platform.node(),
             "connections": args.connections, "duration_s": args.duration_s,
             "rounds": args.rounds, "tools": names, "missing_tools": missing_names,
-            "loadavg_start": loadavg, "order": "each round runs every tool once, in this order",
+            "loadavg_start": loadavg, "order": "each round runs every tool once, in this order; even rounds in reverse",
         },
         "rows": rows,
         "verdicts": verdicts(rows, runs),

@@ -177,7 +177,9 @@ def test_durations_and_tool_selection():
     assert bench.duration_arg(5.0) == "5s" and bench.duration_arg(1.5) == "1500ms"
     assert bench.whole_seconds(0.3) == 1
     names = [t.name for t in bench.select_tools("hey,loadtester,wrk")]
-    assert names == ["wrk", "hey", bench.BASELINE, bench.STORED]    # fixed run order
+    assert names == ["wrk", bench.BASELINE, bench.STORED, "hey"]    # judged pairs adjacent
+    assert bench.round_order(names, 1) == names
+    assert bench.round_order(names, 2) == names[::-1]
     with pytest.raises(ValueError):
         bench.select_tools("curl")
 
