@@ -105,15 +105,22 @@ cdef extern from "llhttp.h":
     ctypedef struct llhttp_t:
         void* data
         uint16_t status_code
+        uint8_t method
     ctypedef int (*llhttp_cb)(llhttp_t*) noexcept
+    ctypedef int (*llhttp_data_cb)(llhttp_t*, const char* at, size_t length) noexcept
     ctypedef struct llhttp_settings_t:
+        llhttp_cb on_message_begin
+        llhttp_data_cb on_url
         llhttp_cb on_headers_complete
         llhttp_cb on_message_complete
     ctypedef enum llhttp_errno_t:
         HPE_OK
         HPE_PAUSED_UPGRADE
     ctypedef enum llhttp_type_t:
+        HTTP_REQUEST
         HTTP_RESPONSE
+    ctypedef enum llhttp_method_t:
+        HTTP_HEAD
 
 ctypedef void (*llhttp_init_fn)(llhttp_t*, llhttp_type_t, const llhttp_settings_t*) noexcept
 ctypedef void (*llhttp_settings_init_fn)(llhttp_settings_t*) noexcept

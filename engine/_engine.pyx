@@ -6,7 +6,7 @@ cimport cython
 from libc.math cimport ceil, sqrt
 from libc.stdint cimport int64_t, uint64_t, uint32_t, uint16_t, uint8_t, UINT64_MAX, UINT32_MAX
 from libc.stdlib cimport calloc, malloc, free
-from libc.string cimport memset
+from libc.string cimport memset, memcpy, memcmp
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from libc.errno cimport errno, EAGAIN, EINTR
@@ -16,7 +16,6 @@ import math
 import struct
 import sys
 
-from httptools import HttpRequestParser, HttpParserError
 
 cdef extern from *:
     int __builtin_clzll(unsigned long long) nogil

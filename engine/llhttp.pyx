@@ -34,24 +34,38 @@ cdef int count_headers_for_check(llhttp_t* parser) noexcept:
 
 cdef int add_status_for_check(llhttp_t* parser) noexcept:
     # Keep-alive is only known until the message is done: ask here.
-    (<int*>parser.data)[1] += parser.status_code
+    (<int*>parser.data)[1] += parser.status_code + parser.method
     (<int*>parser.data)[2] += LLHTTP.should_keep_alive(parser)
     return 0
 
 
+cdef int add_url_length_for_check(llhttp_t* parser, const char* at, size_t length) noexcept:
+    (<int*>parser.data)[3] += length
+    return 0
+
+
 cdef void check_llhttp_abi() except *:
+    # One response and one request through every field and callback we use.
     cdef llhttp_settings_t settings
     cdef llhttp_t parser
-    cdef int seen[3]
+    cdef int seen[4]
     cdef bytes response = b"HTTP/1.1 203 OK\r\nContent-Length: 2\r\n\r\nhi"
-    seen[0] = seen[1] = seen[2] = 0
+    cdef bytes request = b"HEAD /four HTTP/1.1\r\nHost: a\r\n\r\n"
     LLHTTP.settings_init(&settings)
     settings.on_headers_complete = count_headers_for_check
     settings.on_message_complete = add_status_for_check
+    settings.on_url = add_url_length_for_check
+    seen[0] = seen[1] = seen[2] = seen[3] = 0
     LLHTTP.init(&parser, HTTP_RESPONSE, &settings)
     parser.data = seen
-    errno = LLHTTP.execute(&parser, response, len(response))
-    if errno != HPE_OK or seen[0] != 1 or seen[1] != 203 or seen[2] != 1:
+    response_ok = (LLHTTP.execute(&parser, response, len(response)) == HPE_OK
+                   and seen[0] == 1 and seen[1] == 203 and seen[2] == 1 and seen[3] == 0)
+    seen[0] = seen[1] = seen[2] = seen[3] = 0
+    LLHTTP.init(&parser, HTTP_REQUEST, &settings)
+    parser.data = seen
+    request_ok = (LLHTTP.execute(&parser, request, len(request)) == HPE_OK
+                  and seen[0] == 1 and seen[1] == HTTP_HEAD and seen[2] == 1 and seen[3] == 5)
+    if not (response_ok and request_ok):
         raise ImportError("httptools' llhttp does not match the llhttp.h loadtester was "
                           "built with; loadtester needs httptools>=0.7.1,<0.10")
 

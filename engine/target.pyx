@@ -1,7 +1,10 @@
 # The built-in local target: a small, fast HTTP/1.1 server on the same loop and
-# parser, for demos, tests and calibration. Included by _engine.pyx.
+# parser (llhttp in C, as the client), for demos, tests and calibration.
+# Included by _engine.pyx.
 
 CONTROL_PREFIX = b"/__loadtester/"
+cdef const char* CONTROL_PREFIX_C = b"/__loadtester/"
+cdef Py_ssize_t CONTROL_PREFIX_LENGTH = 14
 
 _REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently",
             302: "Found", 304: "Not Modified", 400: "Bad Request", 404: "Not Found",
@@ -47,14 +50,22 @@ cdef class TargetState:
         return {"served": self.served, "connections": self.connections}
 
 
+cdef enum:
+    URL_KEPT_BYTES = 256        # enough for every control URL; others need only the prefix
+
+
 @cython.final
 cdef class TargetProtocol:
+    # lifetime: the server
     cdef TargetState state
     cdef object loop
+    # lifetime: one connection
     cdef object transport
-    cdef object parser
-    cdef bytes url
+    cdef llhttp_t parser
     cdef bint closed
+    # lifetime: one request
+    cdef char url[URL_KEPT_BYTES]
+    cdef Py_ssize_t url_length
 
     def __cinit__(self, TargetState state, loop):
         self.state = state
@@ -62,39 +73,42 @@ cdef class TargetProtocol:
 
     def connection_made(self, transport):
         self.transport = transport
-        self.parser = HttpRequestParser(self)
+        LLHTTP.init(&self.parser, HTTP_REQUEST, &REQUEST_SETTINGS)
+        self.parser.data = <void*>self
         self.state.connections += 1
 
     def connection_lost(self, exc):
         self.closed = True
         self.transport = None
 
-    def data_received(self, data):
-        try:
-            self.parser.feed_data(data)
-        except HttpParserError:
-            if self.transport is not None:
-                self.transport.write(build_response(400, b"bad request\n", False))
-                self.transport.close()
-
-    def on_url(self, bytes url):
-        self.url = url
-
-    def on_message_complete(self):
-        cdef bint keep_alive = self.parser.should_keep_alive()
-        cdef bint head = self.parser.get_method() == b"HEAD"
-        cdef double wait_s
-        if self.url is not None and self.url.startswith(CONTROL_PREFIX):
-            self.control(self.url, keep_alive)
+    def data_received(self, bytes data):
+        cdef llhttp_errno_t outcome = LLHTTP.execute(&self.parser, PyBytes_AS_STRING(data),
+                                                     len(data))
+        if outcome == HPE_OK or self.transport is None:
             return
-        self.state.served += 1
-        wait_s = self.state.delay_s
-        if self.state.pause_until:
-            wait_s = max(wait_s, self.state.pause_until - self.loop.time())
-        if wait_s > 0:
-            self.respond_at(monotonic_ns() + <int64_t>(wait_s * 1e9), keep_alive, head)
-        else:
-            self.respond(keep_alive, head)
+        if outcome != HPE_PAUSED_UPGRADE:
+            self.transport.write(build_response(400, b"bad request\n", False))
+        self.transport.close()
+
+    cdef void request_complete(self, bint keep_alive, bint head) noexcept:
+        cdef double wait_s
+        cdef bytes url
+        try:
+            if self.url_length >= CONTROL_PREFIX_LENGTH and \
+                    memcmp(self.url, CONTROL_PREFIX_C, CONTROL_PREFIX_LENGTH) == 0:
+                url = self.url[:self.url_length]
+                self.control(url, keep_alive)
+                return
+            self.state.served += 1
+            wait_s = self.state.delay_s
+            if self.state.pause_until:
+                wait_s = max(wait_s, self.state.pause_until - self.loop.time())
+            if wait_s > 0:
+                self.respond_at(monotonic_ns() + <int64_t>(wait_s * 1e9), keep_alive, head)
+            else:
+                self.respond(keep_alive, head)
+        except BaseException as exc:
+            print_exception_once(exc)
 
     def respond_at(self, int64_t due_ns, bint keep_alive, bint head):
         # The loop's clock is cached per iteration and its timers tick in whole
@@ -139,3 +153,34 @@ cdef class TargetProtocol:
                                             content_type="application/json"))
         if not keep_alive:
             self.transport.close()
+
+
+cdef llhttp_settings_t REQUEST_SETTINGS
+
+
+cdef int on_request_begin(llhttp_t* parser) noexcept:
+    (<TargetProtocol>parser.data).url_length = 0
+    return 0
+
+
+cdef int on_request_url(llhttp_t* parser, const char* at, size_t length) noexcept:
+    # The URL can arrive in pieces; its first URL_KEPT_BYTES are kept.
+    cdef TargetProtocol protocol = <TargetProtocol>parser.data
+    cdef size_t room = URL_KEPT_BYTES - protocol.url_length
+    if length > room:
+        length = room
+    memcpy(protocol.url + protocol.url_length, at, length)
+    protocol.url_length += length
+    return 0
+
+
+cdef int on_request_complete(llhttp_t* parser) noexcept:
+    (<TargetProtocol>parser.data).request_complete(
+        LLHTTP.should_keep_alive(parser), parser.method == HTTP_HEAD)
+    return 0
+
+
+LLHTTP.settings_init(&REQUEST_SETTINGS)
+REQUEST_SETTINGS.on_message_begin = on_request_begin
+REQUEST_SETTINGS.on_url = on_request_url
+REQUEST_SETTINGS.on_message_complete = on_request_complete
