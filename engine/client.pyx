@@ -315,7 +315,6 @@ cdef class Client:
                  record_sink=None, window_sink=None):
         """`origins`: Origin objects with their targets; connection i connects to
         origins[i % len(origins)] and sends that origin's targets in turn."""
-        cdef Origin origin
         if connections < 1:
             raise ValueError("connections must be at least 1")
         if not origins or any(not (<Origin>o).requests for o in origins):

@@ -1,11 +1,12 @@
 # httptools' llhttp, called in C. Included by _engine.pyx.
 #
 # httptools' Python parser costs a Python call per feed, per callback and per
-# accessor; here responses are parsed by the same llhttp with C callbacks. The
-# functions are looked up in httptools' own parser module (which exports the
-# llhttp API), so there is one llhttp in the process and nothing to vendor but
-# the header. An import-time check parses a known response and refuses an
-# httptools whose llhttp does not match that header.
+# accessor; here the client's responses and the target's requests are parsed by
+# the same llhttp with C callbacks. The functions are looked up in httptools' own
+# parser module (which exports the llhttp API), so there is one llhttp in the
+# process and nothing to vendor but the header. An import-time check parses a
+# known response and request, and refuses an httptools whose llhttp does not
+# match that header.
 
 import os
 
@@ -44,28 +45,28 @@ cdef int add_url_length_for_check(llhttp_t* parser, const char* at, size_t lengt
     return 0
 
 
+cdef bint parses_as_expected(llhttp_settings_t* settings, llhttp_type_t kind, bytes message,
+                             int status_plus_method, int url_length):
+    cdef llhttp_t parser
+    cdef int seen[4]
+    seen[0] = seen[1] = seen[2] = seen[3] = 0
+    LLHTTP.init(&parser, kind, settings)
+    parser.data = seen
+    return (LLHTTP.execute(&parser, message, len(message)) == HPE_OK and seen[0] == 1
+            and seen[1] == status_plus_method and seen[2] == 1 and seen[3] == url_length)
+
+
 cdef void check_llhttp_abi() except *:
     # One response and one request through every field and callback we use.
     cdef llhttp_settings_t settings
-    cdef llhttp_t parser
-    cdef int seen[4]
-    cdef bytes response = b"HTTP/1.1 203 OK\r\nContent-Length: 2\r\n\r\nhi"
-    cdef bytes request = b"HEAD /four HTTP/1.1\r\nHost: a\r\n\r\n"
     LLHTTP.settings_init(&settings)
     settings.on_headers_complete = count_headers_for_check
     settings.on_message_complete = add_status_for_check
     settings.on_url = add_url_length_for_check
-    seen[0] = seen[1] = seen[2] = seen[3] = 0
-    LLHTTP.init(&parser, HTTP_RESPONSE, &settings)
-    parser.data = seen
-    response_ok = (LLHTTP.execute(&parser, response, len(response)) == HPE_OK
-                   and seen[0] == 1 and seen[1] == 203 and seen[2] == 1 and seen[3] == 0)
-    seen[0] = seen[1] = seen[2] = seen[3] = 0
-    LLHTTP.init(&parser, HTTP_REQUEST, &settings)
-    parser.data = seen
-    request_ok = (LLHTTP.execute(&parser, request, len(request)) == HPE_OK
-                  and seen[0] == 1 and seen[1] == HTTP_HEAD and seen[2] == 1 and seen[3] == 5)
-    if not (response_ok and request_ok):
+    if not (parses_as_expected(&settings, HTTP_RESPONSE,
+                               b"HTTP/1.1 203 OK\r\nContent-Length: 2\r\n\r\nhi", 203, 0)
+            and parses_as_expected(&settings, HTTP_REQUEST,
+                                   b"HEAD /four HTTP/1.1\r\nHost: a\r\n\r\n", HTTP_HEAD, 5)):
         raise ImportError("httptools' llhttp does not match the llhttp.h loadtester was "
                           "built with; loadtester needs httptools>=0.7.1,<0.10")
 

@@ -2,9 +2,7 @@
 # parser (llhttp in C, as the client), for demos, tests and calibration.
 # Included by _engine.pyx.
 
-CONTROL_PREFIX = b"/__loadtester/"
-cdef const char* CONTROL_PREFIX_C = b"/__loadtester/"
-cdef Py_ssize_t CONTROL_PREFIX_LENGTH = 14
+cdef bytes CONTROL_PREFIX = b"/__loadtester/"
 
 _REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently",
             302: "Found", 304: "Not Modified", 400: "Bad Request", 404: "Not Found",
@@ -62,7 +60,6 @@ cdef class TargetProtocol:
     # lifetime: one connection
     cdef object transport
     cdef llhttp_t parser
-    cdef bint closed
     # lifetime: one request
     cdef char url[URL_KEPT_BYTES]
     cdef Py_ssize_t url_length
@@ -78,7 +75,6 @@ cdef class TargetProtocol:
         self.state.connections += 1
 
     def connection_lost(self, exc):
-        self.closed = True
         self.transport = None
 
     def data_received(self, bytes data):
@@ -94,8 +90,8 @@ cdef class TargetProtocol:
         cdef double wait_s
         cdef bytes url
         try:
-            if self.url_length >= CONTROL_PREFIX_LENGTH and \
-                    memcmp(self.url, CONTROL_PREFIX_C, CONTROL_PREFIX_LENGTH) == 0:
+            if self.url_length >= len(CONTROL_PREFIX) and memcmp(
+                    self.url, PyBytes_AS_STRING(CONTROL_PREFIX), len(CONTROL_PREFIX)) == 0:
                 url = self.url[:self.url_length]
                 self.control(url, keep_alive)
                 return
