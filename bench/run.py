@@ -230,7 +230,6 @@ class Ctx:
     connections: int
     duration_s: float
     tmpdir: Path
-    loadtester: list[str]
     wrk2_rate: int
 
 
@@ -241,7 +240,6 @@ class Tool:
     find: Callable[[], list[str] | None]
     argv: Callable[[list[str], Ctx], list[str]]
     parse: Callable[[str], dict]
-    uses_stderr: bool = False       # parse stdout+stderr (some tools print there)
     db: bool = False                # a loadtester row: clean its database after each run
 
 
@@ -464,7 +462,6 @@ def _version(argv: list[str]) -> str | None:
 class Target:
     kind: str
     url: str
-    port: int
     proc: subprocess.Popen
     cpu: int | None
     version: str | None = None
@@ -513,7 +510,7 @@ def start_target(kind: str, tmp: Path, cpu: int | None, lifetime_s: float,
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp)
-    target = Target(kind, f"http://{HOST}:{port}/", port, proc, cpu, version)
+    target = Target(kind, f"http://{HOST}:{port}/", proc, cpu, version)
     try:
         wait_port(port, proc, timeout_s=15.0, log=log)
         with urllib.request.urlopen(target.url, timeout=5) as response:
@@ -551,12 +548,17 @@ class Run:
         return self.cpu_s * 100_000 / self.requests
 
 
+def run_limit_s(duration_s: float) -> float:
+    """How long one generator run may take: ample for start-up and storing, still bounded."""
+    return duration_s * 2 + 30
+
+
 def run_once(tool: Tool, cmd: list[str], ctx: Ctx, cpu: int | None, target: Target,
              round_no: int) -> Run:
     argv = pinned(cpu, tool.argv(cmd, ctx))
     out_path = ctx.tmpdir / "gen.out"
     err_path = ctx.tmpdir / "gen.err"
-    limit_s = ctx.duration_s * 2 + 30      # ample for startup + storing, still bounded
+    limit_s = run_limit_s(ctx.duration_s)
     target_before = target.cpu_s()
     started = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -589,7 +591,7 @@ def run_once(tool: Tool, cmd: list[str], ctx: Ctx, cpu: int | None, target: Targ
         run.error = f"timed out after {limit_s:g}s (killed)"
         return run
     try:
-        parsed = tool.parse(stdout + ("\n" + stderr if tool.uses_stderr else ""))
+        parsed = tool.parse(stdout)
     except ParseError as exc:
         tail = (stderr.strip() or stdout.strip())[-400:]
         run.error = f"{exc}; exit {proc.returncode}; {tail}"
@@ -844,7 +846,7 @@ def main(argv=None) -> int:
         say(f"bench: warning: {pin_warning}")
     raise_nofile()
 
-    per_run_bound = args.duration_s * 2 + 30 + 5
+    per_run_bound = run_limit_s(args.duration_s) + 5
     lifetime_s = args.rounds * len(available) * per_run_bound + 60
     started_at = dt.datetime.now(dt.timezone.utc)
     try:
@@ -860,8 +862,7 @@ def main(argv=None) -> int:
             say(f"bench: starting {kind} target on cpu {target_cpu} ...")
             target = start_target(kind, tmp, target_cpu, lifetime_s, args.connections)
             ctx = Ctx(url=target.url, connections=args.connections, duration_s=args.duration_s,
-                      tmpdir=tmp, loadtester=loadtester_command() or [],
-                      wrk2_rate=args.wrk2_rate)
+                      tmpdir=tmp, wrk2_rate=args.wrk2_rate)
             for round_no in range(1, args.rounds + 1):
                 for tool, cmd in round_order(available, round_no):
                     if not target.alive():

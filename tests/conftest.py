@@ -1,9 +1,11 @@
 """Shared fixtures: real servers on 127.0.0.1, the real CLI in a subprocess."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -170,6 +172,38 @@ def raw_server():
     yield start
     for server in servers:
         server.close()
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()       # [state, ppid, ...]
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _proc_stat(int(entry))
+            if fields and int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def is_alive(pid: int) -> bool:
+    fields = _proc_stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def kill_if_alive(pids):
+    """Only processes this test started (a blast's own workers)."""
+    for pid in pids:
+        if is_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def wait_for(predicate, timeout_s=10.0, interval_s=0.05):

@@ -16,7 +16,7 @@ import apsw
 import pytest
 import yaml
 
-from conftest import ROOT, free_port, wait_for
+from conftest import ROOT, children_of, free_port, is_alive, kill_if_alive, wait_for
 from loadtester import store
 
 ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
@@ -46,29 +46,6 @@ def container_runs(db_path, cwd) -> list[dict]:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     return json.loads(result.stdout)
-
-
-def _proc_fields(pid: int):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def _alive(pid: int) -> bool:
-    fields = _proc_fields(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _proc_fields(int(entry))
-            if fields and int(fields[1]) == pid:
-                out.append(int(entry))
-    return out
 
 
 def _running_with_rows(db_path) -> bool:
@@ -143,18 +120,15 @@ def test_runs_survive_container_restarts_and_killed_runs_become_interrupted(star
         assert wait_for(lambda: _running_with_rows(db_path), timeout_s=15, interval_s=0.1)
         with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
             assert b"blast" in f.read(), "the entrypoint should exec the command"
-        workers = _children(proc.pid)
+        workers = children_of(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        assert wait_for(lambda: not any(_alive(p) for p in workers), timeout_s=2.0)
+        assert wait_for(lambda: not any(is_alive(p) for p in workers), timeout_s=2.0)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-        for pid in workers:
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_if_alive(workers)
 
     # Start 4: the entrypoint's open marks the dead run 'interrupted' before the command runs.
     runs = container_runs(db_path, cwd=tmp_path)

@@ -21,7 +21,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from conftest import ROOT, TargetProcess, blast_json, cli, free_port, wait_for
+from conftest import (ROOT, TargetProcess, blast_json, children_of, cli, free_port, is_alive,
+                      kill_if_alive, wait_for)
 from loadtester import store
 
 
@@ -87,38 +88,6 @@ def wait_until_writing(db, run_number, *, windows=0, timeout_s=15.0):
 
     assert wait_for(ready, timeout_s=timeout_s, interval_s=0.1), f"run never wrote rows: {seen}"
     return seen["last"][0]
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()       # [state, ppid, ...]
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _proc_stat(int(entry))
-            if fields and int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def is_alive(pid: int) -> bool:
-    fields = _proc_stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
-def kill_if_alive(pids):
-    """Only processes this test started (a blast's own workers)."""
-    for pid in pids:
-        if is_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def runs_json(db, env=None) -> list[dict]:

@@ -16,10 +16,10 @@ import time
 import apsw
 import pytest
 
+from conftest import ROOT, wait_for
 from loadtester import store
 from loadtester.store import RunWriter, StoreError, open_database
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
 REC = struct.Struct(store.RECORD_FORMAT)
 
 
@@ -55,13 +55,6 @@ def write_run(db, blobs=(), windows=(), status="completed", **extra):
         writer.submit_window(w)
     writer.finish({"total_requests": sum(len(b) // 24 for b in blobs)}, status=status)
     return run_id, run_uuid, writer
-
-
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.002)
 
 
 def file_bytes(path):
@@ -102,8 +95,8 @@ def test_new_database_is_created_migrated_and_configured(tmp_path):
 def test_migrations_are_packaged_and_linked_from_top_level_schema():
     migrations = store._migrations()
     assert [v for v, _, _ in migrations] == list(range(1, store.SCHEMA_VERSION + 1))
-    top = REPO / "schema"
-    assert top.is_symlink() and top.resolve() == (REPO / "loadtester" / "schema").resolve()
+    top = ROOT / "schema"
+    assert top.is_symlink() and top.resolve() == (ROOT / "loadtester" / "schema").resolve()
     assert (top / "001_init.sql").read_text() == migrations[0][2]
 
 
@@ -265,7 +258,7 @@ def _read_only_dirs_are_enforced(tmp_path) -> bool:
 def test_read_only_directory_is_a_clear_error(tmp_path):
     if not _read_only_dirs_are_enforced(tmp_path):
         # root writes through 0o500 anyway: run this test again without that power
-        import shutil, subprocess, sys
+        import shutil
         setpriv = shutil.which("setpriv")
         assert setpriv, "running as root needs setpriv (util-linux) to drop CAP_DAC_OVERRIDE"
         dropped = "-dac_override,-dac_read_search"
@@ -395,10 +388,10 @@ def test_a_failed_batch_is_counted_as_dropped_and_the_run_goes_on(tmp_path):
     writer = RunWriter(db)
     run_id, _ = writer.begin(run_row())
     writer.submit_records(records(10))
-    wait_for(lambda: writer.rows_written == 10)
+    assert wait_for(lambda: writer.rows_written == 10, timeout_s=10.0, interval_s=0.002), "timed out"
     # A start time SQLite cannot hold (> 2**63 - 1): that batch's transaction fails.
     writer.submit_records(REC.pack(2**64 - 1, 1, 0, 0, 200, 0, 0) + records(9))
-    wait_for(lambda: writer.write_errors == 1)
+    assert wait_for(lambda: writer.write_errors == 1, timeout_s=10.0, interval_s=0.002), "timed out"
     writer.submit_records(records(10, start=10**6))
     writer.finish({})
     assert (writer.rows_written, writer.dropped_records, writer.dropped_batches) == (20, 10, 1)
@@ -535,8 +528,8 @@ def test_wal_stays_bounded_during_a_run(tmp_path):
 
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, struct, sys, time
-    from loadtester.store import RunWriter
-    rec = struct.Struct("<QIIIHBB")
+    from loadtester.store import RECORD_FORMAT, RunWriter
+    rec = struct.Struct(RECORD_FORMAT)
     writer = RunWriter(sys.argv[1])
     run_id, run_uuid = writer.begin({"url": "http://127.0.0.1/", "mode": "closed"})
     for b in range(3):
@@ -552,7 +545,7 @@ KILL_SCRIPT = textwrap.dedent("""
 
 def test_killed_writer_leaves_an_interrupted_run_with_its_rows(tmp_path):
     db = tmp_path / "killed.db"
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(db)], cwd=REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(db)], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     run_id, run_uuid = proc.stdout.split()
@@ -586,7 +579,7 @@ FORK_SCRIPT = textwrap.dedent("""
 
 def test_forked_children_do_not_keep_the_run_lock(tmp_path):
     db = tmp_path / "forked.db"
-    proc = subprocess.Popen([sys.executable, "-c", FORK_SCRIPT, str(db)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-c", FORK_SCRIPT, str(db)], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         run_id = proc.stdout.readline().strip()
@@ -781,7 +774,7 @@ def test_restore_into_missing_database_and_reaps_running_rows(tmp_path):
     writer = RunWriter(src)
     run_id, _ = writer.begin(run_row())
     writer.submit_records(records(10))
-    wait_for(lambda: writer.rows_written == 10)
+    assert wait_for(lambda: writer.rows_written == 10, timeout_s=10.0, interval_s=0.002), "timed out"
     snapshot = tmp_path / "snap.db"
     store.backup(src, snapshot)                        # caught mid-run: status 'running'
     writer.finish({})
