@@ -14,11 +14,6 @@ from loadtester.dbcli import StoreFailure, store_errors
 _LAST_N = re.compile(r"^\s*last\s*~\s*(\d+)\s*$", re.IGNORECASE)
 
 
-# One line on stderr and exit 1 for store errors (MergeError is one too), as `db` does.
-Failure = StoreFailure
-_failures = store_errors
-
-
 def resolve_run(conn, ref: str) -> dict:
     """A run by id, uuid prefix, 'last', or 'last~N' (N runs before the last)."""
     match = _LAST_N.match(str(ref))
@@ -26,19 +21,19 @@ def resolve_run(conn, ref: str) -> dict:
         back = int(match.group(1))
         rows = store.list_runs(conn, limit=back + 1)
         if len(rows) <= back:
-            raise Failure(f"no run {ref!r}: the database holds {len(rows)} run(s)")
+            raise StoreFailure(f"no run {ref!r}: the database holds {len(rows)} run(s)")
         row = store.find_run(conn, rows[back]["id"])
     else:
         row = store.find_run(conn, ref)
     if row is None:
-        raise Failure(f"no run {ref!r} (use an id, a uuid prefix, 'last' or 'last~1')")
+        raise StoreFailure(f"no run {ref!r} (use an id, a uuid prefix, 'last' or 'last~1')")
     return row
 
 
 def _open(db):
     path = store.resolve_db_path(db)
     if not path.exists():
-        raise Failure(f"no database at {path}: run `loadtester blast` first")
+        raise StoreFailure(f"no database at {path}: run `loadtester blast` first")
     return path, store.open_database(path, readonly=True, create=False)
 
 
@@ -51,7 +46,7 @@ _db_option = click.option("--db", metavar="PATH", default=None,
 @click.argument("run_b")
 @_db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-@_failures
+@store_errors
 def compare_cmd(run_a, run_b, db, as_json):
     """Compare run B with run A (the baseline): rps, latency, errors and a verdict.
 
@@ -78,7 +73,7 @@ def compare_cmd(run_a, run_b, db, as_json):
 @click.option("--group", default=None, metavar="G",
               help="Merge only this run group (--run-id of the shards) or label.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was merged as JSON.")
-@_failures
+@store_errors
 def merge_cmd(sources, into, group, as_json):
     """Merge the shards of a run, stored in several databases, into one run in DEST.db.
 

@@ -255,9 +255,8 @@ class WindowMerger:
             self.worker_seconds += 1
             if window.get("cpu_us", 0) >= SATURATED_CPU_FRACTION * 1e6:
                 self.busy_seconds += 1
-        if self.on_second is None:
-            return
-        with self.lock:
+            if self.on_second is None:
+                return
             parts = self.pending.setdefault(window["second"], [])
             parts.append(window)
             if len(parts) < self.workers:

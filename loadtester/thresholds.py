@@ -85,8 +85,8 @@ def parse_threshold(text: str) -> Threshold:
         canonical = "p99.9" if metric == "p999" else ("avg" if metric == "mean" else metric)
         if unit == "":
             factor = 1.0                                   # a bare number means milliseconds
-        elif unit.lower() in _UNIT_MS or unit in _UNIT_MS:
-            factor = _UNIT_MS.get(unit, _UNIT_MS.get(unit.lower()))
+        elif unit.lower() in _UNIT_MS:
+            factor = _UNIT_MS[unit.lower()]
         else:
             raise ThresholdError(f"invalid threshold {shown!r}: {metric} takes a duration "
                                  f"(us, ms or s; a bare number means ms), not {unit!r}")
@@ -140,7 +140,7 @@ def actual_value(report: dict, threshold: Threshold):
     if not attempts:
         return None                                       # nothing was measured at all
     if threshold.unit == "ms":
-        key = LATENCY_METRICS[threshold.metric if threshold.metric != "p99.9" else "p999"]
+        key = LATENCY_METRICS[threshold.metric]
         return (report.get("latency_ms") or {}).get(key)
     if threshold.metric == "errors":
         errors = report.get("errors")
