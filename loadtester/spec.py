@@ -168,6 +168,14 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def read_body_file(path: str, shown: str | None = None) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise SpecError(f"cannot read body file {shown or path!r}: {exc.strerror}") from None
+
+
 def read_targets_file(path: str) -> list[TargetRequest]:
     """vegeta's format: blocks of `METHOD URL`, then `Name: value` header lines and an
     optional `@path` body line (relative to the file); blank lines between blocks."""
@@ -197,13 +205,11 @@ def read_targets_file(path: str) -> list[TargetRequest]:
                 raise SpecError(f"{where}: {exc}") from None
             targets.append(current)
         elif line.startswith("@"):
-            body_path = os.path.join(base, line[1:].strip())
             try:
-                with open(body_path, "rb") as handle:
-                    current["body"] = handle.read()
-            except OSError as exc:
-                raise SpecError(f"{where}: cannot read body file {line[1:].strip()!r}: "
-                                f"{exc.strerror}") from None
+                current["body"] = read_body_file(os.path.join(base, line[1:].strip()),
+                                                 shown=line[1:].strip())
+            except SpecError as exc:
+                raise SpecError(f"{where}: {exc}") from None
         else:
             try:
                 current["headers"].append(parse_header(line))
@@ -226,7 +232,7 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
 
     Targets are `url` plus `more_urls` (all sent with the same method, headers and
     body) plus those of `targets_file`; requests go to them in turn."""
-    urls = [u for u in ([url] if url else []) + list(more_urls)]
+    urls = ([url] if url else []) + list(more_urls)
     if not urls and not targets_file:
         raise SpecError("give a URL or --targets FILE")
     if connections < 1:
@@ -245,11 +251,7 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
         raise SpecError("give either --body or --body-file, not both")
     payload = body.encode() if body is not None else b""
     if body_file is not None:
-        try:
-            with open(body_file, "rb") as handle:
-                payload = handle.read()
-        except OSError as exc:
-            raise SpecError(f"cannot read body file {body_file!r}: {exc.strerror}") from None
+        payload = read_body_file(body_file)
     timeout_s = parse_duration_s(timeout, "timeout") if timeout is not None else DEFAULT_TIMEOUT_S
     if timeout_s <= 0:
         raise SpecError(f"invalid timeout {timeout!r}: must be more than 0")
