@@ -45,8 +45,6 @@ class AgeType(click.ParamType):
     name = "AGE"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, (int, float)):
-            return float(value)
         try:
             return parse_age(value)
         except ValueError:
@@ -62,11 +60,15 @@ def _human_bytes(n: int | None) -> str:
         if size < 1024 or unit == "TiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
-    return f"{n} B"
+
+
+def _resolve_db(ctx, param, value):
+    return store.resolve_db_path(value)
 
 
 def _db_option(func):
-    return click.option("--db", "db", metavar="PATH", default=None,
+    """--db, passed to the command as `path`: already resolved (store.resolve_db_path)."""
+    return click.option("--db", "path", metavar="PATH", default=None, callback=_resolve_db,
                         help=f"database file (default: $DB_PATH, else {store.DEFAULT_DB_PATH})")(func)
 
 
@@ -81,9 +83,8 @@ def register(cli: click.Group) -> None:
     @click.argument("dest", type=click.Path(dir_okay=False))
     @_db_option
     @store_errors
-    def backup_cmd(dest, db):
+    def backup_cmd(dest, path):
         """Copy the database to DEST, safely while a run writes."""
-        path = store.resolve_db_path(db)
         result = store.backup(path, dest)
         click.echo(f"backed up {path} to {result['path']}: {_human_bytes(result['bytes'])} "
                    f"in {result['seconds']:.2f} s")
@@ -92,9 +93,8 @@ def register(cli: click.Group) -> None:
     @click.argument("src", type=click.Path(dir_okay=False))
     @_db_option
     @store_errors
-    def restore_cmd(src, db):
+    def restore_cmd(src, path):
         """Replace the database with backup SRC; keeps the old one."""
-        path = store.resolve_db_path(db)
         kept = store.restore(src, path)
         message = f"restored {src} into {path}"
         if kept is not None:
@@ -105,9 +105,8 @@ def register(cli: click.Group) -> None:
     @_db_option
     @click.option("--quick", is_flag=True, help="PRAGMA quick_check: faster, fewer checks.")
     @store_errors
-    def check_cmd(db, quick):
+    def check_cmd(path, quick):
         """Check integrity; exit status 1 if anything is wrong."""
-        path = store.resolve_db_path(db)
         problems = store.check(path, quick=quick)
         if problems == ["ok"]:
             click.echo(f"{path}: ok")
@@ -119,10 +118,9 @@ def register(cli: click.Group) -> None:
     @db_group.command("migrate")
     @_db_option
     @store_errors
-    def migrate_cmd(db):
+    def migrate_cmd(path):
         """Create the database or bring it to this version; runs left 'running' by a
         dead process are marked 'interrupted'."""
-        path = store.resolve_db_path(db)
         conn = store.open_database(path)
         version = conn.pragma("user_version")
         conn.close()
@@ -132,9 +130,8 @@ def register(cli: click.Group) -> None:
     @_db_option
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
     @store_errors
-    def stats_cmd(db, as_json):
+    def stats_cmd(path, as_json):
         """Sizes, counts and bytes per stored request row."""
-        path = store.resolve_db_path(db)
         info = store.stats(path)
         if as_json:
             click.echo(json.dumps(info, indent=2, sort_keys=True))
@@ -162,9 +159,8 @@ def register(cli: click.Group) -> None:
     @click.option("--vacuum", is_flag=True, help="then VACUUM to give the space back to the filesystem")
     @_db_option
     @store_errors
-    def prune_cmd(older_than, vacuum, db):
+    def prune_cmd(older_than, vacuum, path):
         """Delete old runs with their request rows and windows."""
-        path = store.resolve_db_path(db)
         result = store.prune(path, older_than, vacuum=vacuum)
         click.echo(f"pruned {result['runs_deleted']:,} run(s), {result['rows_deleted']:,} request rows, "
                    f"{result['windows_deleted']:,} windows from {path}"

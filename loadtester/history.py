@@ -12,7 +12,8 @@ from loadtester import _engine, report as report_mod, store
 ERROR_INDEX = {name: i for i, name in enumerate(_engine.ERROR_NAMES)}
 
 
-def counters_from_row(row: dict) -> _engine.Counters:
+def counters_from_row(row: dict, max_wait_us: int = 0) -> _engine.Counters:
+    """A run's summary columns as Counters (max_wait_us: the schedule lag to carry, in µs)."""
     status = {int(k): v for k, v in json.loads(row.get("status_codes") or "{}").items()}
     by_kind = json.loads(row.get("errors_by_kind") or "{}")
     errors = [0] * len(_engine.ERROR_NAMES)
@@ -21,12 +22,30 @@ def counters_from_row(row: dict) -> _engine.Counters:
             errors[ERROR_INDEX[kind]] = count
     return _engine.Counters.from_dict({
         "responses": sum(status.values()), "successes": row.get("success_count") or 0,
-        "bytes": row.get("bytes") or 0, "errors": errors, "status": status})
+        "bytes": row.get("bytes") or 0, "errors": errors, "status": status,
+        "max_wait_us": max_wait_us})
 
 
 def hist_from_blob(blob) -> _engine.Histogram:
     """A stored histogram blob (or NULL: empty) as a Histogram."""
     return _engine.Histogram.from_bytes(bytes(blob)) if blob else _engine.Histogram()
+
+
+def totals_from_windows(windows: list[dict]):
+    """(Counters, latency Histogram, service Histogram) of a run, added up from its windows
+    (store.run_windows); for a run that never wrote its summary columns."""
+    counters, latency, service = _engine.Counters(), _engine.Histogram(), _engine.Histogram()
+    for window in windows:
+        counters.merge(_engine.Counters.from_dict(window["counters"]))
+        latency.merge(hist_from_blob(window.get("latency")))
+        service.merge(hist_from_blob(window.get("service")))
+    return counters, latency, service
+
+
+def report_needs_windows(row: dict) -> bool:
+    """Whether report_from_row reads the run's windows: to rebuild a run without a summary,
+    or for the generator's lags when the row has no stored `generator` (which wins)."""
+    return row.get("latency_hist") is None or not row.get("generator")
 
 
 def report_from_row(row: dict, db_path, windows: list[dict] | None = None) -> dict:
@@ -41,26 +60,19 @@ def report_from_row(row: dict, db_path, windows: list[dict] | None = None) -> di
     config.setdefault("mode", row.get("mode") or "closed")
     config.setdefault("connections", row.get("total_users"))
     config.setdefault("workers", row.get("workers") or 1)
-    counters = counters_from_row(row)
-    latency = hist_from_blob(row.get("latency_hist"))
-    service = hist_from_blob(row.get("service_hist"))
-    duration_s = row.get("measured_duration") or 0.0
-    loop_lag_us = 0
-    if windows:
-        loop_lag_us = max((w.get("loop_lag_us") or 0) for w in windows)
-        from_windows = _engine.Counters()
-        for window in windows:
-            from_windows.merge(_engine.Counters.from_dict(window["counters"]))
-        if row.get("latency_hist") is None:
-            counters = from_windows
-            for window in windows:
-                latency.merge(hist_from_blob(window.get("latency")))
-                service.merge(hist_from_blob(window.get("service")))
-            duration_s = len({w["second"] for w in windows})
-        else:
-            counters.merge(_engine.Counters.from_dict(
-                {"responses": 0, "successes": 0, "bytes": 0, "errors": [], "status": {},
-                 "max_wait_us": from_windows.max_wait_us}))
+    # A stored `generator` replaces the report's below: the windows' lags only matter without one.
+    lags_from_windows = bool(windows) and not row.get("generator")
+    loop_lag_us = max((w.get("loop_lag_us") or 0) for w in windows) if lags_from_windows else 0
+    if windows and row.get("latency_hist") is None:
+        counters, latency, service = totals_from_windows(windows)
+        duration_s = len({w["second"] for w in windows})
+    else:
+        max_wait_us = (max((w["counters"]["max_wait_us"] for w in windows), default=0)
+                       if lags_from_windows else 0)
+        counters = counters_from_row(row, max_wait_us=max_wait_us)
+        latency = hist_from_blob(row.get("latency_hist"))
+        service = hist_from_blob(row.get("service_hist"))
+        duration_s = row.get("measured_duration") or 0.0
     report = report_mod.summarize(
         spec_config=config, counters=counters, latency=latency, service=service,
         duration_s=duration_s, stop_reason=row.get("stop_reason") or row.get("status"),
@@ -161,7 +173,8 @@ def show(run, db, as_json, windows):
     """One run's full report, rebuilt from the database (RUN: id, uuid prefix, last)."""
     path, conn = _open_for_reading(db)
     row = _find(conn, run)
-    stored_windows = store.run_windows(conn, row["id"])
+    stored_windows = (store.run_windows(conn, row["id"])
+                      if windows or report_needs_windows(row) else None)
     report = report_from_row(row, path, stored_windows)
     seconds = merged_seconds(stored_windows) if windows else []
     if as_json:
@@ -193,7 +206,8 @@ def export(run, db, fmt, with_requests, output):
     """Export a run's per-second windows (or its request rows) as CSV, JSON or NDJSON."""
     path, conn = _open_for_reading(db)
     row = _find(conn, run)
-    stored_windows = store.run_windows(conn, row["id"])
+    stored_windows = (store.run_windows(conn, row["id"])
+                      if not with_requests or report_needs_windows(row) else None)
     if with_requests:
         rows = store.iter_requests(conn, row["id"])
     else:

@@ -33,9 +33,7 @@ Sources are opened read-only and never changed; the destination may not be one o
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import os
 import pathlib
 import struct
 import time
@@ -59,20 +57,6 @@ class MergeError(store.StoreError):
 
 
 # --------------------------------------------------------------------------- reading sources
-
-def _parse_time(text):
-    if not text:
-        return None
-    try:
-        value = _dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
-
-
-def _iso(value: _dt.datetime) -> str:
-    return value.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 def _json_object(text) -> dict:
     try:
@@ -129,15 +113,6 @@ class _Source:
         self.conn.close()
 
 
-def _same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
-    try:
-        if a.exists() and b.exists() and os.path.samefile(a, b):
-            return True
-    except OSError:
-        pass
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
 # --------------------------------------------------------------------------- planning
 
 def _select_parts(candidates: list[tuple[_Source, dict]]) -> tuple[list[tuple[_Source, dict]], list[str]]:
@@ -190,13 +165,9 @@ def _part_summary(source: _Source, row: dict) -> dict:
                 "latency": history.hist_from_blob(row["latency_hist"]),
                 "service": history.hist_from_blob(row.get("service_hist")),
                 "duration_s": row.get("measured_duration") or 0.0, "rebuilt": False}
-    counters, latency, service = _engine.Counters(), _engine.Histogram(), _engine.Histogram()
-    last_second = -1
-    for window in store.run_windows(source.conn, row["id"]):
-        counters.merge(_engine.Counters.from_dict(window["counters"]))
-        latency.merge(history.hist_from_blob(window["latency"]))
-        service.merge(history.hist_from_blob(window["service"]))
-        last_second = max(last_second, window["second"])
+    windows = store.run_windows(source.conn, row["id"])
+    counters, latency, service = history.totals_from_windows(windows)
+    last_second = max((window["second"] for window in windows), default=-1)
     duration = row.get("measured_duration") or float(last_second + 1)
     return {"counters": counters, "latency": latency, "service": service, "duration_s": duration,
             "rebuilt": True}
@@ -244,10 +215,8 @@ class _Pump:
         self._wait(0, 0)
 
 
-_REQUEST_ROWS_SQL = (
-    "SELECT r.timestamp, r.latency, r.wait_us, r.bytes, r.code "
-    "FROM request_batches AS b JOIN request_records AS r ON r.id BETWEEN b.first_id AND b.last_id "
-    "WHERE b.test_run_id = ? ORDER BY b.first_seq, r.id")
+_REQUEST_ROWS_SQL = ("SELECT r.timestamp, r.latency, r.wait_us, r.bytes, r.code "
+                     + store.REQUEST_ROWS_FROM)
 
 
 def _copy_requests(source: _Source, run_id: int, pump: _Pump, *, shift_us: int, worker_offset: int) -> tuple[int, int]:
@@ -319,11 +288,11 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
                     "parts": [_part_info(s, r) for s, r in parts], "notes": notes}
 
     # Times.
-    starts = [_parse_time(r.get("started_at")) for r in rows]
+    starts = [store.parse_iso_utc(r.get("started_at")) for r in rows]
     if any(t is None for t in starts):
         raise MergeError(f"group {name!r}: a run has no readable started_at")
     t0 = min(starts)
-    ends = [_parse_time(r.get("completed_at")) for r in rows]
+    ends = [store.parse_iso_utc(r.get("completed_at")) for r in rows]
     ends = [t for t in ends if t is not None]
     if ends and len(ends) == len(rows) and max(starts) > min(ends):
         gap = (max(starts) - min(ends)).total_seconds()
@@ -343,9 +312,7 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
     generators = [_json_object(r.get("generator")) for r in rows]
     max_wait_us = round(max((g.get("max_schedule_lag_ms") or 0) for g in generators) * 1000)
     if max_wait_us:
-        counters.merge(_engine.Counters.from_dict({"responses": 0, "successes": 0, "bytes": 0,
-                                                   "errors": [], "status": {},
-                                                   "max_wait_us": max_wait_us}))
+        counters.merge(history.counters_from_row({}, max_wait_us=max_wait_us))
     generator_args = {
         "max_loop_lag_us": round(max((g.get("max_loop_lag_ms") or 0) for g in generators) * 1000),
         "busy_seconds": sum(g.get("busy_seconds") or 0 for g in generators),
@@ -410,7 +377,7 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
     has_windows = any(_count(s, "metric_windows", r["id"]) for s, r in parts)
     store_mode = "requests" if has_requests else ("windows" if has_windows else "none")
     run = {
-        "uuid": merged_uuid, "started_at": _iso(t0),
+        "uuid": merged_uuid, "started_at": store.iso_utc(t0),
         "host": _common([r.get("host") for r in rows], rows[0].get("host")),
         "mask_host": max(int(r.get("mask_host") or 0) for r in rows),
         "total_users": config["connections"],
@@ -439,7 +406,7 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
     offset = 0
     try:
         for (source, row), declared in zip(parts, workers_declared):
-            shift = _parse_time(row["started_at"]) - t0
+            shift = store.parse_iso_utc(row["started_at"]) - t0
             shift_us = round(shift.total_seconds() * 1e6)
             shift_s = round(shift.total_seconds())
             top = -1
@@ -481,7 +448,7 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
         duration_s=duration_s, stop_reason=stop_reason, latency=latency, service=service,
         dropped_records=report["dropped_records"]))
     if ends:
-        result["completed_at"] = _iso(max(ends))
+        result["completed_at"] = store.iso_utc(max(ends))
     writer.finish(result, status=status)
     if writer.dropped_records or writer.dropped_windows:
         notes.append(f"the store dropped {writer.dropped_records} request rows and "
@@ -518,10 +485,10 @@ def merge(sources, into, *, group: str | None = None) -> dict:
     if not paths:
         raise MergeError("nothing to merge: give at least one source database")
     for i, p in enumerate(paths):
-        if _same_file(p, into):
+        if store._same_file(p, into):
             raise MergeError(f"{into} is one of the sources; merge into a new or another database")
         for q in paths[:i]:
-            if _same_file(p, q):
+            if store._same_file(p, q):
                 raise MergeError(f"{p} is given twice")
     opened: list[_Source] = []
     try:

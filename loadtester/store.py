@@ -26,6 +26,7 @@ import collections
 import contextlib
 import datetime as _dt
 import fcntl
+import glob
 import importlib.resources
 import json
 import os
@@ -80,9 +81,25 @@ class StoreError(Exception):
 
 # --------------------------------------------------------------------------- small helpers
 
+def iso_utc(value: _dt.datetime) -> str:
+    """An aware datetime as ISO-8601 UTC with milliseconds: 2025-11-25T01:40:00.123Z."""
+    return value.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso_utc(text) -> _dt.datetime | None:
+    """A stored timestamp back as an aware datetime (no zone means UTC); None when unreadable."""
+    if not text:
+        return None
+    try:
+        value = _dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+
+
 def utc_now_iso() -> str:
     """Now as ISO-8601 UTC with milliseconds: 2025-11-25T01:40:00.123Z."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_utc(_dt.datetime.now(_dt.timezone.utc))
 
 
 def resolve_db_path(cli_value: str | None) -> pathlib.Path:
@@ -580,10 +597,6 @@ class RunWriter:
         """Request rows not stored: queue full, or their transaction failed."""
         return self._queue_dropped_records + self._write_dropped_records
 
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
     # -- lifecycle
     def begin(self, run: dict) -> tuple[int, str]:
         """Insert the test_runs row (status 'running'), take the run lock, start the writer."""
@@ -1020,12 +1033,17 @@ def run_windows(conn: apsw.Connection, run_id: int) -> list[dict]:
     return out
 
 
+# A run's request rows in seq order (one parameter: the run id); each caller picks its columns.
+REQUEST_ROWS_FROM = (
+    "FROM request_batches AS b JOIN request_records AS r ON r.id BETWEEN b.first_id AND b.last_id "
+    "WHERE b.test_run_id = ? ORDER BY b.first_seq, r.id")
+
+
 def iter_requests(conn: apsw.Connection, run_id: int) -> Iterator[dict]:
     """A run's request rows in seq order, as request_metrics shows them (latency etc. in µs)."""
     run_id = int(run_id)
     sql = ("SELECT b.first_seq + (r.id - b.first_id), r.timestamp, r.latency, r.wait_us, r.bytes, r.code "
-           "FROM request_batches AS b JOIN request_records AS r ON r.id BETWEEN b.first_id AND b.last_id "
-           "WHERE b.test_run_id = ? ORDER BY b.first_seq, r.id")
+           + REQUEST_ROWS_FROM)
     with _translated(_conn_path(conn)):
         for seq, timestamp, latency, wait_us, nbytes, code in conn.execute(sql, (run_id,)):
             status = code & 0xFFFF
@@ -1140,17 +1158,13 @@ def _held_run_locks(db: pathlib.Path) -> list[pathlib.Path]:
     """Lock files next to db that a live run still holds."""
     real = pathlib.Path(os.path.realpath(db))
     held = []
-    for lock_path in sorted(real.parent.glob(f"{_glob_escape(real.name)}.run-*.lock")):
+    for lock_path in sorted(real.parent.glob(f"{glob.escape(real.name)}.run-*.lock")):
         gone, fd = _try_lock(lock_path)
         if fd is not None:
             os.close(fd)
         if not gone:
             held.append(lock_path)
     return held
-
-
-def _glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def restore(src_path, db_path) -> pathlib.Path | None:
@@ -1333,7 +1347,7 @@ def prune(path, older_than_s: float, vacuum: bool = False) -> dict:
     conn = open_database(path, create=False)
     before = _file_size(path) + _file_size(_sidecars(path)[0])
     cutoff = (_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=float(older_than_s)))
-    cutoff_iso = cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    cutoff_iso = iso_utc(cutoff)
     runs = rows = windows = 0
     try:
         with _translated(path, "prune"):
