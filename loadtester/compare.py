@@ -98,13 +98,9 @@ def relative_change(a, b):
 def per_second(conn, run_id: int) -> list[dict]:
     """[{second, p50_ms, responses, error_share}] from the stored windows, workers added up.
     error_share: failed attempts (transport errors and 4xx/5xx) / attempts in that second."""
-    windows = store.run_windows(conn, run_id)
-    responses: dict[int, int] = {}
-    for w in windows:
-        responses[w["second"]] = responses.get(w["second"], 0) + (w["requests"] or 0) - (w["errors"] or 0)
-    return [{"second": s["second"], "p50_ms": s["p50_ms"], "responses": responses.get(s["second"], 0),
+    return [{"second": s["second"], "p50_ms": s["p50_ms"], "responses": s["responses"],
              "error_share": (s["errors"] / s["requests"]) if s["requests"] else None}
-            for s in history.merged_seconds(windows)]
+            for s in history.merged_seconds(store.run_windows(conn, run_id), detail=True)]
 
 
 def _trim(seconds: list[dict]) -> tuple[list[dict], bool]:

@@ -85,9 +85,11 @@ def report_from_row(row: dict, db_path, windows: list[dict] | None = None) -> di
     return report
 
 
-def merged_seconds(windows: list[dict], percentiles=(50, 99)) -> list[dict]:
+def merged_seconds(windows: list[dict], percentiles=(50, 99), detail: bool = False) -> list[dict]:
     """Per-second rows, the workers' windows added up (histograms merged exactly), with one
-    p<N>_ms key per percentile asked for (p50_ms and p99_ms by default; 99.9 -> p999_ms)."""
+    p<N>_ms key per percentile asked for (p50_ms and p99_ms by default; 99.9 -> p999_ms).
+    detail=True adds "responses" (requests - transport errors, as counters["responses"]) and
+    "latency" (the second's merged Histogram)."""
     by_second: dict[int, list] = {}
     for window in windows:
         by_second.setdefault(window["second"], []).append(window)
@@ -98,7 +100,7 @@ def merged_seconds(windows: list[dict], percentiles=(50, 99)) -> list[dict]:
         for part in parts:
             latency.merge(hist_from_blob(part.get("latency_hist")))
         requests = sum(p["requests"] or 0 for p in parts)
-        rows.append({
+        row = {
             "second": second, "requests": requests,
             "successes": sum(p["successes"] or 0 for p in parts),
             # window requests = responses + transport errors, like test_runs.total_requests
@@ -108,7 +110,11 @@ def merged_seconds(windows: list[dict], percentiles=(50, 99)) -> list[dict]:
                if latency.total else None for p in percentiles},
             "max_ms": latency.max_us / 1000 if latency.total else None,
             "loop_lag_ms": max((p.get("loop_lag_us") or 0) for p in parts) / 1000,
-        })
+        }
+        if detail:
+            row["responses"] = requests - sum(p.get("errors") or 0 for p in parts)
+            row["latency"] = latency
+        rows.append(row)
     return rows
 
 

@@ -93,19 +93,23 @@ def format_ms(value, sep: str = "") -> str:
     return f"{value * 1000:.0f}{sep}us"
 
 
-def _bytes(n: float) -> str:
+def _bytes(n: float, sep: str = "") -> str:
+    """Bytes for people: 512B, 1.50KB, ... (`sep` goes before the unit)."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
-            return f"{n:.2f}{unit}" if unit != "B" else f"{n:.0f}B"
+            return f"{n:.2f}{sep}{unit}" if unit != "B" else f"{n:.0f}{sep}B"
         n /= 1024
-    return f"{n:.2f}GB"
+    return f"{n:.2f}{sep}GB"
+
+
+# (latency_ms key, column name) of every latency figure, in the order reports show them.
+LATENCY_COLUMNS = (("min", "min"), ("avg", "avg"), ("stdev", "stdev"),
+                   *((percentile_key(p), f"p{p:g}") for p in PERCENTILES), ("max", "max"))
 
 
 def _latency_rows(title: str, lat: dict) -> list[str]:
-    keys = ["min", "avg", "stdev", *map(percentile_key, PERCENTILES), "max"]
-    names = ["min", "avg", "stdev", "p50", "p75", "p90", "p99", "p99.9", "max"]
-    return [f"  {title:<13}" + "".join(f"{n:>10}" for n in names),
-            f"  {'':<13}" + "".join(f"{format_ms(lat[k]):>10}" for k in keys)]
+    return [f"  {title:<13}" + "".join(f"{n:>10}" for _, n in LATENCY_COLUMNS),
+            f"  {'':<13}" + "".join(f"{format_ms(lat[k]):>10}" for k, _ in LATENCY_COLUMNS)]
 
 
 def render_text(report: dict) -> str:

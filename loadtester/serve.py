@@ -131,15 +131,6 @@ def _num(value: float) -> str:
     return text or "0"
 
 
-def _parse_iso(text) -> _dt.datetime | None:
-    if not text:
-        return None
-    try:
-        return _dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
@@ -665,23 +656,18 @@ _WINDOW_COLUMNS = ("second, worker, requests, successes, errors, error_kinds, by
 
 def _second_rows(group: list[dict]) -> tuple[dict, _engine.Histogram]:
     """One timeseries row from one second's windows (all workers), and its merged latency."""
-    latency = _engine.Histogram()
-    for window in group:
-        latency.merge(history.hist_from_blob(window.get("latency_hist")))
-    base = history.merged_seconds(group, percentiles=(50, 95, 99))[0]
-    p95 = base["p95_ms"]
+    base = history.merged_seconds(group, percentiles=(50, 95, 99), detail=True)[0]
     attempts = base["requests"]
-    transport_errors = sum(w.get("errors") or 0 for w in group)
     row = {
         "second": base["second"] + 1,                   # 1-based: second N covers (N-1, N]
-        "rps": attempts - transport_errors,            # responses completed in this second
+        "rps": base["responses"],                      # responses completed in this second
         "requests": attempts,
         "errors": base["errors"],                      # attempts that were not successes
         "success_rate": (base["successes"] / attempts) if attempts else None,
-        "p50_ms": base["p50_ms"], "p95_ms": p95, "p99_ms": base["p99_ms"],
+        "p50_ms": base["p50_ms"], "p95_ms": base["p95_ms"], "p99_ms": base["p99_ms"],
         "max_ms": base["max_ms"],
     }
-    return row, latency
+    return row, base["latency"]
 
 
 class _Totals:
@@ -694,7 +680,8 @@ class _Totals:
         self.latency = _engine.Histogram()
         self.service = _engine.Histogram()
 
-    def add(self, window: dict, latency: _engine.Histogram | None = None) -> None:
+    def add(self, window: dict) -> None:
+        """One window's counters; its latency is merged per second by the caller."""
         self.requests += window["requests"] or 0
         self.successes += window["successes"] or 0
         self.transport_errors += window["errors"] or 0
@@ -705,8 +692,6 @@ class _Totals:
         if window.get("error_kinds"):
             self.kinds.update({str(k): int(v) for k, v in json.loads(window["error_kinds"]).items()})
         self.service.merge(history.hist_from_blob(window.get("service_hist")))
-        if latency is None:
-            self.latency.merge(history.hist_from_blob(window.get("latency_hist")))
 
     def merged_with(self, other: "_Totals") -> "_Totals":
         out = _Totals()
@@ -756,10 +741,8 @@ class _Series:
             return
         cursor = conn.execute(f"SELECT {_WINDOW_COLUMNS} FROM metric_windows WHERE test_run_id = ? "
                               "AND second > ? ORDER BY second, worker", (self.run_id, self.closed_upto))
-        names = [c.strip() for c in _WINDOW_COLUMNS.split(",")]
         groups: dict[int, list[dict]] = {}
-        for values in cursor:
-            window = dict(zip(names, values))
+        for window in store._dict_rows(cursor):
             groups.setdefault(window["second"], []).append(window)
         self.tail_rows, self.tail_totals = [], _Totals()
         closing = True
@@ -769,14 +752,14 @@ class _Series:
             if closing and (not running or len(group) >= self.workers):
                 self.rows.append(row)
                 for window in group:
-                    self.totals.add(window, latency)
+                    self.totals.add(window)
                 self.totals.latency.merge(latency)
                 self.closed_upto = second
             else:
                 closing = False
                 self.tail_rows.append(row)
                 for window in group:
-                    self.tail_totals.add(window, latency)
+                    self.tail_totals.add(window)
                 self.tail_totals.latency.merge(latency)
         if not running:
             self.final = True
@@ -856,10 +839,12 @@ def _find_row(conn, run_uuid: str, full: bool = False) -> dict | None:
         row = store.find_run(conn, run_uuid)
         return row if row is not None and row["uuid"] == run_uuid else None
     cursor = conn.execute(f"SELECT {_RUN_COLUMNS} FROM test_runs WHERE uuid = ?", (run_uuid,))
-    names = [c.strip() for c in _RUN_COLUMNS.split(",")]
-    for values in cursor:
-        return dict(zip(names, values))
-    return None
+    return next(store._dict_rows(cursor), None)
+
+
+# A run in one of these states has no final summary to trust (yet): its numbers come from
+# its per-second windows.
+_FROM_WINDOWS = ("running", "interrupted", "failed")
 
 
 def _elapsed(row: dict | None, run: RunProcess | None) -> float:
@@ -869,17 +854,17 @@ def _elapsed(row: dict | None, run: RunProcess | None) -> float:
         end = run.ended_mono if run.ended_mono is not None else time.monotonic()
         return max(0.0, end - run.started_mono)
     if row["status"] == "running":
-        started = _parse_iso(row.get("started_at"))
+        started = store.parse_iso_utc(row.get("started_at"))
         return max(0.0, (_now() - started).total_seconds()) if started else 0.0
     if row.get("measured_duration") is not None:
         return float(row["measured_duration"])
-    started, ended = _parse_iso(row.get("started_at")), _parse_iso(row.get("completed_at"))
+    started, ended = store.parse_iso_utc(row.get("started_at")), store.parse_iso_utc(row.get("completed_at"))
     return max(0.0, (ended - started).total_seconds()) if started and ended else 0.0
 
 
 def _live_numbers(row: dict, series: SeriesSnapshot | None, elapsed: float) -> dict:
     """success_rate, rps, avg_ms: stored for finished runs, from the windows otherwise."""
-    if row["status"] not in ("running", "interrupted", "failed") or series is None:
+    if row["status"] not in _FROM_WINDOWS or series is None:
         total = row.get("total_requests") or 0
         return {"success_rate": (row.get("success_count") or 0) / total if total else None,
                 "rps": row.get("rps"), "avg_ms": row.get("avg_latency"),
@@ -1001,8 +986,8 @@ def _lookup(ctx: ServeContext, conn, run_uuid: str, full: bool = False):
 def _status_sync(ctx, run_uuid):
     with ctx.reader() as conn:
         row, run = _lookup(ctx, conn, run_uuid)
-        series = ctx.cache.get(conn, row) if row is not None and row["status"] != "completed" \
-            and row["status"] != "stopped" else None
+        series = ctx.cache.get(conn, row) if row is not None and row["status"] in _FROM_WINDOWS \
+            else None
         return _status_payload(row, run, series)
 
 
@@ -1039,31 +1024,23 @@ def _timeseries_sync(ctx, run_uuid):
         return {"uuid": run_uuid, "status": row["status"], "seconds": series.rows}
 
 
+_RUNNING_KEYS = ("uuid", "id", "url", "label", "users", "duration", "elapsed_s", "remaining_s",
+                 "progress", "status", "started_at")
+
+
 def _running_sync(ctx):
     with ctx.reader() as conn:
         cursor = conn.execute(f"SELECT {_RUN_COLUMNS} FROM test_runs WHERE status = 'running' "
                               "ORDER BY started_at DESC, id DESC")
-        names = [c.strip() for c in _RUN_COLUMNS.split(",")]
-        rows = [dict(zip(names, values)) for values in cursor]
+        rows = list(store._dict_rows(cursor))
+        stored = {row["uuid"] for row in rows}
         # runs started here that have not stored their row yet (a finished run's process
         # may outlive its row's final status by a moment: those are not running)
         pending = [r for r in ctx.manager.active()
-                   if r.uuid not in {row["uuid"] for row in rows}
-                   and _find_row(conn, r.uuid) is None]
-    seen = {r["uuid"] for r in rows}
-    out = []
-    for row in rows:
-        status = _status_payload(row, ctx.manager.get(row["uuid"]), None)
-        out.append({k: status[k] for k in ("uuid", "id", "url", "label", "users", "duration",
-                                            "elapsed_s", "remaining_s", "progress", "status",
-                                            "started_at")})
-    for run in pending:
-        if run.uuid not in seen:
-            status = _status_payload(None, run, None)
-            out.append({k: status[k] for k in ("uuid", "id", "url", "label", "users", "duration",
-                                                "elapsed_s", "remaining_s", "progress", "status",
-                                                "started_at")})
-    return out
+                   if r.uuid not in stored and _find_row(conn, r.uuid) is None]
+    payloads = [_status_payload(row, ctx.manager.get(row["uuid"]), None) for row in rows]
+    payloads += [_status_payload(None, run, None) for run in pending]
+    return [{k: p[k] for k in _RUNNING_KEYS} for p in payloads]
 
 
 def _history_sync(ctx, page: int, per_page: int):
@@ -1071,12 +1048,9 @@ def _history_sync(ctx, page: int, per_page: int):
         total = conn.execute("SELECT count(*) FROM test_runs").get
         cursor = conn.execute(f"SELECT {_RUN_COLUMNS} FROM test_runs ORDER BY started_at DESC, "
                               "id DESC LIMIT ? OFFSET ?", (per_page, (page - 1) * per_page))
-        names = [c.strip() for c in _RUN_COLUMNS.split(",")]
-        rows = [dict(zip(names, values)) for values in cursor]
         runs = []
-        for row in rows:
-            needs_windows = row["status"] in ("running", "interrupted", "failed")
-            series = ctx.cache.get(conn, row) if needs_windows else None
+        for row in list(store._dict_rows(cursor)):
+            series = ctx.cache.get(conn, row) if row["status"] in _FROM_WINDOWS else None
             elapsed = _elapsed(row, None)
             numbers = _live_numbers(row, series, elapsed)
             masked = bool(row.get("mask_host"))
@@ -1343,8 +1317,7 @@ def create_app(ctx: ServeContext):
     async def lifespan(app):
         yield
         # Shutdown: the blasts were sent SIGTERM when the signal arrived (see _Server); give
-        # them time to store 'stopped'.
-        ctx.manager.stop_all()
+        # them time to store 'stopped' (wait_all asks any still running to stop first).
         await run_in_threadpool(ctx.manager.wait_all, SHUTDOWN_WAIT_S)
 
     routes = [
@@ -1366,7 +1339,6 @@ def create_app(ctx: ServeContext):
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         ApiError: on_api_error, HTTPException: on_http_error, Exception: on_crash})
-    app.state.ctx = ctx
     return RequestMiddleware(app, ctx)
 
 
@@ -1421,7 +1393,6 @@ class RequestMiddleware:
     def __init__(self, app, ctx: ServeContext):
         self.app = app
         self.ctx = ctx
-        self.state = getattr(app, "state", None)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -1429,7 +1400,6 @@ class RequestMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         incoming = headers.get("x-request-id", "")
         request_id = incoming if REQUEST_ID_RE.match(incoming) else _uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status_box = [0]
         path = scope.get("path", "")

@@ -18,9 +18,7 @@ import math
 
 from loadtester import __version__, report as report_mod
 
-LATENCY_KEYS = (("min", "min"), ("avg", "avg"), ("stdev", "stdev"), ("p50", "p50"),
-                ("p75", "p75"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"),
-                ("max", "max"))
+LATENCY_KEYS = report_mod.LATENCY_COLUMNS           # (latency_ms key, column name)
 COLORS = {"rps": "#2563eb", "p50": "#16a34a", "p95": "#d97706", "p99": "#dc2626",
           "success": "#7c3aed"}
 
@@ -36,13 +34,7 @@ def fmt_int(value) -> str:
 
 
 def fmt_bytes(n) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} GB"
+    return "-" if n is None else report_mod._bytes(n, sep=" ")
 
 
 def fmt_pct(fraction) -> str:
@@ -328,17 +320,17 @@ def _hex_rgb(color: str) -> tuple[int, int, int]:
     return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16)
 
 
-def _pdf_table(pdf, rows: list[list[str]], widths: list[float], header: bool = True,
-               align_first_left: bool = True) -> None:
+def _pdf_table(pdf, rows: list[list[str]], widths: list[float]) -> None:
+    """rows[0] is the header; the first column is left-aligned, the others right-aligned."""
     line_h = 5.5
     for index, row in enumerate(rows):
-        is_header = header and index == 0
+        is_header = index == 0
         pdf.set_font("Helvetica", "B" if is_header else "", 9)
         if is_header:
             pdf.set_fill_color(243, 244, 246)
         for col, (cell, w) in enumerate(zip(row, widths)):
-            align = "L" if col == 0 and align_first_left else "R"
-            pdf.cell(w, line_h, _latin1(cell), border=1, align=align, fill=is_header)
+            pdf.cell(w, line_h, _latin1(cell), border=1, align="L" if col == 0 else "R",
+                     fill=is_header)
         pdf.ln(line_h)
 
 
@@ -449,7 +441,6 @@ def render_pdf(data: dict) -> bytes:
         right = numbers[i + half] if i + half < len(numbers) else ("", "")
         rows.append([left[0], left[1], right[0], right[1]])
     col = width / 4
-    pdf.set_font("Helvetica", "", 9)
     for index, row in enumerate(rows):
         is_header = index == 0
         pdf.set_font("Helvetica", "B" if is_header else "", 9)

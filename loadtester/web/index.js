@@ -147,7 +147,7 @@ let runningSignature = "";
 async function refreshRunning() {
   let runs;
   try {
-    runs = listFrom(await api("/api/running"), "runs", "running", "tests");
+    runs = listFrom(await api("/api/running"));
   } catch (e) {
     return;
   }
@@ -190,17 +190,6 @@ async function refreshRunning() {
 let historyPage = 1;
 const selected = new Map();          // uuid -> run row, across pages
 
-function fallbackSummary(run) {
-  const host = hostOf(run.url);
-  if (run.status === "running") {
-    return `Testing ${host} with ${run.users ?? "?"} virtual users for ${run.duration ?? "?"}s…`;
-  }
-  const parts = [`Tested ${host} with ${run.users ?? "?"} virtual users for ${run.duration ?? "?"}s`];
-  if (typeof run.success_rate === "number") parts.push(`${fmtPct(run.success_rate)} success rate`);
-  if (typeof run.rps === "number") parts.push(`${run.rps.toFixed(2)} RPS`);
-  return parts.join(" - ");
-}
-
 function historyRow(run) {
   const id = encodeURIComponent(run.uuid);
   const checkbox = el("input", {
@@ -222,7 +211,7 @@ function historyRow(run) {
       el("div", { class: "run-title" },
         el("a", { href: `/test/${id}`, class: "run-link" }, title),
         el("span", { class: "muted small" }, fmtDate(run.started_at))),
-      el("p", { class: "history-summary" }, run.summary || fallbackSummary(run))),
+      el("p", { class: "history-summary" }, run.summary)),
     el("td", { class: "num" }, fmtRps(run.rps)),
     el("td", { class: "num" }, fmtMs(run.p99_ms)),
     el("td", { class: "num" }, fmtPct(run.success_rate)),

@@ -186,15 +186,9 @@ function applyStatus(s) {
   $("duration-value").textContent = fmtSeconds(st.duration);
   $("started-at").textContent = fmtDate(st.started_at);
   $("elapsed").textContent = fmtSeconds(st.elapsed_s);
-  let remaining = st.remaining_s;
-  if (typeof remaining !== "number" && typeof st.duration === "number" && typeof st.elapsed_s === "number") {
-    remaining = Math.max(0, st.duration - st.elapsed_s);
-  }
   const running = st.status === "running";
-  $("remaining").textContent = running ? fmtSeconds(remaining) : "–";
-  let progress = st.progress;
-  if (typeof progress !== "number" && st.duration) progress = (st.elapsed_s || 0) / st.duration;
-  setProgress(running ? progress : st.status === "completed" ? 1 : progress);
+  $("remaining").textContent = running ? fmtSeconds(st.remaining_s) : "–";
+  setProgress(st.status === "completed" ? 1 : st.progress);
   $("progress").dataset.status = st.status || "";
   $("stop-button").hidden = !running;
   if (running && st.stopping) {
@@ -225,7 +219,7 @@ function renderNumbers(m) {
   $("stat-success").textContent = fmtPct(rate);
   $("stat-errors").textContent = fmtInt(m.errors);
   $("stat-success").className = `stat-value ${rate === null ? "" : rate >= 0.99 ? "good" : rate >= 0.9 ? "warn" : "bad"}`;
-  renderStatusCodes(m.status_codes || {}, m);
+  renderStatusCodes(m.status_codes || {});
   renderErrorKinds(m.errors_by_kind || {});
   renderLatencyTable(lat, m.bytes);
 }
@@ -247,7 +241,7 @@ function renderNumbersFromWindows() {
   note.hidden = false;
 }
 
-function renderStatusCodes(codes, m) {
+function renderStatusCodes(codes) {
   const body = $("status-codes").tBodies[0];
   const entries = Object.entries(codes).sort((a, b) => a[0].localeCompare(b[0]));
   const total = entries.reduce((n, [, c]) => n + c, 0);
@@ -259,7 +253,6 @@ function renderStatusCodes(codes, m) {
     el("td", {}, el("span", { class: `code code-${String(code)[0]}xx` }, code)),
     el("td", { class: "num" }, fmtInt(count)),
     el("td", { class: "num" }, total ? fmtPct(count / total) : "–"))));
-  void m;
 }
 
 function renderErrorKinds(kinds) {
@@ -330,7 +323,7 @@ async function loadFinal(attempt = 0) {
     api(`/api/timeseries/${encodeURIComponent(uuid)}`),
   ]);
   if (series.status === "fulfilled") {
-    const rows = Array.isArray(series.value) ? series.value : (series.value?.seconds || []);
+    const rows = series.value?.seconds || [];
     if (rows.length) {
       state.seconds.clear();
       rows.forEach(mergeWindow);
