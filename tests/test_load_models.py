@@ -2,13 +2,11 @@
 several targets, circuit breaker and thresholds — against real targets on 127.0.0.1."""
 import json
 import math
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 
-from conftest import ROOT, blast_json, cli
+from conftest import blast_json, cli
 
 
 def show(db, ref="last"):
