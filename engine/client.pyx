@@ -357,10 +357,13 @@ cdef class Client:
         self.loop = asyncio.get_running_loop()
         self.done = self.loop.create_future()
         now = monotonic_ns()
-        if start_ns > now:
-            await asyncio.sleep((start_ns - now) / 1e9)
-        else:
+        if start_ns < now:
             start_ns = now
+        # The loop's timers tick in whole ms and can fire early; a request must not
+        # begin before the time base (its offset would go negative).
+        while now < start_ns:
+            await asyncio.sleep((start_ns - now) / 1e9)
+            now = monotonic_ns()
         self.start_ns = start_ns
         if self.stopping:           # stopped before it began (a signal during start-up)
             self.end_ns = start_ns
