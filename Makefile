@@ -43,7 +43,7 @@ system-deps:
 
 demo: build  ## start the local target, blast it, store the run in ./data/loadtest.db, show it
 	@$(BIN)/loadtester target --port $(DEMO_PORT) --lifetime 120s > /dev/null & pid=$$!; \
-	$(BIN)/python -c "from loadtester.runner import wait_ready; wait_ready('http://127.0.0.1:$(DEMO_PORT)/')" && \
+	$(BIN)/python -c "from loadtester.run.proc import wait_ready; wait_ready('http://127.0.0.1:$(DEMO_PORT)/')" && \
 	$(BIN)/loadtester blast http://127.0.0.1:$(DEMO_PORT)/ -c 50 -d 5s --label demo; rc=$$?; \
 	kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; \
 	[ $$rc -eq 0 ] && echo && $(BIN)/loadtester runs --limit 5 && echo && $(BIN)/loadtester show last --no-windows; exit $$rc

@@ -28,8 +28,9 @@ setup(
     description="HTTP load generator: as fast as wrk, honest about latency, remembers every run",
     python_requires=">=3.11",
     packages=find_packages(include=["loadtester", "loadtester.*"]),
-    package_data={"loadtester": ["schema/*.sql", "web/*.html", "web/*.js", "web/*.css",
-                                 "web/vendor/*"]},
+    package_data={"loadtester": ["store/schema/*.sql", "web/static/*.html", "web/static/*.js",
+                                 "web/static/*.css",
+                                 "web/static/vendor/*"]},
     ext_modules=extensions(),
     install_requires=[
         "uvloop>=0.19",

@@ -380,8 +380,6 @@ cdef class Client:
                 self.start_timers.append(self.loop.call_later(delay_s, conn.start))
             else:
                 conn.start()
-        if self.max_requests and self.max_requests <= 0:
-            self.stop("count")
         await self.done
         return self.summary()
 

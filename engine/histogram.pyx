@@ -145,9 +145,6 @@ cdef class Histogram:
         variance_num = sum_sq * self.total - int(self.sum_us) ** 2
         return math.sqrt(max(0, variance_num)) / self.total
 
-    def percentiles(self, points=(50, 75, 90, 99, 99.9)):
-        return {p: self.value_at_percentile(p) for p in points}
-
     def to_bytes(self):
         """Sparse, varint-encoded: header, then (index gap, count) pairs."""
         cdef unsigned char* buf = <unsigned char*>malloc(COUNTS_LEN * 20)

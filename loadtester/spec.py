@@ -6,25 +6,14 @@ import os
 import re
 from urllib.parse import urlsplit
 
+from loadtester.units import UnitError, parse_duration_s
+
 DEFAULT_DURATION_S = 10.0
 DEFAULT_TIMEOUT_S = 10.0
 USER_AGENT = "loadtester/0.1"
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(us|µs|ms|s|sec|m|min|h|d)?\s*$")
-_DURATION_UNITS_S = {None: 1.0, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0,
-                     "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
-
-
 class SpecError(ValueError):
     """A user-facing, one-line description of bad input."""
-
-
-def parse_duration_s(text: str, what: str = "duration") -> float:
-    """'10s', '2m', '500ms', '1.5h', '30' (seconds) -> seconds."""
-    match = _DURATION_RE.match(str(text))
-    if not match:
-        raise SpecError(f"invalid {what} {text!r}: use a number with a unit, e.g. 500ms, 10s, 2m")
-    return float(match.group(1)) * _DURATION_UNITS_S[match.group(2)]
 
 
 def parse_rate(text: str) -> float:
@@ -36,8 +25,9 @@ def parse_rate(text: str) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class Target:
-    url: str
+class Url:
+    """An http(s) URL taken apart: where to connect and what goes on the request line."""
+    text: str            # as given
     scheme: str
     host: str
     port: int
@@ -50,7 +40,7 @@ class Target:
         return host if self.port == default_port else f"{host}:{self.port}"
 
 
-def parse_url(url: str) -> Target:
+def parse_url(url: str) -> Url:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https"):
         raise SpecError(f"invalid URL {url!r}: scheme must be http or https")
@@ -63,13 +53,13 @@ def parse_url(url: str) -> Target:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return Target(url=url.strip(), scheme=parts.scheme, host=parts.hostname, port=port, path=path)
+    return Url(text=url.strip(), scheme=parts.scheme, host=parts.hostname, port=port, path=path)
 
 
 @dataclasses.dataclass(frozen=True)
-class TargetRequest:
+class Target:
     """One target of a run: where, and the request sent there."""
-    target: Target
+    url: Url
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
@@ -77,9 +67,9 @@ class TargetRequest:
     def request_bytes(self) -> bytes:
         """The whole request, built once and written as-is for every request."""
         names = {name.lower() for name, _ in self.headers}
-        lines = [f"{self.method} {self.target.path} HTTP/1.1"]
+        lines = [f"{self.method} {self.url.path} HTTP/1.1"]
         if "host" not in names:
-            lines.append(f"Host: {self.target.host_header}")
+            lines.append(f"Host: {self.url.host_header}")
         if "user-agent" not in names:
             lines.append(f"User-Agent: {USER_AGENT}")
         lines.extend(f"{name}: {value}" for name, value in self.headers)
@@ -89,12 +79,12 @@ class TargetRequest:
 
     @property
     def origin(self) -> tuple[str, str, int]:
-        return (self.target.scheme, self.target.host, self.target.port)
+        return (self.url.scheme, self.url.host, self.url.port)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    target: Target
+    url: Url
     connections: int = 50
     duration_s: float | None = DEFAULT_DURATION_S
     requests: int | None = None
@@ -107,7 +97,7 @@ class RunSpec:
     ramp_up_s: float = 0.0
     workers: int = 1
     label: str = ""
-    extra_targets: tuple[TargetRequest, ...] = ()   # after the first (target, method, ...)
+    extra_targets: tuple[Target, ...] = ()   # after the first (url, method, ...)
     shard: tuple[int, int] = (0, 1)                  # (index, count) of `--shard i/n`
     run_group: str = ""                              # `--run-id`: shards of one run share it
 
@@ -116,8 +106,8 @@ class RunSpec:
         return "rate" if self.rate_per_s > 0 else "closed"
 
     @property
-    def targets(self) -> tuple[TargetRequest, ...]:
-        first = TargetRequest(self.target, self.method, self.headers, self.body)
+    def targets(self) -> tuple[Target, ...]:
+        first = Target(self.url, self.method, self.headers, self.body)
         return (first, *self.extra_targets)
 
     def share(self, worker: int, workers: int) -> dict:
@@ -141,13 +131,13 @@ class RunSpec:
     def config(self) -> dict:
         """JSON-ready config, as stored with the run."""
         return {
-            "url": self.target.url, "method": self.method, "connections": self.connections,
+            "url": self.url.text, "method": self.method, "connections": self.connections,
             "duration_s": self.duration_s, "requests": self.requests,
             "headers": [list(h) for h in self.headers], "body_bytes": len(self.body),
             "timeout_s": self.timeout_s, "insecure": self.insecure, "rate": self.rate_per_s,
             "ramp_up_s": self.ramp_up_s, "workers": self.workers, "label": self.label,
             "mode": self.mode,
-            "targets": [{"url": t.target.url, "method": t.method} for t in self.targets],
+            "targets": [{"url": t.url.text, "method": t.method} for t in self.targets],
             "shard": f"{self.shard[0]}/{self.shard[1]}", "run_id": self.run_group or None,
         }
 
@@ -176,7 +166,7 @@ def read_body_file(path: str, shown: str | None = None) -> bytes:
         raise SpecError(f"cannot read body file {shown or path!r}: {exc.strerror}") from None
 
 
-def read_targets_file(path: str) -> list[TargetRequest]:
+def read_targets_file(path: str) -> list[Target]:
     """vegeta's format: blocks of `METHOD URL`, then `Name: value` header lines and an
     optional `@path` body line (relative to the file); blank lines between blocks."""
     try:
@@ -186,7 +176,7 @@ def read_targets_file(path: str) -> list[TargetRequest]:
         raise SpecError(f"cannot read targets file {path!r}: "
                         f"{getattr(exc, 'strerror', None) or exc}") from None
     base = os.path.dirname(os.path.abspath(path))
-    targets: list[TargetRequest] = []
+    targets: list[Target] = []
     current = None
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -199,7 +189,7 @@ def read_targets_file(path: str) -> list[TargetRequest]:
             if not url.strip() or not re.fullmatch(r"[A-Za-z]+", method):
                 raise SpecError(f"{where}: expected 'METHOD URL', got {line!r}")
             try:
-                current = {"target": parse_url(url.strip()), "method": method.upper(),
+                current = {"url": parse_url(url.strip()), "method": method.upper(),
                            "headers": [], "body": b""}
             except SpecError as exc:
                 raise SpecError(f"{where}: {exc}") from None
@@ -217,7 +207,7 @@ def read_targets_file(path: str) -> list[TargetRequest]:
                 raise SpecError(f"{where}: {exc}") from None
     if not targets:
         raise SpecError(f"targets file {path!r} has no targets")
-    return [TargetRequest(t["target"], t["method"], tuple(t["headers"]), t["body"])
+    return [Target(t["url"], t["method"], tuple(t["headers"]), t["body"])
             for t in targets]
 
 
@@ -239,6 +229,19 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
         raise SpecError(f"invalid connections {connections}: must be at least 1")
     if duration is not None and requests is not None:
         raise SpecError("give either a duration (-d) or a request count (-n), not both")
+    try:
+        return _build_spec(urls, connections=connections, duration=duration, requests=requests,
+                           method=method, headers=headers, body=body, body_file=body_file,
+                           timeout=timeout, insecure=insecure, rate=rate, ramp_up=ramp_up,
+                           workers=workers, label=label, targets_file=targets_file,
+                           shard=shard, run_id=run_id)
+    except UnitError as exc:
+        raise SpecError(str(exc)) from None
+
+
+def _build_spec(urls, *, connections, duration, requests, method, headers, body, body_file,
+                timeout, insecure, rate, ramp_up, workers, label, targets_file, shard,
+                run_id) -> RunSpec:
     duration_s = None
     if requests is not None:
         if requests < 1:
@@ -271,12 +274,12 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
     if not re.fullmatch(r"[A-Z]+", method):
         raise SpecError(f"invalid method {method!r}")
     header_pairs = tuple(parse_header(h) for h in headers)
-    all_targets = [TargetRequest(parse_url(u), method, header_pairs, payload) for u in urls]
+    all_targets = [Target(parse_url(u), method, header_pairs, payload) for u in urls]
     if targets_file:
         all_targets += read_targets_file(targets_file)
     first = all_targets[0]
     return RunSpec(
-        target=first.target, connections=connections, duration_s=duration_s, requests=requests,
+        url=first.url, connections=connections, duration_s=duration_s, requests=requests,
         method=first.method, headers=first.headers, body=first.body,
         timeout_s=timeout_s, insecure=insecure, rate_per_s=rate_per_s, ramp_up_s=ramp_up_s,
         workers=worker_count, label=label, extra_targets=tuple(all_targets[1:]),

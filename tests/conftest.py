@@ -50,7 +50,7 @@ class TargetProcess:
         self.url = f"{match.group(1)}://127.0.0.1:{self.port}/"
 
     def stats(self) -> dict:
-        from loadtester.target import fetch_stats
+        from loadtester.localtarget import fetch_stats
         return fetch_stats(self.url)
 
     def stop(self) -> str:

@@ -10,7 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import TargetProcess, blast_json, cli
-from loadtester import analysis_cli, compare, store
+from loadtester import store
+from loadtester.analysis import compare
+from loadtester.cli import analysis as analysis_cli
 
 RUN_ARGS = ("-d", "8s", "-c", "10", "--no-progress")   # 8 windows, 6 after trimming
 

@@ -11,11 +11,14 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from loadtester import dbcli, store
+from loadtester import store
+from loadtester.cli import db as dbcli
+from loadtester.model import RECORD_FORMAT
+from loadtester.units import parse_duration_s
 from loadtester.store import RunWriter
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-REC = struct.Struct(store.RECORD_FORMAT)
+REC = struct.Struct(RECORD_FORMAT)
 
 
 @click.group()
@@ -98,7 +101,7 @@ def test_prune_ages(tmp_path):
     for age in ("12h", "90m", "45s", "2w"):
         assert run("db", "prune", "--older-than", age, "--db", str(db)).exit_code == 0
     assert store.stats(db)["runs"] == 1
-    assert dbcli.parse_age("30d") == 30 * 86400 and dbcli.parse_age("1.5h") == 5400
+    assert parse_duration_s("30d") == 30 * 86400 and parse_duration_s("1.5h") == 5400
 
 
 @pytest.mark.parametrize("age", ["soon", "30", "-1d", "30 days", "d", ""])
@@ -168,7 +171,7 @@ def test_check_fails_with_exit_status_1_on_damage(tmp_path):
 def test_a_real_process_prints_loadtester_prefix(tmp_path):
     """No tracebacks from a real interpreter either (click's standalone mode)."""
     code = ("import click, sys\n"
-            "from loadtester import dbcli\n"
+            "from loadtester.cli import db as dbcli\n"
             "@click.group()\n"
             "def cli(): pass\n"
             "dbcli.register(cli)\n"

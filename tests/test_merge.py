@@ -10,7 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import TargetProcess, blast_json, cli
-from loadtester import _engine, analysis_cli, merge, store
+from loadtester import _engine, store
+from loadtester.analysis import merge
+from loadtester.cli import analysis as analysis_cli
 
 
 @pytest.fixture(scope="module")

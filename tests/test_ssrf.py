@@ -1,4 +1,4 @@
-"""loadtester.ssrf: which targets `loadtester serve` refuses.
+"""loadtester.web.ssrf: which targets `loadtester serve` refuses.
 
 No test here resolves an external name or opens a connection: literal addresses are only
 classified (getaddrinfo turns a literal into itself without DNS), 'localhost' is answered
@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from loadtester import ssrf
-from loadtester.ssrf import BlockedTarget, check_target, classify_address
+from loadtester.web import ssrf
+from loadtester.web.ssrf import BlockedTarget, check_target, classify_address
 
 BLOCKED_ALWAYS = [
     ("169.254.169.254", "cloud metadata"),

@@ -18,9 +18,12 @@ import pytest
 
 from conftest import ROOT, wait_for
 from loadtester import store
+from loadtester.model import RECORD_FORMAT
 from loadtester.store import RunWriter, StoreError, open_database
+from loadtester.store import maintenance
+from loadtester.store.migrations import migration_files
 
-REC = struct.Struct(store.RECORD_FORMAT)
+REC = struct.Struct(RECORD_FORMAT)
 
 
 def records(n, *, start=0, step_us=50, latency=1000, wait=0, nbytes=200, status=200, error=0,
@@ -93,10 +96,10 @@ def test_new_database_is_created_migrated_and_configured(tmp_path):
 
 
 def test_migrations_are_packaged_and_linked_from_top_level_schema():
-    migrations = store._migrations()
+    migrations = migration_files()
     assert [v for v, _, _ in migrations] == list(range(1, store.SCHEMA_VERSION + 1))
     top = ROOT / "schema"
-    assert top.is_symlink() and top.resolve() == (ROOT / "loadtester" / "schema").resolve()
+    assert top.is_symlink() and top.resolve() == (ROOT / "loadtester" / "store" / "schema").resolve()
     assert (top / "001_init.sql").read_text() == migrations[0][2]
 
 
@@ -528,7 +531,8 @@ def test_wal_stays_bounded_during_a_run(tmp_path):
 
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, struct, sys, time
-    from loadtester.store import RECORD_FORMAT, RunWriter
+    from loadtester.model import RECORD_FORMAT
+    from loadtester.store import RunWriter
     rec = struct.Struct(RECORD_FORMAT)
     writer = RunWriter(sys.argv[1])
     run_id, run_uuid = writer.begin({"url": "http://127.0.0.1/", "mode": "closed"})
@@ -632,7 +636,7 @@ def _count_rows(db, run_id):
 def test_backup_while_a_run_writes_is_consistent(tmp_path, monkeypatch):
     db = tmp_path / "live.db"
     done_runs = [write_run(db, blobs=[records(4096, start=k * 10**6) for k in range(8)])[0] for _ in range(3)]
-    monkeypatch.setattr(store, "BACKUP_STEP_PAGES", 64)
+    monkeypatch.setattr(maintenance, "BACKUP_STEP_PAGES", 64)
     writer = RunWriter(db)
     live_id, _ = writer.begin(run_row(label="live"))
     stop = threading.Event()

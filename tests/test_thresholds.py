@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import blast_json, free_port
-from loadtester.thresholds import (Threshold, ThresholdError, evaluate, parse_threshold,
-                                   parse_thresholds, render)
+from loadtester.analysis.thresholds import (Threshold, ThresholdError, evaluate, parse_threshold,
+                                            render)
 
 
 @pytest.mark.parametrize("text, metric, op, limit, unit", [
@@ -47,11 +47,6 @@ def test_bad_expressions_raise_one_line(text):
     assert isinstance(info.value, ValueError)
     message = str(info.value)
     assert "\n" not in message and message.startswith("invalid threshold")
-
-
-def test_parse_thresholds_splits_commas():
-    ts = parse_thresholds(["p99<200ms,errors<1%", "rps>=10"])
-    assert [t.expression for t in ts] == ["p99<200ms", "errors<1%", "rps>=10"]
 
 
 def _report(**over):

@@ -1,11 +1,11 @@
 #!/bin/sh
-# Reproduce loadtester/web/vendor/ from the npm registry.
+# Reproduce loadtester/web/static/vendor/ from the npm registry.
 #   cd web && ./vendor.sh
 # npm ci installs the exact versions in package-lock.json into web/node_modules/
 # (not committed); the built files the UI loads are copied next to it.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-dest="$here/../loadtester/web/vendor"
+dest="$here/../loadtester/web/static/vendor"
 cd "$here"
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 mkdir -p "$dest"

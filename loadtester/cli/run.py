@@ -1,55 +1,20 @@
-"""The command line: parses, calls the library, prints. Nothing else lives here."""
+"""`loadtester blast`, `target` and `healthcheck`: parse, call the library, print."""
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import sys
 
 import click
 
-from loadtester import __version__
-from loadtester.spec import SpecError, build_spec, parse_duration_s
-from loadtester.store import StoreError
+from loadtester.analysis.report import render_text
+from loadtester.analysis.thresholds import all_passed, parse_threshold
+from loadtester.cli.options import EXIT_FAILED, DurationType, db_option
+from loadtester.run.blast import blast as run_blast
+from loadtester.spec import SpecError, build_spec
 
 
-class DurationType(click.ParamType):
-    name = "duration"
-
-    def convert(self, value, param, ctx):
-        try:
-            return parse_duration_s(value)
-        except SpecError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class LazyCommands(click.Group):
-    """`serve` (starlette, uvicorn) and `compare`/`merge` (statistics, PDF) are
-    imported the first time one of them is asked for: every other command, and
-    each blast `serve` starts, begins in half the time."""
-
-    lazy_modules = {"serve": "loadtester.serve", "compare": "loadtester.analysis_cli",
-                    "merge": "loadtester.analysis_cli"}
-
-    def list_commands(self, ctx):
-        return sorted(set(super().list_commands(ctx)) | set(self.lazy_modules))
-
-    def get_command(self, ctx, name):
-        if name not in self.commands and name in self.lazy_modules:
-            importlib.import_module(self.lazy_modules[name]).register(self)
-        return super().get_command(ctx, name)
-
-
-@click.group(cls=LazyCommands, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="loadtester")
-def cli():
-    """HTTP load generator that remembers every run (SQLite).
-
-    Exit codes: 0 done, 1 run or storage failure, 2 bad usage.
-    """
-
-
-@cli.command()
+@click.command()
 @click.argument("urls", nargs=-1, metavar="URL...")
 @click.option("--targets", "targets_file",
               help="Targets file (vegeta format): 'METHOD URL', header lines, '@body-file'.")
@@ -69,7 +34,7 @@ def cli():
               help="Worker processes, or 'auto' for one per core.")
 @click.option("--label", default="", help="A name to find this run by later.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-@click.option("--db", help="Database file (default: $DB_PATH or ./data/loadtest.db).")
+@db_option
 @click.option("--store", "store_mode", type=click.Choice(["requests", "windows", "none"]),
               default="requests", show_default=True,
               help="Keep every request row, only per-second windows, or only the summary.")
@@ -84,7 +49,7 @@ def cli():
 @click.option("--uuid", "run_uuid", hidden=True, help="Store the run under this uuid (serve).")
 @click.option("--mask-host", is_flag=True, help="Show this run's host masked in the web UI.")
 def blast(urls, targets_file, connections, duration, requests, method, headers, body, body_file,
-          timeout, insecure, rate, ramp_up, workers, label, as_json, db, store_mode, progress,
+          timeout, insecure, rate, ramp_up, workers, label, as_json, db_path, store_mode, progress,
           thresholds, abort_on_error_rate, shard, run_id, run_uuid, mask_host):
     """Send load to URL (several URLs, or --targets FILE, are taken in turn) and report
     throughput and latency.
@@ -92,7 +57,6 @@ def blast(urls, targets_file, connections, duration, requests, method, headers, 
     Exit codes: 0 done (and every --threshold passed), 1 a threshold failed, the
     run was aborted by --abort-on-error-rate or failed, 2 bad usage.
     """
-    from loadtester import blast as blast_mod, thresholds as thresholds_mod
     try:
         spec = build_spec(urls[0] if urls else None, more_urls=urls[1:],
                           targets_file=targets_file, connections=connections,
@@ -100,7 +64,7 @@ def blast(urls, targets_file, connections, duration, requests, method, headers, 
                           body=body, body_file=body_file, timeout=timeout, insecure=insecure,
                           rate=rate, ramp_up=ramp_up, workers=workers, label=label,
                           shard=shard, run_id=run_id)
-        rules = [thresholds_mod.parse_threshold(text) for text in thresholds]
+        rules = [parse_threshold(text) for text in thresholds]
         abort_rate = parse_share(abort_on_error_rate) if abort_on_error_rate else None
     except (SpecError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
@@ -108,17 +72,17 @@ def blast(urls, targets_file, connections, duration, requests, method, headers, 
         progress = sys.stderr.isatty() and not as_json
     if run_uuid is not None and not re.fullmatch(r"[0-9a-f-]{36}", run_uuid):
         raise click.UsageError(f"invalid --uuid {run_uuid!r}")
-    report = blast_mod.blast(spec, db=db, store_mode=store_mode, progress=progress,
+    report = run_blast(spec, db=db_path, store_mode=store_mode, progress=progress,
                              thresholds=rules, abort_error_rate=abort_rate, run_uuid=run_uuid,
                              mask_host=mask_host)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        from loadtester.report import render_text
         click.echo(render_text(report))
     if (report["status"] == "failed" or report["stop_reason"] == "aborted"
-            or not thresholds_mod.all_passed(report.get("thresholds", []))):
-        raise SystemExit(1)
+            or not all_passed(report.get("thresholds", []))):
+        raise SystemExit(EXIT_FAILED)
+
 
 
 def parse_share(text: str) -> float:
@@ -133,7 +97,8 @@ def parse_share(text: str) -> float:
     return share
 
 
-@cli.command()
+
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8080, show_default=True, help="0 picks a free port.")
 @click.option("--delay", type=DurationType(), default="0", help="Delay every response: 50ms.")
@@ -153,9 +118,9 @@ def target(host, port, delay, status, body_size, lifetime, tls_cert, tls_key):
     """
     import ssl
 
-    from loadtester import target as target_mod
+    from loadtester import localtarget
     try:
-        target_mod.run(host=host, port=port, delay_s=delay, status=status,
+        localtarget.run(host=host, port=port, delay_s=delay, status=status,
                        body_size=body_size, lifetime_s=lifetime, tls_cert=tls_cert,
                        tls_key=tls_key)
     except ssl.SSLError as exc:
@@ -164,7 +129,8 @@ def target(host, port, delay, status, body_size, lifetime, tls_cert, tls_key):
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-@cli.command()
+
+@click.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
               envvar="PORT", help="Port `loadtester serve` listens on. [env: PORT]")
 @click.option("--timeout", type=DurationType(), default="4s", show_default=True)
@@ -183,30 +149,7 @@ def healthcheck(port, timeout):
     click.echo(f"healthy: {url}")
 
 
-def _register_commands():
-    from loadtester import dbcli, history
-    dbcli.register(cli)
-    history.register(cli)
 
-
-def main(argv=None):
-    _register_commands()
-    try:
-        result = cli.main(args=argv, prog_name="loadtester", standalone_mode=False)
-    except click.UsageError as exc:
-        click.echo(f"loadtester: error: {exc.format_message()}", err=True)
-        raise SystemExit(exc.exit_code) from None
-    except click.ClickException as exc:
-        click.echo(f"loadtester: {exc.format_message()}", err=True)
-        raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Abort:
-        click.echo("loadtester: aborted", err=True)
-        raise SystemExit(130) from None
-    except StoreError as exc:
-        click.echo(f"loadtester: {exc}", err=True)
-        raise SystemExit(1) from None
-    raise SystemExit(result if isinstance(result, int) else 0)
-
-
-if __name__ == "__main__":
-    main()
+def register(cli: click.Group) -> None:
+    for command in (blast, target, healthcheck):
+        cli.add_command(command)

@@ -10,21 +10,21 @@ import urllib.request
 
 import uvloop
 
-from loadtester._engine import TargetProtocol, TargetState
+from loadtester._engine import LocalTargetProtocol, LocalTargetState
 
 
 async def serve(host: str = "127.0.0.1", port: int = 8080, *, delay_s: float = 0.0,
                 status: int = 200, body_size: int = 13, lifetime_s: float | None = None,
                 tls_cert: str | None = None, tls_key: str | None = None,
-                announce=print) -> TargetState:
+                announce=print) -> LocalTargetState:
     """Serve until SIGINT/SIGTERM or `lifetime_s`; returns the final counts."""
     loop = asyncio.get_running_loop()
-    state = TargetState(status=status, body_size=body_size, delay_s=delay_s)
+    state = LocalTargetState(status=status, body_size=body_size, delay_s=delay_s)
     context = None
     if tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(tls_cert, tls_key)
-    server = await loop.create_server(lambda: TargetProtocol(state, loop), host, port,
+    server = await loop.create_server(lambda: LocalTargetProtocol(state, loop), host, port,
                                       backlog=4096, reuse_address=True, ssl=context)
     bound = server.sockets[0].getsockname()
     shown_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
@@ -42,7 +42,7 @@ async def serve(host: str = "127.0.0.1", port: int = 8080, *, delay_s: float = 0
     return state
 
 
-def run(**kwargs) -> TargetState:
+def run(**kwargs) -> LocalTargetState:
     def announce(line):
         print(line, flush=True)
     return uvloop.run(serve(announce=announce, **kwargs))

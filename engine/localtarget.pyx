@@ -24,7 +24,7 @@ def build_response(int status, bytes body, bint keep_alive=True, bint head=False
 
 
 @cython.final
-cdef class TargetState:
+cdef class LocalTargetState:
     """What the target serves and what it has served; shared by its connections."""
     cdef readonly int64_t served
     cdef readonly int64_t connections
@@ -53,9 +53,9 @@ cdef enum:
 
 
 @cython.final
-cdef class TargetProtocol:
+cdef class LocalTargetProtocol:
     # lifetime: the server
-    cdef TargetState state
+    cdef LocalTargetState state
     cdef object loop
     # lifetime: one connection
     cdef object transport
@@ -64,7 +64,7 @@ cdef class TargetProtocol:
     cdef char url[URL_KEPT_BYTES]
     cdef Py_ssize_t url_length
 
-    def __cinit__(self, TargetState state, loop):
+    def __cinit__(self, LocalTargetState state, loop):
         self.state = state
         self.loop = loop
 
@@ -155,13 +155,13 @@ cdef llhttp_settings_t REQUEST_SETTINGS
 
 
 cdef int on_request_begin(llhttp_t* parser) noexcept:
-    (<TargetProtocol>parser.data).url_length = 0
+    (<LocalTargetProtocol>parser.data).url_length = 0
     return 0
 
 
 cdef int on_request_url(llhttp_t* parser, const char* at, size_t length) noexcept:
     # The URL can arrive in pieces; its first URL_KEPT_BYTES are kept.
-    cdef TargetProtocol protocol = <TargetProtocol>parser.data
+    cdef LocalTargetProtocol protocol = <LocalTargetProtocol>parser.data
     cdef size_t room = URL_KEPT_BYTES - protocol.url_length
     if length > room:
         length = room
@@ -171,7 +171,7 @@ cdef int on_request_url(llhttp_t* parser, const char* at, size_t length) noexcep
 
 
 cdef int on_request_complete(llhttp_t* parser) noexcept:
-    (<TargetProtocol>parser.data).request_complete(
+    (<LocalTargetProtocol>parser.data).request_complete(
         LLHTTP.should_keep_alive(parser), parser.method == HTTP_HEAD)
     return 0
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 import html
 import math
 
-from loadtester import __version__, report as report_mod
+from loadtester import __version__
+from loadtester.analysis.report import LATENCY_COLUMNS
+from loadtester.units import format_bytes, format_ms
 
-LATENCY_KEYS = report_mod.LATENCY_COLUMNS           # (latency_ms key, column name)
+LATENCY_KEYS = LATENCY_COLUMNS           # (latency_ms key, column name)
 COLORS = {"rps": "#2563eb", "p50": "#16a34a", "p95": "#d97706", "p99": "#dc2626",
           "success": "#7c3aed"}
 
@@ -26,7 +28,7 @@ COLORS = {"rps": "#2563eb", "p50": "#16a34a", "p95": "#d97706", "p99": "#dc2626"
 # --------------------------------------------------------------------------- numbers
 
 def fmt_ms(value) -> str:
-    return report_mod.format_ms(value, sep=" ")
+    return format_ms(value, sep=" ")
 
 
 def fmt_int(value) -> str:
@@ -34,7 +36,7 @@ def fmt_int(value) -> str:
 
 
 def fmt_bytes(n) -> str:
-    return "-" if n is None else report_mod._bytes(n, sep=" ")
+    return format_bytes(n, sep=" ", digits=2)
 
 
 def fmt_pct(fraction) -> str:

@@ -37,13 +37,17 @@ import json
 import pathlib
 import struct
 import time
-import types
 import uuid as _uuid
 
-from loadtester import _engine, history, report as report_mod, store
+from loadtester import _engine, store
+from loadtester.analysis import aggregate, report as report_mod
+from loadtester.model import RECORD_FORMAT, RECORD_SIZE
+from loadtester.store import queries
+from loadtester.store.connection import same_file, table_columns
+from loadtester.units import iso_utc, parse_iso_utc
 
 STATUS_RANK = {"completed": 0, "stopped": 1, "interrupted": 2, "failed": 3}
-RECORD = struct.Struct(store.RECORD_FORMAT)     # start_us, latency_us, wait_us, bytes, status, error, worker
+RECORD = struct.Struct(RECORD_FORMAT)     # start_us, latency_us, wait_us, bytes, status, error, worker
 CHUNK_RECORDS = 16384                            # records per submitted batch (384 KiB)
 MAX_PENDING_BATCHES = 64                         # record batches queued ahead of the writer
 MAX_PENDING_WINDOWS = 256
@@ -161,13 +165,14 @@ def _part_summary(source: _Source, row: dict) -> dict:
     """Counters and histograms of one part: from its summary columns, or (a run that was
     interrupted before writing them) rebuilt from its stored windows."""
     if row.get("latency_hist") is not None:
-        return {"counters": history.counters_from_row(row),
-                "latency": history.hist_from_blob(row["latency_hist"]),
-                "service": history.hist_from_blob(row.get("service_hist")),
+        return {"counters": aggregate.counters_from_row(row),
+                "latency": aggregate.hist_from_blob(row["latency_hist"]),
+                "service": aggregate.hist_from_blob(row.get("service_hist")),
                 "duration_s": row.get("measured_duration") or 0.0, "rebuilt": False}
     windows = store.run_windows(source.conn, row["id"])
-    counters, latency, service = history.totals_from_windows(windows)
-    last_second = max((window["second"] for window in windows), default=-1)
+    totals = aggregate.total(windows)
+    counters, latency, service = totals.counters, totals.latency, totals.service
+    last_second = max(totals.seconds, default=-1)
     duration = row.get("measured_duration") or float(last_second + 1)
     return {"counters": counters, "latency": latency, "service": service, "duration_s": duration,
             "rebuilt": True}
@@ -209,14 +214,10 @@ class _Pump:
     def record_batch(self, blob: bytes) -> None:
         self._wait(CHUNK_RECORDS * (MAX_PENDING_BATCHES - 1), MAX_PENDING_WINDOWS)
         self.writer.submit_records(blob)
-        self.records += len(blob) // store.RECORD_SIZE
+        self.records += len(blob) // RECORD_SIZE
 
     def drain(self) -> None:
         self._wait(0, 0)
-
-
-_REQUEST_ROWS_SQL = ("SELECT r.timestamp, r.latency, r.wait_us, r.bytes, r.code "
-                     + store.REQUEST_ROWS_FROM)
 
 
 def _copy_requests(source: _Source, run_id: int, pump: _Pump, *, shift_us: int, worker_offset: int) -> tuple[int, int]:
@@ -225,7 +226,7 @@ def _copy_requests(source: _Source, run_id: int, pump: _Pump, *, shift_us: int, 
     rows = 0
     top_worker = -1
     chunk = []
-    for timestamp, latency, wait_us, nbytes, code in source.conn.execute(_REQUEST_ROWS_SQL, (run_id,)):
+    for timestamp, latency, wait_us, nbytes, code in queries.iter_request_codes(source.conn, run_id):
         worker = (code >> 24) & 0xFF
         if worker > top_worker:
             top_worker = worker
@@ -288,11 +289,11 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
                     "parts": [_part_info(s, r) for s, r in parts], "notes": notes}
 
     # Times.
-    starts = [store.parse_iso_utc(r.get("started_at")) for r in rows]
+    starts = [parse_iso_utc(r.get("started_at")) for r in rows]
     if any(t is None for t in starts):
         raise MergeError(f"group {name!r}: a run has no readable started_at")
     t0 = min(starts)
-    ends = [store.parse_iso_utc(r.get("completed_at")) for r in rows]
+    ends = [parse_iso_utc(r.get("completed_at")) for r in rows]
     ends = [t for t in ends if t is not None]
     if ends and len(ends) == len(rows) and max(starts) > min(ends):
         gap = (max(starts) - min(ends)).total_seconds()
@@ -312,7 +313,7 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
     generators = [_json_object(r.get("generator")) for r in rows]
     max_wait_us = round(max((g.get("max_schedule_lag_ms") or 0) for g in generators) * 1000)
     if max_wait_us:
-        counters.merge(history.counters_from_row({}, max_wait_us=max_wait_us))
+        counters.merge(aggregate.counters_from_row({}, max_wait_us=max_wait_us))
     generator_args = {
         "max_loop_lag_us": round(max((g.get("max_loop_lag_ms") or 0) for g in generators) * 1000),
         "busy_seconds": sum(g.get("busy_seconds") or 0 for g in generators),
@@ -373,11 +374,11 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
     config.setdefault("mode", rows[0].get("mode") or "closed")
     if len({r.get("url") for r in rows}) > 1:
         notes.append("the parts hit different URLs; the merged run shows the first one")
-    has_requests = any(_count(s, "request_batches", r["id"]) for s, r in parts)
-    has_windows = any(_count(s, "metric_windows", r["id"]) for s, r in parts)
+    has_requests = any(queries.has_rows(s.conn, "request_batches", r["id"]) for s, r in parts)
+    has_windows = any(queries.has_rows(s.conn, "metric_windows", r["id"]) for s, r in parts)
     store_mode = "requests" if has_requests else ("windows" if has_windows else "none")
     run = {
-        "uuid": merged_uuid, "started_at": store.iso_utc(t0),
+        "uuid": merged_uuid, "started_at": iso_utc(t0),
         "host": _common([r.get("host") for r in rows], rows[0].get("host")),
         "mask_host": max(int(r.get("mask_host") or 0) for r in rows),
         "total_users": config["connections"],
@@ -406,7 +407,7 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
     offset = 0
     try:
         for (source, row), declared in zip(parts, workers_declared):
-            shift = store.parse_iso_utc(row["started_at"]) - t0
+            shift = parse_iso_utc(row["started_at"]) - t0
             shift_us = round(shift.total_seconds() * 1e6)
             shift_s = round(shift.total_seconds())
             top = -1
@@ -443,12 +444,11 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
         dropped_records=sum(r.get("dropped_records") or 0 for r in rows),
         run_id=run_id, uuid=merged_uuid, db_path=into, started_at=run["started_at"],
         **generator_args)
-    from loadtester.blast import result_columns          # the one report -> columns mapping
-    result = result_columns(report, types.SimpleNamespace(
-        duration_s=duration_s, stop_reason=stop_reason, latency=latency, service=service,
-        dropped_records=report["dropped_records"]))
+    result = report_mod.result_columns(report, latency=latency, service=service,
+                                       duration_s=duration_s, stop_reason=stop_reason,
+                                       dropped_records=report["dropped_records"])
     if ends:
-        result["completed_at"] = store.iso_utc(max(ends))
+        result["completed_at"] = iso_utc(max(ends))
     writer.finish(result, status=status)
     if writer.dropped_records or writer.dropped_windows:
         notes.append(f"the store dropped {writer.dropped_records} request rows and "
@@ -485,10 +485,10 @@ def merge(sources, into, *, group: str | None = None) -> dict:
     if not paths:
         raise MergeError("nothing to merge: give at least one source database")
     for i, p in enumerate(paths):
-        if store._same_file(p, into):
+        if same_file(p, into):
             raise MergeError(f"{into} is one of the sources; merge into a new or another database")
         for q in paths[:i]:
-            if store._same_file(p, q):
+            if same_file(p, q):
                 raise MergeError(f"{p} is given twice")
     opened: list[_Source] = []
     try:
@@ -521,7 +521,7 @@ def merge(sources, into, *, group: str | None = None) -> dict:
 def _dest_columns(into: pathlib.Path) -> set:
     conn = store.open_database(into)                  # creates / migrates the destination
     try:
-        return {row[1] for row in conn.execute("PRAGMA table_info(test_runs)")}
+        return set(table_columns(conn, "test_runs"))
     finally:
         conn.close()
 

@@ -1,14 +1,17 @@
 """Reports: one dict shape (the --json output), rendered as text for people."""
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from loadtester import _engine
+from loadtester.analysis import aggregate
+from loadtester.analysis.thresholds import render as render_thresholds
+from loadtester.model import percentile_key
+from loadtester.units import format_bytes, format_ms
 
 PERCENTILES = (50, 75, 90, 99, 99.9)
 SUCCESS_RULE = "success = a response with status 1xx-3xx"
-
-
-def percentile_key(p) -> str:
-    return "p" + (f"{p:g}".replace(".", ""))          # 99.9 -> p999
 
 
 def latency_summary_ms(hist: _engine.Histogram) -> dict:
@@ -82,26 +85,6 @@ def _saturated(spec_config, counters, busy_seconds, worker_seconds) -> bool:
     return spec_config.get("mode") == "rate" and counters.max_wait_us / 1000 > FELL_BEHIND_MS
 
 
-def format_ms(value, sep: str = "") -> str:
-    """Milliseconds for people: 1.23s, 4.56ms, 789us (`sep` goes before the unit)."""
-    if value is None:
-        return "-"
-    if value >= 1000:
-        return f"{value / 1000:.2f}{sep}s"
-    if value >= 1:
-        return f"{value:.2f}{sep}ms"
-    return f"{value * 1000:.0f}{sep}us"
-
-
-def _bytes(n: float, sep: str = "") -> str:
-    """Bytes for people: 512B, 1.50KB, ... (`sep` goes before the unit)."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.2f}{sep}{unit}" if unit != "B" else f"{n:.0f}{sep}B"
-        n /= 1024
-    return f"{n:.2f}{sep}GB"
-
-
 # (latency_ms key, column name) of every latency figure, in the order reports show them.
 LATENCY_COLUMNS = (("min", "min"), ("avg", "avg"), ("stdev", "stdev"),
                    *((percentile_key(p), f"p{p:g}") for p in PERCENTILES), ("max", "max"))
@@ -120,7 +103,7 @@ def render_text(report: dict) -> str:
             + (f", label {report['label']!r}" if report["label"] else "") + ")")
     lines = [head]
     lines.append(f"  {'Requests':<13}{report['requests']:,} completed in {report['duration_s']:.2f}s"
-                 f"  ->  {report['rps']:,.1f} req/s, {_bytes(report['bytes_per_s'])}/s"
+                 f"  ->  {report['rps']:,.1f} req/s, {format_bytes(report['bytes_per_s'], sep='', digits=2)}/s"
                  f"  [{report['stop_reason']}]")
     lines.append(f"  {'Success':<13}{report['success_rate'] * 100:.2f}% of {report['attempts']:,}"
                  f" ({report['success_rule']})")
@@ -147,8 +130,7 @@ def render_text(report: dict) -> str:
                      f"{gen['worker_seconds']} worker-seconds: the generator may have set the "
                      "pace (try --workers)")
     if report.get("thresholds"):
-        from loadtester.thresholds import render
-        lines.append(render(report["thresholds"]))
+        lines.append(render_thresholds(report["thresholds"]))
     if report["dropped_records"]:
         lines.append(f"  {'Dropped':<13}{report['dropped_records']:,} request rows not stored "
                      "(the store fell behind; totals above are complete)")
@@ -162,3 +144,69 @@ def progress_line(second: int, counters: _engine.Counters, latency: _engine.Hist
     p99 = latency.value_at_percentile(99) / 1000 if latency.total else None
     return (f"[{second + 1:>4}s] {counters.responses:>9,} req/s  p99 {format_ms(p99):>9}  "
             f"errors {errors_so_far:,}")
+
+
+def report_needs_windows(row: dict) -> bool:
+    """Whether report_from_row reads the run's windows: to rebuild a run without a summary,
+    or for the generator's lags when the row has no stored `generator` (which wins)."""
+    return row.get("latency_hist") is None or not row.get("generator")
+
+
+def report_from_row(row: dict, db_path, windows: list[dict] | None = None) -> dict:
+    """The same report `blast` printed, rebuilt from what was stored.
+
+    With the run's `windows` (store.run_windows) the generator's lags come back too,
+    and a run that never finished (interrupted: no summary was written) is rebuilt
+    from the windows it had committed."""
+    config = json.loads(row.get("config") or "{}")
+    config.setdefault("url", row.get("url"))
+    config.setdefault("method", row.get("method") or "GET")
+    config.setdefault("mode", row.get("mode") or "closed")
+    config.setdefault("connections", row.get("total_users"))
+    config.setdefault("workers", row.get("workers") or 1)
+    # A stored `generator` replaces the report's below: the windows' lags only matter without one.
+    lags_from_windows = bool(windows) and not row.get("generator")
+    loop_lag_us = max((w.get("loop_lag_us") or 0) for w in windows) if lags_from_windows else 0
+    if windows and row.get("latency_hist") is None:
+        totals = aggregate.total(windows)
+        counters, latency, service = totals.counters, totals.latency, totals.service
+        duration_s = len(totals.seconds)
+    else:
+        max_wait_us = (max((w["counters"]["max_wait_us"] for w in windows), default=0)
+                       if lags_from_windows else 0)
+        counters = aggregate.counters_from_row(row, max_wait_us=max_wait_us)
+        latency = aggregate.hist_from_blob(row.get("latency_hist"))
+        service = aggregate.hist_from_blob(row.get("service_hist"))
+        duration_s = row.get("measured_duration") or 0.0
+    report = summarize(
+        spec_config=config, counters=counters, latency=latency, service=service,
+        duration_s=duration_s, stop_reason=row.get("stop_reason") or row.get("status"),
+        status=row.get("status"), dropped_records=row.get("dropped_records") or 0,
+        max_loop_lag_us=loop_lag_us, run_id=row["id"], uuid=row["uuid"], db_path=db_path,
+        started_at=row.get("started_at"))
+    for key in ("generator", "targets", "thresholds"):
+        if row.get(key):
+            report[key] = json.loads(row[key])
+    return report
+
+
+def result_columns(report: dict[str, Any], *, latency: _engine.Histogram, service: _engine.Histogram,
+                   duration_s: float, stop_reason: str, dropped_records: int) -> dict[str, Any]:
+    """test_runs columns filled in when a run ends: the report's numbers and the exact
+    histograms (the inverse of report_from_row)."""
+    lat = report["latency_ms"]
+    return {
+        "total_requests": report["attempts"], "success_count": report["successes"],
+        "error_count": report["errors"], "avg_latency": lat["avg"], "min_latency": lat["min"],
+        "max_latency": lat["max"], "stdev_latency": lat["stdev"], "p50": lat["p50"],
+        "p75": lat["p75"], "p90": lat["p90"], "p99": lat["p99"], "p999": lat["p999"],
+        "rps": report["rps"], "bytes": report["bytes"],
+        "measured_duration": duration_s, "stop_reason": stop_reason,
+        "latency_hist": latency.to_bytes(), "service_hist": service.to_bytes(),
+        "status_codes": json.dumps(report["status_codes"]),
+        "errors_by_kind": json.dumps(report["errors_by_kind"]),
+        "dropped_records": dropped_records,
+        "generator": json.dumps(report["generator"]),
+        "targets": json.dumps(report["targets"]) if "targets" in report else None,
+        "thresholds": json.dumps(report["thresholds"]) if "thresholds" in report else None,
+    }

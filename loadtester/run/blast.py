@@ -6,9 +6,13 @@ import os
 import platform
 import sys
 
-from loadtester import __version__, report as report_mod, store
-from loadtester.runner import RunControl, RunResult, run_blast
+from loadtester import __version__, store
+from loadtester.analysis import report as report_mod
+from loadtester.analysis.report import result_columns
+from loadtester.analysis.thresholds import evaluate as evaluate_thresholds
+from loadtester.run.runner import RunControl, run_blast
 from loadtester.spec import RunSpec
+from loadtester.units import utc_now_iso
 
 
 def environment() -> dict:
@@ -26,7 +30,7 @@ def environment() -> dict:
 def run_columns(spec: RunSpec, store_mode: str) -> dict:
     """test_runs columns known before the run starts."""
     return {
-        "host": spec.target.host, "url": spec.target.url, "method": spec.method,
+        "host": spec.url.host, "url": spec.url.text, "method": spec.method,
         "total_users": spec.connections, "ramp_up_sec": spec.ramp_up_s,
         "duration": spec.duration_s, "requests_limit": spec.requests,
         "mode": spec.mode, "rate": spec.rate_per_s or None, "workers": spec.workers,
@@ -36,26 +40,6 @@ def run_columns(spec: RunSpec, store_mode: str) -> dict:
         "environment": json.dumps(environment()), "store_mode": store_mode,
         "run_group": spec.run_group or None,
         "shard": f"{spec.shard[0]}/{spec.shard[1]}" if spec.shard[1] > 1 else None,
-    }
-
-
-def result_columns(report: dict, result: RunResult) -> dict:
-    """test_runs columns filled in when the run ends."""
-    lat = report["latency_ms"]
-    return {
-        "total_requests": report["attempts"], "success_count": report["successes"],
-        "error_count": report["errors"], "avg_latency": lat["avg"], "min_latency": lat["min"],
-        "max_latency": lat["max"], "stdev_latency": lat["stdev"], "p50": lat["p50"],
-        "p75": lat["p75"], "p90": lat["p90"], "p99": lat["p99"], "p999": lat["p999"],
-        "rps": report["rps"], "bytes": report["bytes"],
-        "measured_duration": result.duration_s, "stop_reason": result.stop_reason,
-        "latency_hist": result.latency.to_bytes(), "service_hist": result.service.to_bytes(),
-        "status_codes": json.dumps(report["status_codes"]),
-        "errors_by_kind": json.dumps(report["errors_by_kind"]),
-        "dropped_records": result.dropped_records,
-        "generator": json.dumps(report["generator"]),
-        "targets": json.dumps(report["targets"]) if "targets" in report else None,
-        "thresholds": json.dumps(report["thresholds"]) if "thresholds" in report else None,
     }
 
 
@@ -116,7 +100,7 @@ def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: boo
         columns["uuid"] = run_uuid
     if mask_host:
         columns["mask_host"] = 1
-    columns["started_at"] = store.utc_now_iso()
+    columns["started_at"] = utc_now_iso()
     run_id, uuid = writer.begin(columns)
     printer = _Progress() if progress else None
     control = RunControl()
@@ -139,14 +123,15 @@ def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: boo
         status=result.status, dropped_records=result.dropped_records,
         max_loop_lag_us=result.max_loop_lag_us, run_id=run_id, uuid=uuid, db_path=path,
         started_at=columns["started_at"],
-        targets=[{"url": t.target.url, "method": t.method, "requests": n[0] + n[2],
+        targets=[{"url": t.url.text, "method": t.method, "requests": n[0] + n[2],
                   "successes": n[1], "errors": n[0] - n[1] + n[2]}
                  for t, n in zip(spec.targets, result.targets)],
         busy_seconds=result.busy_seconds, worker_seconds=result.worker_seconds)
     if thresholds:
-        from loadtester import thresholds as thresholds_mod
-        report["thresholds"] = thresholds_mod.evaluate(report, thresholds)
-    writer.finish(result_columns(report, result), status=result.status)
+        report["thresholds"] = evaluate_thresholds(report, thresholds)
+    writer.finish(result_columns(report, latency=result.latency, service=result.service,
+                                 duration_s=result.duration_s, stop_reason=result.stop_reason,
+                                 dropped_records=result.dropped_records), status=result.status)
     report["dropped_records"] += writer.dropped_records   # rows the store itself shed
     if result.worker_errors:
         report["worker_errors"] = result.worker_errors

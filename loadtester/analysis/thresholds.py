@@ -21,7 +21,7 @@ import dataclasses
 import math
 import re
 
-from loadtester import report as report_mod
+from loadtester.units import format_ms
 
 OPS = {
     "<": lambda a, b: a < b,
@@ -122,16 +122,6 @@ def _check_percent(shown: str, number: float) -> None:
         raise ThresholdError(f"invalid threshold {shown!r}: a percentage is at most 100%")
 
 
-def parse_thresholds(texts) -> list[Threshold]:
-    """Several expressions; each may also hold several separated by commas."""
-    out = []
-    for text in texts:
-        for part in str(text).split(","):
-            if part.strip():
-                out.append(parse_threshold(part))
-    return out
-
-
 def actual_value(report: dict, threshold: Threshold):
     """The report's value for the threshold's metric, in its unit; None when there is none."""
     attempts = report.get("attempts")
@@ -178,7 +168,7 @@ def format_value(value, unit: str) -> str:
     if value is None:
         return "none (no responses)"
     if unit == "ms":
-        return report_mod.format_ms(value)
+        return format_ms(value)
     if unit == "%":
         return f"{value:.3g}%" if value < 1 else f"{value:.2f}%"
     if unit == "count":

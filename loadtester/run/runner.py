@@ -19,9 +19,10 @@ import signal
 import ssl
 import struct
 import threading
-import time
 
 from loadtester import _engine
+from loadtester.analysis import aggregate
+from loadtester.run.proc import die_with_parent
 from loadtester.spec import RunSpec
 
 FRAME_HEADER = struct.Struct("<IB")
@@ -44,7 +45,6 @@ class RunResult:
     latency: _engine.Histogram          # corrected (from the intended send time)
     service: _engine.Histogram          # uncorrected (from the actual write)
     duration_s: float
-    issued: int
     stop_reason: str
     dropped_records: int = 0
     max_loop_lag_us: int = 0
@@ -52,12 +52,6 @@ class RunResult:
     busy_seconds: int = 0        # worker-seconds with the generator's CPU >= 95% of a core
     worker_seconds: int = 0
     worker_errors: list = dataclasses.field(default_factory=list)
-    run_id: int | None = None
-    uuid: str | None = None
-
-    @property
-    def rps(self) -> float:
-        return self.counters.responses / self.duration_s if self.duration_s > 0 else 0.0
 
     @property
     def status(self) -> str:
@@ -69,21 +63,10 @@ class RunResult:
 
 # --- the worker process ------------------------------------------------------------
 
+
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _die_with_parent() -> None:
-    """If the parent is killed (even -9), the worker must not go on sending load."""
-    try:
-        import ctypes
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:
-        os._exit(1)
 
 
 def _ssl_context(insecure: bool):
@@ -100,17 +83,18 @@ def build_origins(spec: RunSpec) -> list:
     context = None
     for index, target in enumerate(spec.targets):
         if target.origin not in origins:
-            tls = target.target.scheme == "https"
+            tls = target.url.scheme == "https"
             if tls and context is None:
                 context = _ssl_context(spec.insecure)
             origins[target.origin] = _engine.Origin(
-                target.target.host, target.target.port, context if tls else None,
-                target.target.host if tls else None)
+                target.url.host, target.url.port, context if tls else None,
+                target.url.host if tls else None)
         origins[target.origin].add_target(index, target.request_bytes(), target.method == "HEAD")
     return list(origins.values())
 
 
-def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store_records: bool):
+def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store_records: bool,
+                 parent_pid: int):
     import asyncio
 
     import uvloop
@@ -121,7 +105,7 @@ def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store
     signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.append(signum))
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    die_with_parent(parent_pid)
     # Objects made per read are short-lived and acyclic; the collector only
     # costs time on the hot path.
     gc.collect()
@@ -188,6 +172,7 @@ def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store
 
 
 # --- this process -----------------------------------------------------------------
+
 
 def _read_exact(fd: int, size: int) -> bytes | None:
     chunks = []
@@ -262,12 +247,8 @@ class WindowMerger:
             if len(parts) < self.workers:
                 return
             del self.pending[window["second"]]
-        counters = _engine.Counters()
-        latency = _engine.Histogram()
-        for part in parts:
-            counters.merge(_engine.Counters.from_dict(part["counters"]))
-            latency.merge(_engine.Histogram.from_bytes(part["latency"]))
-        self.on_second(window["second"], counters, latency)
+        totals = aggregate.total(parts)
+        self.on_second(window["second"], totals.counters, totals.latency)
 
 
 class RunControl:
@@ -347,7 +328,8 @@ def _start_workers(spec, context, start_ns, on_records, window_arrived, control,
         except OSError:
             pass                                  # over /proc/sys/fs/pipe-max-size: keep 64 KiB
         process = context.Process(target=_worker_main, name=f"loadtester-worker-{worker}",
-                                  args=(spec, worker, write_fd, start_ns, on_records is not None),
+                                  args=(spec, worker, write_fd, start_ns, on_records is not None,
+                                        os.getpid()),
                                   daemon=True)
         process.start()
         os.close(write_fd)
@@ -361,7 +343,7 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
     latency = _engine.Histogram()
     service = _engine.Histogram()
     starts, ends = [], []
-    issued = dropped = lag = 0
+    dropped = lag = 0
     reasons, failures = set(), []
     targets = [[0, 0, 0] for _ in spec.targets]
     for reader, process in zip(readers, processes):
@@ -375,7 +357,6 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
         service.merge(_engine.Histogram.from_bytes(summary["service"]))
         starts.append(summary["start_ns"])
         ends.append(summary["end_ns"])
-        issued += summary["issued"]
         dropped += summary["dropped_records"]
         lag = max(lag, summary["loop_lag_max_us"])
         reasons.add(summary["stop_reason"])
@@ -386,23 +367,6 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
     reason = stop_reason or ("interrupted" if "interrupted" in reasons else (
         sorted(reasons)[0] if reasons else "failed"))
     return RunResult(spec=spec, counters=counters, latency=latency, service=service,
-                     duration_s=duration_s, issued=issued, stop_reason=reason,
+                     duration_s=duration_s, stop_reason=reason,
                      dropped_records=dropped, max_loop_lag_us=lag, targets=targets,
                      worker_errors=failures)
-
-
-def wait_ready(url: str, timeout_s: float = 10.0) -> None:
-    """Block until something accepts TCP connections at url's host and port."""
-    import socket
-
-    from loadtester.spec import parse_url
-    target = parse_url(url)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((target.host, target.port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)

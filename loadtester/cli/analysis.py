@@ -4,59 +4,30 @@ Wired into the top-level CLI by `analysis_cli.register(cli)`."""
 from __future__ import annotations
 
 import json
-import re
 
 import click
 
-from loadtester import compare as compare_mod, merge as merge_mod, report as report_mod, store
-from loadtester.dbcli import StoreFailure, store_errors
-
-_LAST_N = re.compile(r"^\s*last\s*~\s*(\d+)\s*$", re.IGNORECASE)
-
-
-def resolve_run(conn, ref: str) -> dict:
-    """A run by id, uuid prefix, 'last', or 'last~N' (N runs before the last)."""
-    match = _LAST_N.match(str(ref))
-    if match:
-        back = int(match.group(1))
-        rows = store.list_runs(conn, limit=back + 1)
-        if len(rows) <= back:
-            raise StoreFailure(f"no run {ref!r}: the database holds {len(rows)} run(s)")
-        row = store.find_run(conn, rows[back]["id"])
-    else:
-        row = store.find_run(conn, ref)
-    if row is None:
-        raise StoreFailure(f"no run {ref!r} (use an id, a uuid prefix, 'last' or 'last~1')")
-    return row
-
-
-def _open(db):
-    path = store.resolve_db_path(db)
-    if not path.exists():
-        raise StoreFailure(f"no database at {path}: run `loadtester blast` first")
-    return path, store.open_database(path, readonly=True, create=False)
-
-
-_db_option = click.option("--db", metavar="PATH", default=None,
-                          help=f"Database file (default: $DB_PATH, else {store.DEFAULT_DB_PATH}).")
+from loadtester.analysis import compare as compare_mod, merge as merge_mod
+from loadtester.cli.options import db_option, find_run, open_existing, store_errors
+from loadtester.units import format_ms
 
 
 @click.command("compare")
 @click.argument("run_a")
 @click.argument("run_b")
-@_db_option
+@db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 @store_errors
-def compare_cmd(run_a, run_b, db, as_json):
+def compare_cmd(run_a, run_b, db_path, as_json):
     """Compare run B with run A (the baseline): rps, latency, errors and a verdict.
 
     RUN is an id, a uuid prefix, 'last' or 'last~1' (the one before last).  The verdict
     (regression / improvement / no significant change) comes from the runs' per-second
     windows: a Mann-Whitney U test at p < 0.01 and a median shift of more than 5%."""
-    _, conn = _open(db)
+    conn = open_existing(db_path, readonly=True)
     try:
-        row_a = resolve_run(conn, run_a)
-        row_b = resolve_run(conn, run_b)
+        row_a = find_run(conn, run_a)
+        row_b = find_run(conn, run_b)
         result = compare_mod.compare_runs(conn, row_a, row_b)
     finally:
         conn.close()
@@ -95,7 +66,7 @@ def merge_cmd(sources, into, group, as_json):
             click.echo(f"group {m['group']!r}: {len(m['parts'])} run(s) -> run {m['run_id']} "
                        f"({m['uuid']}) in {result['into']}, {m['status']}")
             click.echo(f"  {m['requests']:,} requests, {m['rps']:,.1f} req/s, "
-                       f"p50 {report_mod.format_ms(m['p50'])}, p99 {report_mod.format_ms(m['p99'])}; "
+                       f"p50 {format_ms(m['p50'])}, p99 {format_ms(m['p99'])}; "
                        f"{m['request_rows']:,} request rows, {m['windows']:,} windows")
             click.echo(f"  from {shards}")
             for note in m["notes"]:

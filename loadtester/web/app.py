@@ -43,7 +43,6 @@ import asyncio
 import base64
 import collections
 import contextlib
-import ctypes
 import datetime as _dt
 import functools
 import hmac
@@ -65,14 +64,18 @@ import urllib.parse
 import uuid as _uuid
 from dataclasses import dataclass, field
 
-import click
-
-from loadtester import _engine, history, ssrf, store, webreport
-from loadtester.spec import SpecError, parse_duration_s, parse_rate, parse_url
+from loadtester import _engine, store
+from loadtester.analysis import aggregate
+from loadtester.analysis.report import report_from_row
+from loadtester.store.connection import dict_rows
+from loadtester.units import UnitError, parse_duration_s, parse_iso_utc, utc_now_iso
+from loadtester.run.proc import catches_sigterm, children, die_with_parent
+from loadtester.web import htmlreport, ssrf
+from loadtester.spec import SpecError, parse_rate, parse_url
 
 log = logging.getLogger("loadtester.serve")
 
-WEB_DIR = pathlib.Path(__file__).resolve().parent / "web"
+WEB_DIR = pathlib.Path(__file__).resolve().parent / "static"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
@@ -96,15 +99,14 @@ SHUTDOWN_WAIT_S = 10.0
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
 
-PR_SET_PDEATHSIG = 1
-# Loaded now, in the parent: a forked child must not dlopen (another thread may hold the lock).
-try:
-    _LIBC = ctypes.CDLL(None, use_errno=True)
-except OSError:                                     # pragma: no cover - not Linux
-    _LIBC = None
+
 
 
 # --------------------------------------------------------------------------- small helpers
+
+class ServeError(Exception):
+    """The server cannot start; the message is one line."""
+
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, headers: dict | None = None):
@@ -207,7 +209,7 @@ def _seconds(value, what: str, default=None) -> float | None:
     elif isinstance(value, str):
         try:
             seconds = parse_duration_s(value, what)
-        except SpecError as exc:
+        except UnitError as exc:
             raise _bad(str(exc)) from None
     else:
         raise _bad(f"{what} must be a number of seconds or a duration such as '30s'")
@@ -364,7 +366,7 @@ class RateLimiter:
         """'10/min', '30/h', '5/s', '0' (off)."""
         match = re.fullmatch(r"\s*(\d+)\s*(?:/\s*(s|sec|m|min|h|hour))?\s*", str(text))
         if not match:
-            raise click.BadParameter(f"invalid rate limit {text!r}: use N/min, N/h or 0 (off)")
+            raise ValueError(f"invalid rate limit {text!r}: use N/min, N/h or 0 (off)")
         count = int(match.group(1))
         if count == 0:
             return None
@@ -392,12 +394,6 @@ class RateLimiter:
 
 
 # --------------------------------------------------------------------------- blast processes
-
-def _child_setup(parent_pid: int) -> None:                # runs in the forked child
-    if _LIBC is not None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:                         # the server died before prctl
-        os._exit(1)
 
 
 @dataclass
@@ -488,14 +484,14 @@ class RunManager:
             proc = subprocess.Popen(
                 self.command(run_uuid, params, body_file), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True,
-                start_new_session=True, preexec_fn=functools.partial(_child_setup, os.getpid()))
+                start_new_session=True, preexec_fn=functools.partial(die_with_parent, os.getpid()))
         except OSError:
             if body_file:
                 with contextlib.suppress(OSError):
                     os.unlink(body_file)
             raise
         run = RunProcess(uuid=run_uuid, client=client, params=params, proc=proc,
-                         started_mono=time.monotonic(), started_at=store.utc_now_iso(),
+                         started_mono=time.monotonic(), started_at=utc_now_iso(),
                          body_file=body_file)
         with self.lock:
             self.runs[run_uuid] = run
@@ -542,48 +538,17 @@ class RunManager:
     # stays pending and the stopper thread retries every STOP_POLL_S.
     STOP_POLL_S = 0.05
 
-    @staticmethod
-    def _catches_sigterm(pid: int) -> bool | None:
-        try:
-            with open(f"/proc/{pid}/status", "rb") as handle:
-                for line in handle:
-                    if line.startswith(b"SigCgt:"):
-                        return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
-        except (OSError, ValueError, IndexError):
-            return None
-        return None
-
-    @staticmethod
-    def _children(pid: int) -> list[int]:
-        kids: list[int] = []
-        try:
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{task}/children", "rb") as handle:
-                    kids.extend(int(k) for k in handle.read().split())
-            return kids
-        except (OSError, ValueError):
-            pass
-        for entry in os.listdir("/proc"):             # kernels without .../children
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat", "rb") as handle:
-                        if int(handle.read().rsplit(b")", 1)[1].split()[1]) == pid:
-                            kids.append(int(entry))
-                except (OSError, ValueError, IndexError):
-                    continue
-        return kids
-
     def _ready_to_stop(self, pid: int) -> bool | None:
         """True when the blast and its worker processes all catch SIGTERM (a worker sent
         SIGTERM before its handler is in place dies, and the run is stored 'failed');
         None when /proc cannot tell."""
-        main = self._catches_sigterm(pid)
+        main = catches_sigterm(pid)
         if main is not True:
             return main
-        workers = self._children(pid)
+        workers = children(pid)
         if not workers:
             return False
-        return all(self._catches_sigterm(k) is not False for k in workers)
+        return all(catches_sigterm(k) is not False for k in workers)
 
     def _signal_if_ready(self, run: RunProcess) -> None:
         if run.stop_signalled or run.done.is_set() or run.proc.returncode is not None:
@@ -654,9 +619,9 @@ _WINDOW_COLUMNS = ("second, worker, requests, successes, errors, error_kinds, by
                    "latency_hist, service_hist, loop_lag_us, max_wait_us")
 
 
-def _second_rows(group: list[dict]) -> tuple[dict, _engine.Histogram]:
-    """One timeseries row from one second's windows (all workers), and its merged latency."""
-    base = history.merged_seconds(group, percentiles=(50, 95, 99), detail=True)[0]
+def _second_rows(group: list[dict]) -> tuple[dict, aggregate.Totals]:
+    """One timeseries row from one second's windows (all workers), and their Totals."""
+    base = aggregate.merged_seconds(group, percentiles=(50, 95, 99), detail=True)[0]
     attempts = base["requests"]
     row = {
         "second": base["second"] + 1,                   # 1-based: second N covers (N-1, N]
@@ -667,7 +632,7 @@ def _second_rows(group: list[dict]) -> tuple[dict, _engine.Histogram]:
         "p50_ms": base["p50_ms"], "p95_ms": base["p95_ms"], "p99_ms": base["p99_ms"],
         "max_ms": base["max_ms"],
     }
-    return row, base["latency"]
+    return row, base["totals"]
 
 
 class _Totals:
@@ -691,7 +656,7 @@ class _Totals:
             self.status.update({str(k): int(v) for k, v in json.loads(window["status_codes"]).items()})
         if window.get("error_kinds"):
             self.kinds.update({str(k): int(v) for k, v in json.loads(window["error_kinds"]).items()})
-        self.service.merge(history.hist_from_blob(window.get("service_hist")))
+        self.service.merge(aggregate.hist_from_blob(window.get("service_hist")))
 
     def merged_with(self, other: "_Totals") -> "_Totals":
         out = _Totals()
@@ -731,50 +696,43 @@ class _Series:
         self.workers = max(1, int(workers or 1))
         self.closed_upto = -1                        # last closed stored (0-based) second
         self.rows: list[dict] = []
-        self.totals = _Totals()
+        self.totals = aggregate.Totals()
         self.tail_rows: list[dict] = []
-        self.tail_totals = _Totals()
+        self.tail_totals = aggregate.Totals()
         self.final = False
 
     def update(self, conn, running: bool) -> None:
         if self.final:
             return
-        cursor = conn.execute(f"SELECT {_WINDOW_COLUMNS} FROM metric_windows WHERE test_run_id = ? "
-                              "AND second > ? ORDER BY second, worker", (self.run_id, self.closed_upto))
-        groups: dict[int, list[dict]] = {}
-        for window in store._dict_rows(cursor):
-            groups.setdefault(window["second"], []).append(window)
-        self.tail_rows, self.tail_totals = [], _Totals()
+        groups = aggregate.by_second(store.run_windows(conn, self.run_id, after_second=self.closed_upto))
+        self.tail_rows, self.tail_totals = [], aggregate.Totals()
         closing = True
-        for second in sorted(groups):
-            group = groups[second]
-            row, latency = _second_rows(group)
+        for second, group in groups.items():
+            row, totals = _second_rows(group)
             if closing and (not running or len(group) >= self.workers):
                 self.rows.append(row)
-                for window in group:
-                    self.totals.add(window)
-                self.totals.latency.merge(latency)
+                self.totals.merge(totals)
                 self.closed_upto = second
             else:
                 closing = False
                 self.tail_rows.append(row)
-                for window in group:
-                    self.tail_totals.add(window)
-                self.tail_totals.latency.merge(latency)
+                self.tail_totals.merge(totals)
         if not running:
             self.final = True
 
     def snapshot(self) -> "SeriesSnapshot":
         """A copy the caller may read without the lock (the next update mutates these)."""
-        return SeriesSnapshot(closed=list(self.rows), rows=self.rows + self.tail_rows,
-                              totals=self.totals.merged_with(self.tail_totals))
+        totals = aggregate.Totals()
+        totals.merge(self.totals)
+        totals.merge(self.tail_totals)
+        return SeriesSnapshot(closed=list(self.rows), rows=self.rows + self.tail_rows, totals=totals)
 
 
 @dataclass
 class SeriesSnapshot:
     closed: list[dict]          # seconds every worker has stored (final)
     rows: list[dict]            # closed + the newest, still open seconds
-    totals: _Totals             # over all rows
+    totals: aggregate.Totals    # over all rows
 
 
 class SeriesCache:
@@ -839,7 +797,7 @@ def _find_row(conn, run_uuid: str, full: bool = False) -> dict | None:
         row = store.find_run(conn, run_uuid)
         return row if row is not None and row["uuid"] == run_uuid else None
     cursor = conn.execute(f"SELECT {_RUN_COLUMNS} FROM test_runs WHERE uuid = ?", (run_uuid,))
-    return next(store._dict_rows(cursor), None)
+    return next(dict_rows(cursor), None)
 
 
 # A run in one of these states has no final summary to trust (yet): its numbers come from
@@ -854,11 +812,11 @@ def _elapsed(row: dict | None, run: RunProcess | None) -> float:
         end = run.ended_mono if run.ended_mono is not None else time.monotonic()
         return max(0.0, end - run.started_mono)
     if row["status"] == "running":
-        started = store.parse_iso_utc(row.get("started_at"))
+        started = parse_iso_utc(row.get("started_at"))
         return max(0.0, (_now() - started).total_seconds()) if started else 0.0
     if row.get("measured_duration") is not None:
         return float(row["measured_duration"])
-    started, ended = store.parse_iso_utc(row.get("started_at")), store.parse_iso_utc(row.get("completed_at"))
+    started, ended = parse_iso_utc(row.get("started_at")), parse_iso_utc(row.get("completed_at"))
     return max(0.0, (ended - started).total_seconds()) if started and ended else 0.0
 
 
@@ -877,8 +835,8 @@ def _live_numbers(row: dict, series: SeriesSnapshot | None, elapsed: float) -> d
         p99 = totals.latency.value_at_percentile(99) / 1000 if totals.latency.total else None
     seconds = max(elapsed, float(len(series.rows))) if row["status"] == "running" \
         else (row.get("measured_duration") or float(len(series.rows)) or elapsed)
-    responses = totals.requests - totals.transport_errors
-    return {"success_rate": totals.successes / totals.requests if totals.requests else None,
+    responses = totals.counters.responses
+    return {"success_rate": totals.counters.successes / totals.requests if totals.requests else None,
             "rps": row["rps"] if row.get("rps") is not None and row["status"] != "running"
             else (responses / seconds if seconds else None),
             "avg_ms": avg, "p99_ms": p99}
@@ -937,12 +895,12 @@ def _report(ctx: ServeContext, conn, row_full: dict, series: SeriesSnapshot) -> 
     row = dict(row_full)
     if row["status"] == "running" or (row.get("latency_hist") is None and series.rows):
         totals = series.totals
-        row.update(totals.row_columns())
+        row.update(totals.summary_columns())
         if row["status"] == "running":
             row["measured_duration"] = _elapsed(row, None)
         elif not row.get("measured_duration"):
             row["measured_duration"] = float(len(series.rows))
-    report = history.report_from_row(row, ctx.db_path)
+    report = report_from_row(row, ctx.db_path)
     report.pop("db", None)
     if row.get("mask_host"):
         report["url"] = display_url(report.get("url"), row.get("host"), True)
@@ -1009,7 +967,7 @@ def _metrics_sync(ctx, run_uuid):
         if report["live"]:
             closed = series.closed
             report["requests_so_far"] = series.totals.requests
-            report["errors_so_far"] = series.totals.requests - series.totals.successes
+            report["errors_so_far"] = series.totals.requests - series.totals.counters.successes
             report["rps_last_second"] = closed[-1]["rps"] if closed else None
             report["p99_last_second_ms"] = closed[-1]["p99_ms"] if closed else None
         return report
@@ -1032,7 +990,7 @@ def _running_sync(ctx):
     with ctx.reader() as conn:
         cursor = conn.execute(f"SELECT {_RUN_COLUMNS} FROM test_runs WHERE status = 'running' "
                               "ORDER BY started_at DESC, id DESC")
-        rows = list(store._dict_rows(cursor))
+        rows = list(dict_rows(cursor))
         stored = {row["uuid"] for row in rows}
         # runs started here that have not stored their row yet (a finished run's process
         # may outlive its row's final status by a moment: those are not running)
@@ -1049,7 +1007,7 @@ def _history_sync(ctx, page: int, per_page: int):
         cursor = conn.execute(f"SELECT {_RUN_COLUMNS} FROM test_runs ORDER BY started_at DESC, "
                               "id DESC LIMIT ? OFFSET ?", (per_page, (page - 1) * per_page))
         runs = []
-        for row in list(store._dict_rows(cursor)):
+        for row in list(dict_rows(cursor)):
             series = ctx.cache.get(conn, row) if row["status"] in _FROM_WINDOWS else None
             elapsed = _elapsed(row, None)
             numbers = _live_numbers(row, series, elapsed)
@@ -1072,7 +1030,7 @@ def _history_sync(ctx, page: int, per_page: int):
 
 
 def _compare_sync(ctx, a: str, b: str):
-    from loadtester import compare
+    from loadtester.analysis import compare
     with ctx.reader() as conn:
         rows = []
         for ref in (a, b):
@@ -1272,14 +1230,14 @@ def create_app(ctx: ServeContext):
     async def api_report_pdf(request: Request):
         run_uuid = _check_uuid(request.path_params["uuid"])
         data = await in_thread(_report_data, ctx, run_uuid)
-        pdf = await run_in_threadpool(webreport.render_pdf, data)
+        pdf = await run_in_threadpool(htmlreport.render_pdf, data)
         return Response(pdf, media_type="application/pdf", headers={
             "Content-Disposition": f"attachment; filename=loadtest-{run_uuid[:8]}.pdf"})
 
     async def report_html(request: Request):
         run_uuid = _check_uuid(request.path_params["uuid"])
         data = await in_thread(_report_data, ctx, run_uuid)
-        page = await run_in_threadpool(webreport.render_html, data)
+        page = await run_in_threadpool(htmlreport.render_html, data)
         return HTMLResponse(page, headers={
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                        "img-src data:; frame-ancestors 'none'"})
@@ -1525,7 +1483,7 @@ def serve_forever(*, host: str, port: int, db_path: pathlib.Path, allow_private:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(1024)
     sock.set_inheritable(True)
     bound = sock.getsockname()
@@ -1552,36 +1510,3 @@ def serve_forever(*, host: str, port: int, db_path: pathlib.Path, allow_private:
         server.run(sockets=[sock])
     finally:
         sock.close()
-
-
-@click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
-              envvar="PORT", help="0 picks a free port (printed on the first line). [env: PORT]")
-@click.option("--db", help="Database file (default: $DB_PATH or ./data/loadtest.db).")
-@click.option("--allow-private", is_flag=True,
-              help="Allow loopback and private targets (local use). Cloud metadata addresses "
-                   "stay blocked.")
-@click.option("--rate-limit", default="10/min", show_default=True,
-              help="Test starts per client address: N/min (a burst of N), N/h, or 0 for none.")
-@click.option("--max-per-client", type=click.IntRange(1, 1000), default=3, show_default=True,
-              help="Running tests per client address.")
-@click.option("--max-running", type=click.IntRange(1, 1000), default=10, show_default=True,
-              help="Running tests in all.")
-def serve_command(host, port, db, allow_private, rate_limit, max_per_client, max_running):
-    """Web UI and JSON API: start, watch, stop and compare runs (stored in the database).
-
-    Set LOADTESTER_TOKEN to require `Authorization: Bearer <token>` on /api/* and /report/*.
-    """
-    RateLimiter.parse(rate_limit)                    # fail early on a bad value
-    db_path = store.resolve_db_path(db).absolute()
-    try:
-        serve_forever(host=host, port=port, db_path=db_path, allow_private=allow_private,
-                      rate_limit=rate_limit, max_per_client=max_per_client,
-                      max_running=max_running, announce=lambda line: print(line, flush=True))
-    except store.StoreError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(serve_command)

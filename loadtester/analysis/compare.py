@@ -21,7 +21,10 @@ from __future__ import annotations
 import math
 import statistics
 
-from loadtester import history, report as report_mod, store
+from loadtester import store
+from loadtester.analysis.aggregate import merged_seconds
+from loadtester.analysis.report import report_from_row
+from loadtester.units import format_ms
 
 ALPHA = 0.01
 MIN_CHANGE = 0.05
@@ -100,7 +103,7 @@ def per_second(conn, run_id: int) -> list[dict]:
     error_share: failed attempts (transport errors and 4xx/5xx) / attempts in that second."""
     return [{"second": s["second"], "p50_ms": s["p50_ms"], "responses": s["responses"],
              "error_share": (s["errors"] / s["requests"]) if s["requests"] else None}
-            for s in history.merged_seconds(store.run_windows(conn, run_id), detail=True)]
+            for s in merged_seconds(store.run_windows(conn, run_id), detail=True)]
 
 
 def _trim(seconds: list[dict]) -> tuple[list[dict], bool]:
@@ -157,8 +160,8 @@ def _change(signal: dict) -> str:
 def compare_runs(conn, run_a_row: dict, run_b_row: dict) -> dict:
     """Compare run A (the baseline) with run B; rows as store.find_run() returns them."""
     db_path = conn.filename
-    report_a = history.report_from_row(run_a_row, db_path)
-    report_b = history.report_from_row(run_b_row, db_path)
+    report_a = report_from_row(run_a_row, db_path)
+    report_b = report_from_row(run_b_row, db_path)
     a, b = _headline(report_a, run_a_row), _headline(report_b, run_b_row)
     change = {m: relative_change(a[m], b[m]) for m in METRICS}
     if a["error_rate"] is not None and b["error_rate"] is not None:
@@ -235,7 +238,7 @@ def render(result: dict) -> str:
 
     rows = [("rps", f"{a['rps']:,.1f}", f"{b['rps']:,.1f}", _pct(change["rps"]))]
     for m in ("p50", "p90", "p99", "avg"):
-        rows.append((m, report_mod.format_ms(a[m]), report_mod.format_ms(b[m]), _pct(change[m])))
+        rows.append((m, format_ms(a[m]), format_ms(b[m]), _pct(change[m])))
     er = lambda v: "-" if v is None else f"{v * 100:.2f}%"        # noqa: E731
     diff = result["error_rate_diff"]
     rows.append(("errors", er(a["error_rate"]), er(b["error_rate"]),

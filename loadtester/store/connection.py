@@ -1,0 +1,176 @@
+"""Connections to the SQLite file through APSW: the pragmas every connection gets, the
+one-line StoreError every failure becomes, and BEGIN IMMEDIATE transactions."""
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import urllib.parse
+from typing import Iterator
+
+import apsw
+
+
+# = number of the latest file in loadtester/schema/ (they are numbered 001, 002, ... without gaps)
+BUSY_TIMEOUT_MS = 5000
+JOURNAL_SIZE_LIMIT = 64 << 20
+
+
+class StoreError(Exception):
+    """A user-facing problem with the database; the message is one line."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+def error_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return str(exc) or type(exc).__name__
+
+
+def store_error(path, exc: BaseException, doing: str = "open") -> StoreError:
+    """Translate an APSW / OS error into a one-line StoreError naming the file."""
+    reason = error_reason(exc)
+    if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
+        return StoreError(f"database {path} is corrupt ({reason}); "
+                          "run 'loadtester db check' or restore a backup")
+    if isinstance(exc, apsw.FullError):
+        return StoreError(f"cannot {doing} database {path}: disk full")
+    if isinstance(exc, (apsw.ReadOnlyError, apsw.PermissionsError)):
+        return StoreError(f"cannot {doing} database {path}: file or directory is read-only ({reason})")
+    if isinstance(exc, apsw.BusyError):
+        return StoreError(f"cannot {doing} database {path}: locked by another process "
+                          f"for more than {BUSY_TIMEOUT_MS // 1000} s")
+    if isinstance(exc, apsw.CantOpenError):
+        return StoreError(f"cannot {doing} database {path}: {reason}")
+    if isinstance(exc, OSError):
+        where = exc.filename if getattr(exc, "filename", None) else path
+        return StoreError(f"cannot {doing} database {path}: {where}: {reason}")
+    return StoreError(f"cannot {doing} database {path}: {reason}")
+
+
+@contextlib.contextmanager
+def translated(path, doing: str = "read"):
+    try:
+        yield
+    except StoreError:
+        raise
+    except (apsw.Error, OSError) as exc:
+        raise store_error(path, exc, doing) from exc
+
+
+@contextlib.contextmanager
+def transaction(conn: apsw.Connection):
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), issued through execute().
+
+    Not `with conn:`: in APSW 3.54 Connection.__enter__ keeps the GIL while SQLite's busy
+    handler waits for the write lock, so a writer thread waiting on another process froze every
+    thread of ours for up to the busy timeout; execute() releases the GIL while it waits."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if not conn.get_autocommit():
+            conn.execute("ROLLBACK")
+        raise
+
+
+def conn_path(conn: apsw.Connection) -> str:
+    try:
+        return conn.filename or "(memory)"
+    except apsw.Error:
+        return "(closed database)"
+
+
+def file_size(path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def fsync_dir(directory: pathlib.Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_quietly(*paths) -> None:
+    for p in paths:
+        try:
+            os.remove(p)
+        except FileNotFoundError:
+            pass
+
+
+def sidecars(path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+    return (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"),
+            path.with_name(path.name + "-journal"))
+
+
+def connect(path, *, readonly: bool) -> apsw.Connection:
+    path = pathlib.Path(path)
+    name = str(path)
+    if readonly:
+        flags = apsw.SQLITE_OPEN_READONLY
+        wal = path.with_name(path.name + "-wal")
+        if not os.access(path.parent, os.W_OK | os.X_OK) and not wal.exists():
+            # A WAL database in a directory we cannot write: SQLite cannot create the -shm, and
+            # nobody can be writing it (a writer would need a -wal here), so it is immutable.
+            name = "file:" + urllib.parse.quote(str(path.absolute())) + "?immutable=1"
+            flags |= apsw.SQLITE_OPEN_URI
+    else:
+        flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    conn = apsw.Connection(name, flags=flags)
+    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    return conn
+
+
+def connect_reader(path) -> apsw.Connection:
+    """A connection that will not write.  Opened read-write with query_only when the files
+    allow it, so that closing it (the last connection) still tidies the -wal and -shm away."""
+    path = pathlib.Path(path)
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+    conn = connect(path, readonly=not writable)
+    conn.pragma("query_only", "ON")
+    return conn
+
+
+def configure(conn: apsw.Connection, *, readonly: bool, journal_size_limit: int = JOURNAL_SIZE_LIMIT) -> None:
+    """The pragmas every connection gets."""
+    conn.pragma("foreign_keys", "ON")
+    if not readonly:
+        conn.pragma("journal_mode", "WAL")
+        conn.pragma("synchronous", "NORMAL")
+        conn.pragma("journal_size_limit", int(journal_size_limit))
+
+
+def dict_rows(cursor) -> Iterator[dict]:
+    names = None
+    for row in cursor:
+        if names is None:
+            names = [d[0] for d in cursor.get_description()]
+        yield dict(zip(names, row))
+
+
+def table_columns(conn: apsw.Connection, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def same_file(a: pathlib.Path, b: pathlib.Path) -> bool:
+    """Whether a and b name the same file (or would, once created)."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)

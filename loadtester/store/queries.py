@@ -1,0 +1,128 @@
+"""Every read of stored runs: one public function per question asked of the database."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Iterator
+
+import apsw
+
+from loadtester.model import ERROR_KINDS
+from loadtester.store.connection import StoreError, conn_path, dict_rows, table_columns, translated
+
+
+HISTOGRAM_COLUMNS = ("latency_hist", "service_hist")
+
+
+_LAST_N = re.compile(r"^last(?:\s*~\s*(\d+))?$", re.IGNORECASE)
+
+
+def find_run(conn: apsw.Connection, ref) -> dict | None:
+    """A run by integer id, 'last' (most recently started), 'last~N' (N runs before the last),
+    or a uuid prefix of >= 4 characters.
+
+    The test_runs row as stored: JSON columns (headers, config, ...) as JSON text, blobs as bytes."""
+    ref = str(ref).strip()
+    with translated(conn_path(conn)):
+        back = _LAST_N.match(ref)
+        if back:
+            if len(back.group(1) or "") > 18:          # past SQLite's integers: no such run
+                return None
+            rows = list(dict_rows(conn.execute(
+                "SELECT * FROM test_runs ORDER BY started_at DESC, id DESC LIMIT 1 OFFSET ?",
+                (int(back.group(1) or 0),))))
+            return rows[0] if rows else None
+        if ref.isdigit():
+            rows = list(dict_rows(conn.execute("SELECT * FROM test_runs WHERE id = ?", (int(ref),))))
+            if rows:
+                return rows[0]
+        if len(ref) < 4:
+            if ref.isdigit():
+                return None
+            raise StoreError(f"run reference {ref!r} is too short: give an id, 'last', "
+                             "or at least 4 characters of a uuid")
+        prefix = ref.lower()
+        rows = list(dict_rows(conn.execute(
+            "SELECT * FROM test_runs WHERE uuid >= ?1 AND uuid < ?1 || char(1114111) "
+            "ORDER BY id LIMIT 2", (prefix,))))
+    if len(rows) > 1:
+        raise StoreError(f"run reference {ref!r} is ambiguous: it matches more than one run uuid")
+    return rows[0] if rows else None
+
+
+def list_runs(conn: apsw.Connection, limit: int = 50) -> list[dict]:
+    """The newest runs first: test_runs rows as stored, every column but the histogram blobs."""
+    with translated(conn_path(conn)):
+        columns = [c for c in table_columns(conn, "test_runs") if c not in HISTOGRAM_COLUMNS]
+        cursor = conn.execute(f"SELECT {', '.join(columns)} FROM test_runs "
+                              "ORDER BY started_at DESC, id DESC LIMIT ?", (int(limit),))
+        return list(dict_rows(cursor))
+
+
+def run_windows(conn: apsw.Connection, run_id: int, after_second: int = -1) -> list[dict]:
+    """A run's windows (those after `after_second`) by second then worker: the metric_windows columns as stored (JSON as
+    text), plus `counters`, `latency` and `service` in the shape RunWriter.submit_window() takes
+    (counters["status"] has int keys; counters["errors"] is indexed by error kind)."""
+    out = []
+    with translated(conn_path(conn)):
+        cursor = conn.execute("SELECT * FROM metric_windows WHERE test_run_id = ? AND second > ? "
+                              "ORDER BY second, worker", (int(run_id), int(after_second)))
+        for row in dict_rows(cursor):
+            kinds = json.loads(row["error_kinds"]) if row["error_kinds"] else {}
+            errors = [0] * len(ERROR_KINDS)
+            for name, count in kinds.items():
+                if name in ERROR_KINDS:
+                    errors[ERROR_KINDS.index(name)] = count
+            status = {int(k): v for k, v in json.loads(row["status_codes"]).items()} if row["status_codes"] else {}
+            row["latency"] = row["latency_hist"]
+            row["service"] = row["service_hist"]
+            row["counters"] = {
+                "responses": row["requests"] - row["errors"],
+                "successes": row["successes"],
+                "bytes": row["bytes"],
+                "errors": errors,
+                "status": status,
+                "max_wait_us": row["max_wait_us"] or 0,
+            }
+            out.append(row)
+    return out
+
+
+# A run's request rows in seq order (one parameter: the run id); each caller picks its columns.
+REQUEST_ROWS_FROM = (
+    "FROM request_batches AS b JOIN request_records AS r ON r.id BETWEEN b.first_id AND b.last_id "
+    "WHERE b.test_run_id = ? ORDER BY b.first_seq, r.id")
+
+
+def iter_requests(conn: apsw.Connection, run_id: int) -> Iterator[dict]:
+    """A run's request rows in seq order, as request_metrics shows them (latency etc. in µs)."""
+    run_id = int(run_id)
+    sql = ("SELECT b.first_seq + (r.id - b.first_id), r.timestamp, r.latency, r.wait_us, r.bytes, r.code "
+           + REQUEST_ROWS_FROM)
+    with translated(conn_path(conn)):
+        for seq, timestamp, latency, wait_us, nbytes, code in conn.execute(sql, (run_id,)):
+            status = code & 0xFFFF
+            error = (code >> 16) & 0xFF
+            yield {"test_run_id": run_id, "seq": seq, "timestamp": timestamp, "latency": latency,
+                   "wait_us": wait_us, "success": int(error == 0 and 100 <= status < 400),
+                   "status_code": status, "error": error, "bytes": nbytes, "worker": (code >> 24) & 0xFF}
+
+
+def iter_request_codes(conn: apsw.Connection, run_id: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """A run's request rows in seq order as stored: (timestamp, latency, wait_us, bytes, code),
+    code = status | error << 16 | worker << 24."""
+    with translated(conn_path(conn)):
+        yield from conn.execute("SELECT r.timestamp, r.latency, r.wait_us, r.bytes, r.code "
+                                + REQUEST_ROWS_FROM, (int(run_id),))
+
+
+_RUN_TABLES = ("metric_windows", "request_batches")
+
+
+def has_rows(conn: apsw.Connection, table: str, run_id: int) -> bool:
+    """Whether the run has any row in `table` (metric_windows or request_batches)."""
+    if table not in _RUN_TABLES:
+        raise ValueError(f"table must be one of {_RUN_TABLES}, not {table!r}")
+    with translated(conn_path(conn)):
+        return bool(conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE test_run_id = ? LIMIT 1)",
+                                 (int(run_id),)).get)
