@@ -47,12 +47,15 @@ RESULTS_DIR = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 BASELINE = "loadtester (store=none)"
 STORED = "loadtester (store=requests)"
+PREVIOUS = "loadtester previous build (store=none)"
 PAUSE_BETWEEN_RUNS_S = 0.5
 GOALS = [  # (label, numerator row, denominator row, goal)
     ("loadtester/wrk", BASELINE, "wrk", 0.90),
     ("loadtester/hey", BASELINE, "hey", 2.0),
     ("store=requests/store=none", STORED, BASELINE, 0.90),
 ]
+# Judged only with --previous EXE: this build against an earlier one, same command.
+PREVIOUS_GOAL = ("this build/previous build", BASELINE, PREVIOUS, 0.97)
 
 
 class HarnessError(Exception):
@@ -311,6 +314,22 @@ TOOLS: list[Tool] = [
 TOOL_ALIASES = {"loadtester": ["loadtester-none", "loadtester-requests"],
                 "lt": ["loadtester-none", "loadtester-requests"],
                 "store=none": ["loadtester-none"], "store=requests": ["loadtester-requests"]}
+
+
+def with_previous(tools: list[Tool], exe: str) -> list[Tool]:
+    """The tools with a row for another loadtester build, run right after store=none (the
+    pair is judged back to back, like loadtester/wrk)."""
+    path = shutil.which(exe) or (exe if Path(exe).is_file() else None)
+    if path is None:
+        raise ValueError(f"--previous {exe!r}: no such executable")
+    previous = Tool(PREVIOUS, "loadtester-previous", lambda: [str(Path(path).absolute())],
+                    _loadtester_argv("none"), parse_loadtester, db=True)
+    out: list[Tool] = []
+    for tool in tools:
+        out.append(tool)
+        if tool.key == "loadtester-none":
+            out.append(previous)
+    return out if previous in out else [*out, previous]
 
 
 def select_tools(spec: str | None) -> list[Tool]:
@@ -680,7 +699,8 @@ def verdicts(rows: list[dict], runs: list[Run] = ()) -> list[dict]:
     is kept beside it."""
     rps = {r["tool"]: r["median_rps"] for r in rows}
     out = []
-    for label, num, den, goal in GOALS:
+    goals = GOALS + [PREVIOUS_GOAL] if PREVIOUS in rps else GOALS
+    for label, num, den, goal in goals:
         a, b = rps.get(num), rps.get(den)
         of_medians = a / b if a and b else None
         value = paired_ratio(list(runs), num, den) if runs else of_medians
@@ -802,12 +822,17 @@ def parse_args(argv):
         [t.key for t in TOOLS] + list(TOOL_ALIASES)) + " (default: all installed)")
     p.add_argument("--wrk2-rate", type=int, default=1_000_000,
                    help="wrk2 -R (requests/s it aims at; default 1000000 = saturate)")
+    p.add_argument("--previous", metavar="EXE",
+                   help="another loadtester executable (e.g. an earlier commit's "
+                        ".venv/bin/loadtester): run it beside store=none and judge the ratio")
     p.add_argument("--json-only", action="store_true", help="print only the JSON document")
     p.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
     args = p.parse_args(argv)
     try:
         args.duration_s = parse_duration(args.duration)
         args.selected = select_tools(args.tools)
+        if args.previous:
+            args.selected = with_previous(args.selected, args.previous)
     except ValueError as exc:
         p.error(str(exc))
     if args.connections < 1 or args.rounds < 1:

@@ -17,6 +17,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# End-to-end: these start real servers, blasts, browsers, containers or benchmarks.
+# `pytest -m "not slow"` is the quick loop; `make test` runs everything.
+SLOW_MODULES = {"test_bench", "test_blast", "test_browser", "test_cli", "test_deploy",
+                "test_load_models", "test_persistence", "test_protocol", "test_serve_api",
+                "test_target"}
+# Fixtures that start a real server or run blasts (module fixtures included).
+SLOW_FIXTURES = {"start_target", "raw_server", "runs", "shards", "merged", "stored_run"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end to end, with real servers and processes "
+                                       "(deselect with -m 'not slow')")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if (module in SLOW_MODULES or item.name.startswith("test_real_")
+                or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))):
+            item.add_marker(pytest.mark.slow)
+
 
 def cli(*args, timeout=120, env=None, cwd=None):
     """Run `python -m loadtester ARGS`; returns the CompletedProcess."""

@@ -194,6 +194,17 @@ def test_verdicts():
     assert got["store=requests/store=none"]["met"] is False
 
 
+def test_previous_build_runs_beside_store_none_and_is_judged(tmp_path):
+    tools = bench.with_previous(bench.select_tools("wrk,loadtester-none,hey"), sys.executable)
+    assert [t.name for t in tools] == ["wrk", bench.BASELINE, bench.PREVIOUS, "hey"]
+    rows = [{"tool": bench.BASELINE, "median_rps": 98.0}, {"tool": bench.PREVIOUS, "median_rps": 100.0}]
+    got = {v["label"]: v for v in bench.verdicts(rows)}["this build/previous build"]
+    assert got["value"] == pytest.approx(0.98) and got["met"]
+    assert "this build/previous build" not in {v["label"] for v in bench.verdicts(rows[:1])}
+    with pytest.raises(ValueError, match="no such executable"):
+        bench.with_previous(tools, str(tmp_path / "nope"))
+
+
 def test_paired_ratio_cancels_drift_between_rounds():
     # the machine halves its speed after round 1: both tools move, their ratio does not
     runs = [bench.Run(tool=t, round=k, ok=True, rps=rps) for k, t, rps in (
