@@ -106,6 +106,7 @@ cdef extern from "llhttp.h":
         void* data
         uint16_t status_code
         uint8_t method
+        const char* reason             # why llhttp_execute stopped (an error's text)
     ctypedef int (*llhttp_cb)(llhttp_t*) noexcept
     ctypedef int (*llhttp_data_cb)(llhttp_t*, const char* at, size_t length) noexcept
     ctypedef struct llhttp_settings_t:

@@ -13,6 +13,8 @@ from libc.errno cimport errno, EAGAIN, EINTR
 
 import asyncio
 import math
+import socket
+import ssl
 import struct
 import sys
 

@@ -17,6 +17,33 @@ cdef inline int64_t monotonic_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * NS_PER_S + ts.tv_nsec
 
 
+cdef str connect_error_text(exc, Origin origin):
+    """One line for a failed connect, naming where: 'connection refused 127.0.0.1:80',
+    'cannot resolve example.invalid: Name or service not known', 'TLS: certificate verify
+    failed: self-signed certificate (127.0.0.1:8443)'."""
+    where = f"{origin.host}:{origin.port}"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"connect timed out {where}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {origin.host}: {exc.strerror or exc}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed: {exc.verify_message} ({where})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc} ({where})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror.lower()} {where}"
+    return f"{exc or type(exc).__name__} {where}"
+
+
+cdef str lost_connection_text(exc, int64_t response_bytes):
+    if exc is None:
+        return ("connection closed before the response was complete" if response_bytes
+                else "connection closed before any response")
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
 def now_ns():
     """CLOCK_MONOTONIC in ns: the clock every timestamp of a run is read from."""
     return monotonic_ns()
@@ -103,6 +130,7 @@ cdef class Connection:
         except (OSError, asyncio.TimeoutError, ValueError) as exc:
             self.connect_task = None
             if not client.stopping:
+                client.note_error(ERR_CONNECT, connect_error_text(exc, self.origin))
                 client.on_connect_failed(self, started)
                 client.loop.call_later(RECONNECT_BACKOFF_S, self.start)
             return
@@ -134,13 +162,15 @@ cdef class Connection:
         self.transport = None
         self.write = None
         self.fd = -1
+        self.cancel_scheduled_send()
         if self.in_flight and self.response_bytes:
             # A body that ends with the connection (no length, no chunks) is
             # complete now; a response cut short stays in flight: a read error.
             LLHTTP.finish(&self.parser)
         if self.in_flight:
-            self.client.on_request_failed(
-                self, ERR_WRITE if isinstance(exc, BrokenPipeError) else ERR_READ)
+            kind = ERR_WRITE if isinstance(exc, BrokenPipeError) else ERR_READ
+            self.client.note_error(kind, lost_connection_text(exc, self.response_bytes))
+            self.client.on_request_failed(self, kind)
         if not self.client.stopping:
             self.start()
 
@@ -153,10 +183,17 @@ cdef class Connection:
     def resume_writing(self):
         pass
 
-    cdef void close(self) noexcept:
+    cdef void cancel_scheduled_send(self) noexcept:
+        """A request waiting for its time on the timetable will not go out on this
+        connection: it is not sent, so it is given back to the count (-n)."""
         if self.send_timer is not None:
             self.send_timer.cancel()
             self.send_timer = None
+            self.client.scheduled -= 1
+            self.client.issued -= 1
+
+    cdef void close(self) noexcept:
+        self.cancel_scheduled_send()
         if self.connect_task is not None:
             self.connect_task.cancel()
             self.connect_task = None
@@ -204,11 +241,17 @@ cdef class Connection:
                 self.write(request[sent if sent > 0 else 0:])
             else:
                 self.write(request)
-        except BaseException:
+        except BaseException as exc:
+            self.client.note_error(ERR_WRITE, f"cannot send the request: {exc}")
             self.client.on_request_failed(self, ERR_WRITE)
             self.transport.abort()
 
     def send_when_due(self, int64_t intended_ns):
+        self.send_timer = None
+        self.client.scheduled -= 1
+        if self.transport is None or self.closing:
+            self.client.issued -= 1          # not sent: the count (-n) gets it back
+            return
         self.send(intended_ns)
 
     def data_received(self, bytes data):
@@ -219,6 +262,9 @@ cdef class Connection:
             # (after a 101 the connection is already being closed by complete())
             return
         if self.in_flight:
+            self.client.note_error(ERR_PARSE, "not an HTTP/1 response: " + (
+                self.parser.reason.decode("utf-8", "replace") if self.parser.reason != NULL
+                else "parse error"))
             self.client.on_request_failed(self, ERR_PARSE)
         if self.transport is not None:
             self.transport.abort()
@@ -244,6 +290,8 @@ cdef class Connection:
 
     cdef void expire(self) noexcept:
         """The request outlived --timeout: count it, drop the connection."""
+        self.client.note_error(ERR_TIMEOUT, f"no complete response within "
+                                            f"{self.client.timeout_ns / 1e9:g}s")
         self.client.on_request_failed(self, ERR_TIMEOUT)
         if self.transport is not None:
             self.closing = True
@@ -299,6 +347,7 @@ cdef class Client:
     cdef readonly int64_t issued
     cdef int64_t schedule_index
     cdef int in_flight
+    cdef int scheduled                 # requests counted as issued, waiting for their time
     cdef readonly bint stopping
     cdef readonly str stop_reason
     cdef int64_t window_index
@@ -308,6 +357,7 @@ cdef class Client:
     cdef list start_timers             # ramp-up and deadline: one each, armed once
     cdef object sweep_timer
     cdef object window_timer
+    cdef dict first_errors             # error kind name -> the first message of that kind
 
     def __init__(self, *, list origins, int connections=1, int64_t max_requests=0,
                  double duration_s=0.0, double timeout_s=10.0, double rate_per_s=0.0,
@@ -340,6 +390,7 @@ cdef class Client:
                             for i in range(connections)]
         self.start_timers = []
         self.stop_reason = ""
+        self.first_errors = {}
 
     def __dealloc__(self):
         free(self.target_counts)
@@ -412,7 +463,15 @@ cdef class Client:
             "service": self.recorder.service,
             "loop_lag_max_us": self.loop_lag_max_us,
             "targets": self.target_stats(),
+            "error_messages": dict(self.first_errors),
         }
+
+    cdef void note_error(self, int kind, str message) noexcept:
+        """Keep the first message of each error kind, for the report (as hey prints its
+        first x509 error): only the first error of a kind costs anything."""
+        name = ERROR_NAMES[kind]
+        if name not in self.first_errors:
+            self.first_errors[name] = message
 
     # --- scheduling -----------------------------------------------------------
 
@@ -420,7 +479,10 @@ cdef class Client:
         return self.max_requests == 0 or self.issued < self.max_requests
 
     cdef void stop_if_spent(self) noexcept:
-        if not self.budget_left() and self.in_flight == 0 and not self.stopping:
+        # Requests still waiting for their time on the timetable are part of the count:
+        # the run is spent only once they too have been answered.
+        if (not self.budget_left() and self.in_flight == 0 and self.scheduled == 0
+                and not self.stopping):
             self.stop("count")
 
     cdef void next_request(self, Connection conn) noexcept:
@@ -448,6 +510,7 @@ cdef class Client:
             try:
                 conn.send_timer = self.loop.call_later(delay_ms / 1000.0, conn.send_when_due,
                                                        intended_ns)
+                self.scheduled += 1
             except BaseException as exc:
                 print_exception_once(exc)
 
