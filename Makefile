@@ -8,11 +8,11 @@ INSTALLED := $(VENV)/.installed
 ENGINE_SOURCES := $(wildcard engine/*.pyx engine/*.pxd engine/vendor/llhttp/*.h)
 ENGINE_SO = $(wildcard loadtester/_engine*.so)
 # Debian packages the test suite needs; installed when missing (CI runs as root).
-TEST_DEB_PACKAGES := chromium chromium-driver poppler-utils
+TEST_DEB_PACKAGES := chromium chromium-driver poppler-utils buildah debootstrap
 DEMO_PORT ?= 18089
 BENCH_ARGS ?=
 
-.PHONY: help demo test bench bench-peers build debug clean system-deps
+.PHONY: help demo test lint bench bench-peers build debug clean system-deps
 
 help:  ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -48,7 +48,11 @@ demo: build  ## start the local target, blast it, store the run in ./data/loadte
 	kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; \
 	[ $$rc -eq 0 ] && echo && $(BIN)/loadtester runs --limit 5 && echo && $(BIN)/loadtester show last --no-windows; exit $$rc
 
-test: build system-deps  ## run the whole test suite
+lint: $(INSTALLED)  ## ruff and mypy (settings in pyproject.toml); make test runs it first
+	$(BIN)/ruff check loadtester tests bench
+	$(BIN)/mypy
+
+test: lint build system-deps  ## lint, then run the whole test suite
 	$(BIN)/python -m pytest -q tests
 
 bench: build  ## peers vs loadtester, side by side on pinned cores (see bench/README.md)
@@ -59,3 +63,7 @@ bench-peers:  ## install the benchmark peers this machine can get (wrk, hey, ab,
 
 clean:  ## remove build outputs (keeps data/)
 	rm -rf build $(VENV) loadtester/_engine*.so engine/_engine.c loadtester/.built *.egg-info
+
+.PHONY: test-container
+test-container: build system-deps  ## the real image, built and run with buildah (as root; no Docker)
+	$(BIN)/python -m pytest -q tests/test_container.py tests/test_deploy.py tests/test_deploy_schemas.py

@@ -1,7 +1,7 @@
 """loadtester: HTTP load generator with a Cython hot path, uvloop, httptools and SQLite (APSW)."""
 import os
 
-from setuptools import Extension, find_packages, setup
+from setuptools import Extension, setup
 
 DEBUG_BUILD = os.environ.get("LOADTESTER_DEBUG_BUILD") == "1"
 
@@ -22,27 +22,11 @@ def extensions():
                       include_dirs=["engine/vendor/llhttp"], extra_compile_args=compile_args)]
 
 
+# Name, version, dependencies, packages and the console script are in pyproject.toml;
+# here is only what it cannot say: the compiled engine and the data files shipped with it.
 setup(
-    name="loadtester",
-    version="0.1.0",
-    description="HTTP load generator: as fast as wrk, honest about latency, remembers every run",
-    python_requires=">=3.11",
-    packages=find_packages(include=["loadtester", "loadtester.*"]),
-    package_data={"loadtester": ["store/schema/*.sql", "web/static/*.html", "web/static/*.js",
-                                 "web/static/*.css",
+    package_data={"loadtester": ["_engine.pyi", "store/schema/*.sql", "web/static/*.html",
+                                 "web/static/*.js", "web/static/*.css",
                                  "web/static/vendor/*"]},
     ext_modules=extensions(),
-    install_requires=[
-        "uvloop>=0.19",
-        "httptools>=0.7.1,<0.10",   # the llhttp ABI of engine/vendor/llhttp/llhttp.h
-        "apsw>=3.45",
-        "click>=8.1",
-        "starlette>=0.37",
-        "uvicorn>=0.30",
-        "fpdf2>=2.7",
-    ],
-    extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.2", "PyYAML>=6", "selenium>=4.20"],
-    },
-    entry_points={"console_scripts": ["loadtester=loadtester.cli:main"]},
 )

@@ -4,8 +4,8 @@
 Starts one HTTP target on 127.0.0.1 (nginx, or loadtester's own target) pinned to
 one core, then runs every installed generator pinned to another core, with the same
 connections and duration, round after round (so peers and loadtester interleave
-in time; the pairs judged run back to back, and even rounds run in reverse).  Prints a table of medians and the ratios we care
-about, and writes the same data as JSON to bench/results/.
+in time; the pairs judged run back to back, and even rounds run in reverse).  Prints a table
+of medians and the ratios we care about, and writes the same data as JSON to bench/results/.
 
 Load only ever goes to 127.0.0.1, to the server this script started; every child
 process runs in its own process group and is killed when the harness stops
@@ -38,9 +38,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -873,7 +873,7 @@ def main(argv=None) -> int:
 
     per_run_bound = run_limit_s(args.duration_s) + 5
     lifetime_s = args.rounds * len(available) * per_run_bound + 60
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     try:
         loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
@@ -919,7 +919,7 @@ def main(argv=None) -> int:
     doc = {
         "meta": {
             "date": started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "finished": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "finished": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
             "target": kind, "target_version": target.version if target else None,
             "url": target.url if target else None,
             "target_cpu": target_cpu, "generator_cpu": gen_cpu, "pinning_warning": pin_warning,
@@ -927,7 +927,8 @@ def main(argv=None) -> int:
             "platform": platform.platform(), "hostname": platform.node(),
             "connections": args.connections, "duration_s": args.duration_s,
             "rounds": args.rounds, "tools": names, "missing_tools": missing_names,
-            "loadavg_start": loadavg, "order": "each round runs every tool once, in this order; even rounds in reverse",
+            "loadavg_start": loadavg,
+            "order": "each round runs every tool once, in this order; even rounds in reverse",
         },
         "rows": rows,
         "verdicts": verdicts(rows, runs),

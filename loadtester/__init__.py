@@ -1,2 +1,7 @@
 """loadtester: HTTP load generator that remembers every run."""
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("loadtester")          # the one version: pyproject.toml's
+except PackageNotFoundError:                       # a source tree that was never installed
+    __version__ = "0+unknown"

@@ -24,8 +24,10 @@ async def serve(host: str = "127.0.0.1", port: int = 8080, *, delay_s: float = 0
     if tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(tls_cert, tls_key)
-    server = await loop.create_server(lambda: LocalTargetProtocol(state, loop), host, port,
-                                      backlog=4096, reuse_address=True, ssl=context)
+    # (LocalTargetProtocol is a protocol by its methods, not an asyncio.BaseProtocol: it has no
+    # pause_writing/resume_writing)
+    server = await loop.create_server(lambda: LocalTargetProtocol(state, loop),  # type: ignore[arg-type, return-value]
+                                      host, port, backlog=4096, reuse_address=True, ssl=context)
     bound = server.sockets[0].getsockname()
     shown_host = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     scheme = "https" if context else "http"
@@ -33,9 +35,9 @@ async def serve(host: str = "127.0.0.1", port: int = 8080, *, delay_s: float = 0
              f"(delay {delay_s * 1000:g}ms, status {status}, body {body_size} bytes)")
     stop = loop.create_future()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))  # type: ignore[func-returns-value]
     if lifetime_s:
-        loop.call_later(lifetime_s, lambda: stop.done() or stop.set_result(None))
+        loop.call_later(lifetime_s, lambda: stop.done() or stop.set_result(None))  # type: ignore[func-returns-value]
     await stop
     server.close()
     announce(f"served {state.served} requests")

@@ -39,10 +39,21 @@ class Window(TypedDict, total=False):
     counters: CountersDict
     latency: bytes | None           # Histogram.to_bytes() (corrected latency)
     service: bytes | None           # Histogram.to_bytes() (uncorrected)
-    loop_lag_us: int
-    in_flight: int
-    cpu_us: int
+    loop_lag_us: int | None         # (NULL in a stored row that has none)
+    in_flight: int | None
+    cpu_us: int | None
     partial: bool                   # the run ended inside this second
+    # queries.run_windows() only: the metric_windows columns as stored
+    test_run_id: int
+    requests: int
+    successes: int
+    errors: int
+    error_kinds: str | None         # JSON text
+    status_codes: str | None        # JSON text
+    latency_hist: bytes | None
+    service_hist: bytes | None
+    max_wait_us: int | None
+    bytes: int                      # (last: from here on `bytes` in this class is this key)
 
 
 def percentile_key(p: float) -> str:

@@ -4,13 +4,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
+from loadtester import __version__
 from loadtester.units import UnitError, parse_duration_s
 
 DEFAULT_DURATION_S = 10.0
 DEFAULT_TIMEOUT_S = 10.0
-USER_AGENT = "loadtester/0.1"
+USER_AGENT = f"loadtester/{__version__}"
 
 class SpecError(ValueError):
     """A user-facing, one-line description of bad input."""
@@ -176,8 +178,8 @@ def read_targets_file(path: str) -> list[Target]:
         raise SpecError(f"cannot read targets file {path!r}: "
                         f"{getattr(exc, 'strerror', None) or exc}") from None
     base = os.path.dirname(os.path.abspath(path))
-    targets: list[Target] = []
-    current = None
+    targets: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):

@@ -48,10 +48,10 @@ def format_bytes(n: float | None, sep: str = " ", digits: int = 1) -> str:
 
 def iso_utc(value: _dt.datetime) -> str:
     """An aware datetime as ISO-8601 UTC with milliseconds: 2025-11-25T01:40:00.123Z."""
-    return value.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return value.astimezone(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_iso_utc(text) -> _dt.datetime | None:
+def parse_iso_utc(text: object) -> _dt.datetime | None:
     """A stored timestamp back as an aware datetime (no zone means UTC); None when unreadable."""
     if not text:
         return None
@@ -59,9 +59,9 @@ def parse_iso_utc(text) -> _dt.datetime | None:
         value = _dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
 
 
 def utc_now_iso() -> str:
     """Now as ISO-8601 UTC with milliseconds: 2025-11-25T01:40:00.123Z."""
-    return iso_utc(_dt.datetime.now(_dt.timezone.utc))
+    return iso_utc(_dt.datetime.now(_dt.UTC))

@@ -11,20 +11,25 @@ so a tiny but consistent shift is "no significant change".  Latency up or throug
 regression; latency down or throughput up an improvement.  Failures count too (a target that
 fails fast is not faster): the per-second error shares go through the same test, and the shift
 counts when the overall error rate also moves by more than 1 percentage point.  A regression
-signal wins over an improvement signal.  With runs of 5 seconds or more the first and the last second are left out
-(start-up and the partial last second).  When the runs have too few seconds for the test ever
-to reach p < 0.01 (fewer than 6 each after trimming: run at least 8 s; or no windows stored,
---store none) and nothing was significant, the verdict is "inconclusive".
+signal wins over an improvement signal.  With runs of 5 seconds or more the first and the last
+second are left out (start-up and the partial last second).  When the runs have too few seconds
+for the test ever to reach p < 0.01 (fewer than 6 each after trimming: run at least 8 s; or no
+windows stored, --store none) and nothing was significant, the verdict is "inconclusive".
 """
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from loadtester import store
 from loadtester.analysis.aggregate import merged_seconds
 from loadtester.analysis.report import report_from_row
 from loadtester.units import format_ms
+
+if TYPE_CHECKING:
+    import apsw
 
 ALPHA = 0.01
 MIN_CHANGE = 0.05
@@ -37,7 +42,13 @@ METRICS = ("rps", "p50", "p90", "p99", "avg", "error_rate")
 
 # --------------------------------------------------------------------------- statistics
 
-def mann_whitney_u(x, y) -> dict:
+class MannWhitney(TypedDict):
+    u: float | None
+    z: float | None
+    p: float
+
+
+def mann_whitney_u(x: Iterable[float], y: Iterable[float]) -> MannWhitney:
     """Two-sided Mann-Whitney U test of samples x and y.
 
     Normal approximation with tie correction and continuity correction (as scipy's
@@ -89,7 +100,7 @@ def windows_needed(alpha: float = ALPHA) -> int:
     return n
 
 
-def relative_change(a, b):
+def relative_change(a: float | None, b: float | None) -> float | None:
     """(b - a) / a; None when a is missing or zero."""
     if a is None or b is None or a == 0:
         return None
@@ -98,7 +109,7 @@ def relative_change(a, b):
 
 # --------------------------------------------------------------------------- per-second samples
 
-def per_second(conn, run_id: int) -> list[dict]:
+def per_second(conn: apsw.Connection, run_id: int) -> list[dict[str, Any]]:
     """[{second, p50_ms, responses, error_share}] from the stored windows, workers added up.
     error_share: failed attempts (transport errors and 4xx/5xx) / attempts in that second."""
     return [{"second": s["second"], "p50_ms": s["p50_ms"], "responses": s["responses"],
@@ -106,13 +117,13 @@ def per_second(conn, run_id: int) -> list[dict]:
             for s in merged_seconds(store.run_windows(conn, run_id), detail=True)]
 
 
-def _trim(seconds: list[dict]) -> tuple[list[dict], bool]:
+def _trim(seconds: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
     if len(seconds) >= TRIM_FROM:
         return seconds[1:-1], True
     return seconds, False
 
 
-def _signal(metric: str, a: list, b: list, worse_when_up: bool) -> dict:
+def _signal(metric: str, a: list[float], b: list[float], worse_when_up: bool) -> dict[str, Any]:
     test = mann_whitney_u(a, b)
     median_a = statistics.median(a) if a else None
     median_b = statistics.median(b) if b else None
@@ -125,7 +136,7 @@ def _signal(metric: str, a: list, b: list, worse_when_up: bool) -> dict:
     significant = bool(test["p"] < ALPHA and moved)
     direction = None
     if significant:
-        up = median_b > median_a
+        up = median_b > median_a          # type: ignore[operator]  # (significant: both exist)
         direction = "regression" if up == worse_when_up else "improvement"
     return {"metric": metric, "windows_a": len(a), "windows_b": len(b), "median_a": median_a,
             "median_b": median_b, "change": change, "u": test["u"], "p": test["p"],
@@ -134,7 +145,7 @@ def _signal(metric: str, a: list, b: list, worse_when_up: bool) -> dict:
 
 # --------------------------------------------------------------------------- comparison
 
-def _headline(report: dict, row: dict) -> dict:
+def _headline(report: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     lat = report["latency_ms"]
     attempts = report["attempts"]
     return {
@@ -147,17 +158,18 @@ def _headline(report: dict, row: dict) -> dict:
     }
 
 
-def _pct(change) -> str:
+def _pct(change: float | None) -> str:
     return "n/a" if change is None else f"{change * 100:+.1f}%"
 
 
-def _change(signal: dict) -> str:
+def _change(signal: dict[str, Any]) -> str:
     if signal["median_a"] == 0 and signal["median_b"]:
         return f"0 -> {signal['median_b']:.3g}"
     return _pct(signal["change"])
 
 
-def compare_runs(conn, run_a_row: dict, run_b_row: dict) -> dict:
+def compare_runs(conn: apsw.Connection, run_a_row: dict[str, Any],
+                 run_b_row: dict[str, Any]) -> dict[str, Any]:
     """Compare run A (the baseline) with run B; rows as store.find_run() returns them."""
     db_path = conn.filename
     report_a = report_from_row(run_a_row, db_path)
@@ -230,16 +242,16 @@ def compare_runs(conn, run_a_row: dict, run_b_row: dict) -> dict:
 
 # --------------------------------------------------------------------------- text
 
-def render(result: dict) -> str:
+def render(result: dict[str, Any]) -> str:
     a, b, change = result["a"], result["b"], result["change"]
 
-    def name(run):
+    def name(run: dict[str, Any]) -> str:
         return f"run {run['run_id']}" + (f" ({run['label']})" if run.get("label") else "")
 
     rows = [("rps", f"{a['rps']:,.1f}", f"{b['rps']:,.1f}", _pct(change["rps"]))]
     for m in ("p50", "p90", "p99", "avg"):
         rows.append((m, format_ms(a[m]), format_ms(b[m]), _pct(change[m])))
-    er = lambda v: "-" if v is None else f"{v * 100:.2f}%"        # noqa: E731
+    er: Callable[[float | None], str] = lambda v: "-" if v is None else f"{v * 100:.2f}%"  # noqa: E731
     diff = result["error_rate_diff"]
     rows.append(("errors", er(a["error_rate"]), er(b["error_rate"]),
                  "n/a" if diff is None else f"{diff * 100:+.2f}pp"))

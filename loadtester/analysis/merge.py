@@ -5,8 +5,9 @@ Past one machine, n pods each blast 1/n of the load (`loadtester blast ... --sha
 makes ONE run of each group, exactly:
 
 - a group is the runs sharing `run_group` (the --run-id; read from the stored config when the
-  column is empty); runs without one are grouped by their label (runs with neither are left alone).  A group takes one run per shard (when `shard` is
-  set) or else one run per source file: if a file holds several, the latest started wins.
+  column is empty); runs without one are grouped by their label (runs with neither are left
+  alone).  A group takes one run per shard (when `shard` is set) or else one run per source
+  file: if a file holds several, the latest started wins.
 - a shard's row keeps the whole run's connections, rate and -n (blast splits them as it runs),
   so shards of one run give the common value; runs grouped by label each ran their own, and
   theirs are added.  Workers are always added.
@@ -33,18 +34,24 @@ Sources are opened read-only and never changed; the destination may not be one o
 """
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import pathlib
 import struct
 import time
 import uuid as _uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from loadtester import _engine, store
 from loadtester.analysis import aggregate, report as report_mod
-from loadtester.model import RECORD_FORMAT, RECORD_SIZE
+from loadtester.model import RECORD_FORMAT, RECORD_SIZE, Window
 from loadtester.store import queries
 from loadtester.store.connection import same_file, table_columns
 from loadtester.units import iso_utc, parse_iso_utc
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 STATUS_RANK = {"completed": 0, "stopped": 1, "interrupted": 2, "failed": 3}
 RECORD = struct.Struct(RECORD_FORMAT)     # start_us, latency_us, wait_us, bytes, status, error, worker
@@ -62,7 +69,7 @@ class MergeError(store.StoreError):
 
 # --------------------------------------------------------------------------- reading sources
 
-def _json_object(text) -> dict:
+def _json_object(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text or "{}")
     except (TypeError, ValueError):
@@ -70,11 +77,11 @@ def _json_object(text) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _config(row: dict) -> dict:
+def _config(row: dict[str, Any]) -> dict[str, Any]:
     return _json_object(row.get("config"))
 
 
-def _shard(row: dict):
+def _shard(row: dict[str, Any]) -> tuple[int, int] | None:
     """The run's shard as (i, n) with n > 1; None for a run that is not a shard.  From the
     `shard` column, else from the stored config (blast keeps 'shard': 'i/n' there too)."""
     text = row.get("shard") or _config(row).get("shard")
@@ -88,12 +95,12 @@ def _shard(row: dict):
     return (i, n) if sep and 0 <= i < n and n > 1 else None
 
 
-def _shard_text(row: dict):
+def _shard_text(row: dict[str, Any]) -> str | None:
     shard = _shard(row)
     return f"{shard[0]}/{shard[1]}" if shard else None
 
 
-def group_key(row: dict):
+def group_key(row: dict[str, Any]) -> tuple[str, str] | None:
     """('run_group', id) or ('label', label) or None for a run that belongs to no group.
     The run group is the `run_group` column, else the config's run_id (blast --run-id)."""
     run_group = row.get("run_group") or _config(row).get("run_id")
@@ -105,23 +112,26 @@ def group_key(row: dict):
 
 
 class _Source:
-    def __init__(self, index: int, path: pathlib.Path):
+    def __init__(self, index: int, path: pathlib.Path) -> None:
         self.index = index
         self.path = path
         self.conn = store.open_database(path, readonly=True, create=False)
 
-    def runs(self) -> list[dict]:
+    def runs(self) -> list[dict[str, Any]]:
         return store.list_runs(self.conn, limit=1 << 62)
 
-    def close(self):
+    def close(self) -> None:
         self.conn.close()
+
+
+_Part = tuple[_Source, dict[str, Any]]       # a run of a group: its source and its test_runs row
 
 
 # --------------------------------------------------------------------------- planning
 
-def _select_parts(candidates: list[tuple[_Source, dict]]) -> tuple[list[tuple[_Source, dict]], list[str]]:
+def _select_parts(candidates: list[_Part]) -> tuple[list[_Part], list[str]]:
     """One run per slot (its shard, or else its source file): the latest started wins."""
-    slots: dict = {}
+    slots: dict[tuple[str, tuple[int, int]] | tuple[str, int], list[_Part]] = {}
     notes = []
     for source, row in candidates:
         shard = _shard(row)
@@ -140,9 +150,9 @@ def _select_parts(candidates: list[tuple[_Source, dict]]) -> tuple[list[tuple[_S
     return chosen, notes
 
 
-def _plan(sources: list[_Source], group: str | None):
+def _plan(sources: list[_Source], group: str | None) -> dict[tuple[str, str], list[_Part]]:
     """{group key: [(source, row), ...]}: every candidate run of each group."""
-    groups: dict = {}
+    groups: dict[tuple[str, str], list[_Part]] = {}
     for source in sources:
         for row in source.runs():
             key = group_key(row)
@@ -161,7 +171,7 @@ def _plan(sources: list[_Source], group: str | None):
 
 # --------------------------------------------------------------------------- one part's summary
 
-def _part_summary(source: _Source, row: dict) -> dict:
+def _part_summary(source: _Source, row: dict[str, Any]) -> dict[str, Any]:
     """Counters and histograms of one part: from its summary columns, or (a run that was
     interrupted before writing them) rebuilt from its stored windows."""
     if row.get("latency_hist") is not None:
@@ -183,7 +193,7 @@ def _part_summary(source: _Source, row: dict) -> dict:
 class _Pump:
     """Feeds a RunWriter without ever overrunning its queue (whose overflow would drop rows)."""
 
-    def __init__(self, writer: store.RunWriter):
+    def __init__(self, writer: store.RunWriter) -> None:
         self.writer = writer
         self.records = 0
         self.windows = 0
@@ -206,7 +216,7 @@ class _Pump:
                                  f"{STALL_SECONDS:.0f} s ({self.writer.last_error or 'no error given'})")
             time.sleep(0.002)
 
-    def window(self, window: dict) -> None:
+    def window(self, window: Window) -> None:
         self._wait(CHUNK_RECORDS * MAX_PENDING_BATCHES, MAX_PENDING_WINDOWS - 1)
         self.writer.submit_window(window)
         self.windows += 1
@@ -220,12 +230,13 @@ class _Pump:
         self._wait(0, 0)
 
 
-def _copy_requests(source: _Source, run_id: int, pump: _Pump, *, shift_us: int, worker_offset: int) -> tuple[int, int]:
+def _copy_requests(source: _Source, run_id: int, pump: _Pump, *, shift_us: int,
+                   worker_offset: int) -> tuple[int, int]:
     """Copy a part's request rows, re-packed as engine records; (rows, highest source worker)."""
     pack = RECORD.pack
     rows = 0
     top_worker = -1
-    chunk = []
+    chunk: list[bytes] = []
     for timestamp, latency, wait_us, nbytes, code in queries.iter_request_codes(source.conn, run_id):
         worker = (code >> 24) & 0xFF
         if worker > top_worker:
@@ -242,24 +253,25 @@ def _copy_requests(source: _Source, run_id: int, pump: _Pump, *, shift_us: int, 
     return rows, top_worker
 
 
-def _common(values, default=None):
+def _common(values: Iterable[Any], default: Any = None) -> Any:
     values = [v for v in values if v is not None]
     if not values:
         return default
     return values[0] if all(v == values[0] for v in values) else default
 
 
-def _max_or_none(values):
+def _max_or_none(values: Iterable[Any]) -> Any:
     values = [v for v in values if v is not None]
     return max(values) if values else None
 
 
-def _sum_or_none(values):
+def _sum_or_none(values: Iterable[Any]) -> Any:
     values = list(values)
     return None if any(v is None for v in values) else sum(values)
 
 
-def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> dict:
+def _merge_group(key: tuple[str, str], parts: list[_Part], notes: list[str], into: pathlib.Path,
+                 dest_columns: set[str]) -> dict[str, Any]:
     kind, name = key
     rows = [row for _, row in parts]
     modes = {row.get("mode") or "closed" for row in rows}
@@ -289,12 +301,12 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
                     "parts": [_part_info(s, r) for s, r in parts], "notes": notes}
 
     # Times.
-    starts = [parse_iso_utc(r.get("started_at")) for r in rows]
-    if any(t is None for t in starts):
+    parsed = [parse_iso_utc(r.get("started_at")) for r in rows]
+    starts = [t for t in parsed if t is not None]
+    if len(starts) < len(parsed):
         raise MergeError(f"group {name!r}: a run has no readable started_at")
     t0 = min(starts)
-    ends = [parse_iso_utc(r.get("completed_at")) for r in rows]
-    ends = [t for t in ends if t is not None]
+    ends = [t for t in (parse_iso_utc(r.get("completed_at")) for r in rows) if t is not None]
     if ends and len(ends) == len(rows) and max(starts) > min(ends):
         gap = (max(starts) - min(ends)).total_seconds()
         notes.append(f"the parts did not all run at the same time (one started {gap:.1f} s after "
@@ -314,7 +326,7 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
     max_wait_us = round(max((g.get("max_schedule_lag_ms") or 0) for g in generators) * 1000)
     if max_wait_us:
         counters.merge(aggregate.counters_from_row({}, max_wait_us=max_wait_us))
-    generator_args = {
+    generator_args: dict[str, Any] = {          # summarize()'s keyword arguments
         "max_loop_lag_us": round(max((g.get("max_loop_lag_ms") or 0) for g in generators) * 1000),
         "busy_seconds": sum(g.get("busy_seconds") or 0 for g in generators),
         "worker_seconds": sum(g.get("worker_seconds") or 0 for g in generators),
@@ -328,7 +340,7 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
     statuses = [r.get("status") or "completed" for r in rows]
     status = max(statuses, key=lambda st: STATUS_RANK.get(st, 3))
     shards = [_shard(r) for r in rows]
-    missing = []
+    missing: list[str] = []
     counts = {sh[1] for sh in shards if sh}
     if len(counts) == 1:
         n = counts.pop()
@@ -340,7 +352,7 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
                 status = "interrupted"
     elif len(counts) > 1:
         notes.append(f"the parts disagree on the number of shards ({sorted(counts)})")
-    reasons = []
+    reasons: list[str] = []
     for r in rows:
         reason = r.get("stop_reason")
         if reason and reason not in reasons:
@@ -377,7 +389,7 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
     has_requests = any(queries.has_rows(s.conn, "request_batches", r["id"]) for s, r in parts)
     has_windows = any(queries.has_rows(s.conn, "metric_windows", r["id"]) for s, r in parts)
     store_mode = "requests" if has_requests else ("windows" if has_windows else "none")
-    run = {
+    run: dict[str, Any] = {
         "uuid": merged_uuid, "started_at": iso_utc(t0),
         "host": _common([r.get("host") for r in rows], rows[0].get("host")),
         "mask_host": max(int(r.get("mask_host") or 0) for r in rows),
@@ -390,7 +402,8 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
         "workers": sum(workers_declared), "requests_limit": config["requests"],
         "label": config["label"] or None,
         "config": json.dumps(config),
-        "environment": json.dumps({"merged_from": [json.loads(r.get("environment") or "null") for r in rows]}),
+        "environment": json.dumps({"merged_from": [json.loads(r.get("environment") or "null")
+                                                   for r in rows]}),
     }
     if "run_group" in dest_columns:
         run["run_group"] = name if kind == "run_group" else None
@@ -407,7 +420,7 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
     offset = 0
     try:
         for (source, row), declared in zip(parts, workers_declared):
-            shift = parse_iso_utc(row["started_at"]) - t0
+            shift = cast(_dt.datetime, parse_iso_utc(row["started_at"])) - t0     # (read above)
             shift_us = round(shift.total_seconds() * 1e6)
             shift_s = round(shift.total_seconds())
             top = -1
@@ -415,8 +428,8 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
             if store_mode != "none":
                 for window in store.run_windows(source.conn, row["id"]):
                     top = max(top, window["worker"])
-                    window = dict(window, worker=window["worker"] + offset,
-                                  second=window["second"] + shift_s)
+                    window = cast(Window, dict(window, worker=window["worker"] + offset,
+                                               second=window["second"] + shift_s))
                     pump.window(window)
                     windows += 1
             request_rows = 0
@@ -462,11 +475,12 @@ def _merge_group(key, parts, notes, into: pathlib.Path, dest_columns: set) -> di
 
 
 def _count(source: _Source, table: str, run_id: int) -> int:
-    return source.conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE test_run_id = ? LIMIT 1)",
-                               (run_id,)).get
+    count: int = source.conn.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE test_run_id = ? LIMIT 1)", (run_id,)).get
+    return count
 
 
-def _part_info(source: _Source, row: dict) -> dict:
+def _part_info(source: _Source, row: dict[str, Any]) -> dict[str, Any]:
     return {"db": str(source.path), "run_id": row["id"], "uuid": row["uuid"],
             "shard": _shard_text(row), "status": row.get("status"),
             "requests": row.get("total_requests"), "started_at": row.get("started_at")}
@@ -474,7 +488,7 @@ def _part_info(source: _Source, row: dict) -> dict:
 
 # --------------------------------------------------------------------------- entry points
 
-def merge(sources, into, *, group: str | None = None) -> dict:
+def merge(sources: Iterable[StrPath], into: StrPath, *, group: str | None = None) -> dict[str, Any]:
     """Merge every group found in the source databases (or only `group`) into `into`.
 
     Returns {"into": path, "merged": [one dict per group: run_id, uuid, status, parts, notes,
@@ -498,12 +512,13 @@ def merge(sources, into, *, group: str | None = None) -> dict:
         if group is not None and not groups:
             raise MergeError(f"no run with run group or label {group!r} in "
                              f"{', '.join(str(p) for p in paths)}")
-        merged, skipped = [], []
-        dest_columns: set | None = None
+        merged: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
+        dest_columns: set[str] | None = None
         for key in sorted(groups, key=lambda k: (min(r.get("started_at") or "" for _, r in groups[k]), k)):
             parts, notes = _select_parts(groups[key])
             # list_runs leaves the histogram blobs out: the chosen parts' whole rows
-            parts = [(s, store.find_run(s.conn, row["id"])) for s, row in parts]
+            parts = [(s, cast("dict[str, Any]", store.find_run(s.conn, row["id"]))) for s, row in parts]
             if dest_columns is None:
                 dest_columns = _dest_columns(into)
             try:
@@ -518,7 +533,7 @@ def merge(sources, into, *, group: str | None = None) -> dict:
             source.close()
 
 
-def _dest_columns(into: pathlib.Path) -> set:
+def _dest_columns(into: pathlib.Path) -> set[str]:
     conn = store.open_database(into)                  # creates / migrates the destination
     try:
         return set(table_columns(conn, "test_runs"))
@@ -526,7 +541,8 @@ def _dest_columns(into: pathlib.Path) -> set:
         conn.close()
 
 
-def merge_databases(sources, into, *, group: str | None = None) -> list[int]:
+def merge_databases(sources: Iterable[StrPath], into: StrPath, *,
+                    group: str | None = None) -> list[int]:
     """Merge the runs of each group found in `sources` (or only `group`) into one run each in
     `into`; returns the merged runs' ids (a group merged before keeps its earlier run)."""
     return [m["run_id"] for m in merge(sources, into, group=group)["merged"]]

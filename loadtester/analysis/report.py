@@ -2,38 +2,43 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loadtester import _engine
 from loadtester.analysis import aggregate
 from loadtester.analysis.thresholds import render as render_thresholds
-from loadtester.model import percentile_key
+from loadtester.model import Window, percentile_key
 from loadtester.units import format_bytes, format_ms
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 PERCENTILES = (50, 75, 90, 99, 99.9)
 SUCCESS_RULE = "success = a response with status 1xx-3xx"
 
 
-def latency_summary_ms(hist: _engine.Histogram) -> dict:
+def latency_summary_ms(hist: _engine.Histogram) -> dict[str, float | None]:
     if hist.total == 0:
-        return {key: None for key in ("min", "avg", "stdev", *map(percentile_key, PERCENTILES), "max")}
-    out = {"min": hist.min_us / 1000, "avg": hist.mean_us / 1000, "stdev": hist.stdev_us / 1000}
+        return dict.fromkeys(("min", "avg", "stdev", *map(percentile_key, PERCENTILES), "max"))
+    out: dict[str, float | None] = {"min": hist.min_us / 1000, "avg": hist.mean_us / 1000,
+                                    "stdev": hist.stdev_us / 1000}
     for p in PERCENTILES:
         out[percentile_key(p)] = hist.value_at_percentile(p) / 1000
     out["max"] = hist.max_us / 1000
     return out
 
 
-def summarize(*, spec_config: dict, counters: _engine.Counters, latency: _engine.Histogram,
-              service: _engine.Histogram, duration_s: float, stop_reason: str, status: str,
-              dropped_records: int = 0, max_loop_lag_us: int = 0, run_id=None, uuid=None,
-              db_path=None, started_at=None, targets=None, busy_seconds: int = 0,
-              worker_seconds: int = 0) -> dict:
+def summarize(*, spec_config: dict[str, Any], counters: _engine.Counters, latency: _engine.Histogram,
+              service: _engine.Histogram, duration_s: float, stop_reason: str | None, status: str | None,
+              dropped_records: int = 0, max_loop_lag_us: int = 0, run_id: int | None = None,
+              uuid: str | None = None, db_path: StrPath | None = None, started_at: str | None = None,
+              targets: list[dict[str, Any]] | None = None, busy_seconds: int = 0,
+              worker_seconds: int = 0) -> dict[str, Any]:
     """The report as data: what `--json` prints and what text is rendered from."""
     completed = counters.responses
     attempts = completed + counters.transport_errors
     rps = completed / duration_s if duration_s > 0 else 0.0
-    report = {
+    report: dict[str, Any] = {
         "run_id": run_id,
         "uuid": uuid,
         "db": str(db_path) if db_path else None,
@@ -78,7 +83,8 @@ SATURATED_BUSY_SHARE = 0.5        # of worker-seconds at >= 95% CPU
 FELL_BEHIND_MS = 10.0              # open loop: sends this late behind the timetable
 
 
-def _saturated(spec_config, counters, busy_seconds, worker_seconds) -> bool:
+def _saturated(spec_config: dict[str, Any], counters: _engine.Counters, busy_seconds: int,
+               worker_seconds: int) -> bool:
     """The generator, not the target, may have set the pace."""
     if worker_seconds and busy_seconds >= SATURATED_BUSY_SHARE * worker_seconds:
         return True
@@ -90,12 +96,12 @@ LATENCY_COLUMNS = (("min", "min"), ("avg", "avg"), ("stdev", "stdev"),
                    *((percentile_key(p), f"p{p:g}") for p in PERCENTILES), ("max", "max"))
 
 
-def _latency_rows(title: str, lat: dict) -> list[str]:
+def _latency_rows(title: str, lat: dict[str, float | None]) -> list[str]:
     return [f"  {title:<13}" + "".join(f"{n:>10}" for _, n in LATENCY_COLUMNS),
             f"  {'':<13}" + "".join(f"{format_ms(lat[k]):>10}" for k, _ in LATENCY_COLUMNS)]
 
 
-def render_text(report: dict) -> str:
+def render_text(report: dict[str, Any]) -> str:
     mode = (f"open loop at {report['rate']:g} req/s" if report["mode"] == "rate"
             else "closed loop")
     head = (f"{report['method']} {report['url']}  ({mode}, {report['connections']} connections, "
@@ -103,7 +109,8 @@ def render_text(report: dict) -> str:
             + (f", label {report['label']!r}" if report["label"] else "") + ")")
     lines = [head]
     lines.append(f"  {'Requests':<13}{report['requests']:,} completed in {report['duration_s']:.2f}s"
-                 f"  ->  {report['rps']:,.1f} req/s, {format_bytes(report['bytes_per_s'], sep='', digits=2)}/s"
+                 f"  ->  {report['rps']:,.1f} req/s, "
+                 f"{format_bytes(report['bytes_per_s'], sep='', digits=2)}/s"
                  f"  [{report['stop_reason']}]")
     lines.append(f"  {'Success':<13}{report['success_rate'] * 100:.2f}% of {report['attempts']:,}"
                  f" ({report['success_rule']})")
@@ -146,13 +153,14 @@ def progress_line(second: int, counters: _engine.Counters, latency: _engine.Hist
             f"errors {errors_so_far:,}")
 
 
-def report_needs_windows(row: dict) -> bool:
+def report_needs_windows(row: dict[str, Any]) -> bool:
     """Whether report_from_row reads the run's windows: to rebuild a run without a summary,
     or for the generator's lags when the row has no stored `generator` (which wins)."""
     return row.get("latency_hist") is None or not row.get("generator")
 
 
-def report_from_row(row: dict, db_path, windows: list[dict] | None = None) -> dict:
+def report_from_row(row: dict[str, Any], db_path: StrPath | None,
+                    windows: list[Window] | None = None) -> dict[str, Any]:
     """The same report `blast` printed, rebuilt from what was stored.
 
     With the run's `windows` (store.run_windows) the generator's lags come back too,
@@ -166,14 +174,14 @@ def report_from_row(row: dict, db_path, windows: list[dict] | None = None) -> di
     config.setdefault("workers", row.get("workers") or 1)
     # A stored `generator` replaces the report's below: the windows' lags only matter without one.
     lags_from_windows = bool(windows) and not row.get("generator")
-    loop_lag_us = max((w.get("loop_lag_us") or 0) for w in windows) if lags_from_windows else 0
+    loop_lag_us = max((w.get("loop_lag_us") or 0) for w in windows) if lags_from_windows and windows else 0
     if windows and row.get("latency_hist") is None:
         totals = aggregate.total(windows)
         counters, latency, service = totals.counters, totals.latency, totals.service
-        duration_s = len(totals.seconds)
+        duration_s: float = len(totals.seconds)
     else:
         max_wait_us = (max((w["counters"]["max_wait_us"] for w in windows), default=0)
-                       if lags_from_windows else 0)
+                       if lags_from_windows and windows else 0)
         counters = aggregate.counters_from_row(row, max_wait_us=max_wait_us)
         latency = aggregate.hist_from_blob(row.get("latency_hist"))
         service = aggregate.hist_from_blob(row.get("service_hist"))
@@ -191,7 +199,7 @@ def report_from_row(row: dict, db_path, windows: list[dict] | None = None) -> di
 
 
 def result_columns(report: dict[str, Any], *, latency: _engine.Histogram, service: _engine.Histogram,
-                   duration_s: float, stop_reason: str, dropped_records: int) -> dict[str, Any]:
+                   duration_s: float, stop_reason: str | None, dropped_records: int) -> dict[str, Any]:
     """test_runs columns filled in when a run ends: the report's numbers and the exact
     histograms (the inverse of report_from_row)."""
     lat = report["latency_ms"]

@@ -20,10 +20,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from loadtester.units import format_ms
 
-OPS = {
+OPS: dict[str, Callable[[float, float], bool]] = {
     "<": lambda a, b: a < b,
     "<=": lambda a, b: a <= b,
     ">": lambda a, b: a > b,
@@ -60,7 +62,7 @@ class Threshold:
     limit: float             # in `unit`
     unit: str                # "ms" (latency), "%" (errors/success share), "count" (errors), "req/s"
 
-    def check(self, actual) -> bool:
+    def check(self, actual: float | None) -> bool:
         if actual is None or (isinstance(actual, float) and math.isnan(actual)):
             return False
         return OPS[self.op](actual, self.limit)
@@ -122,7 +124,7 @@ def _check_percent(shown: str, number: float) -> None:
         raise ThresholdError(f"invalid threshold {shown!r}: a percentage is at most 100%")
 
 
-def actual_value(report: dict, threshold: Threshold):
+def actual_value(report: dict[str, Any], threshold: Threshold) -> float | None:
     """The report's value for the threshold's metric, in its unit; None when there is none."""
     attempts = report.get("attempts")
     if attempts is None:
@@ -131,9 +133,10 @@ def actual_value(report: dict, threshold: Threshold):
         return None                                       # nothing was measured at all
     if threshold.unit == "ms":
         key = LATENCY_METRICS[threshold.metric]
-        return (report.get("latency_ms") or {}).get(key)
+        latency: float | None = (report.get("latency_ms") or {}).get(key)
+        return latency
     if threshold.metric == "errors":
-        errors = report.get("errors")
+        errors: float | None = report.get("errors")
         if errors is None:
             return None
         return errors if threshold.unit == "count" else 100.0 * errors / attempts
@@ -141,11 +144,12 @@ def actual_value(report: dict, threshold: Threshold):
         rate = report.get("success_rate")
         return None if rate is None else 100.0 * rate
     if threshold.metric == "rps":
-        return report.get("rps")
+        rps: float | None = report.get("rps")
+        return rps
     return None
 
 
-def evaluate(report: dict, thresholds) -> list[dict]:
+def evaluate(report: dict[str, Any], thresholds: Iterable[Threshold | str]) -> list[dict[str, Any]]:
     """[{expression, metric, op, limit, unit, actual, passed}] in the order given.
 
     `thresholds` may hold Threshold objects or expression strings."""
@@ -160,11 +164,11 @@ def evaluate(report: dict, thresholds) -> list[dict]:
     return results
 
 
-def all_passed(results) -> bool:
+def all_passed(results: Iterable[dict[str, Any]]) -> bool:
     return all(r["passed"] for r in results)
 
 
-def format_value(value, unit: str) -> str:
+def format_value(value: float | None, unit: str) -> str:
     if value is None:
         return "none (no responses)"
     if unit == "ms":
@@ -176,7 +180,7 @@ def format_value(value, unit: str) -> str:
     return f"{value:,.1f} req/s"
 
 
-def render(results) -> str:
+def render(results: list[dict[str, Any]]) -> str:
     """Text lines for the report: '  Thresholds   p99<200ms  pass (actual 12.3ms)'."""
     if not results:
         return ""

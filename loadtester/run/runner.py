@@ -19,6 +19,7 @@ import signal
 import ssl
 import struct
 import threading
+from multiprocessing.process import BaseProcess
 
 from loadtester import _engine
 from loadtester.analysis import aggregate
@@ -289,7 +290,8 @@ def run_blast(spec: RunSpec, *, on_records=None, on_window=None, on_second=None,
         if on_window is not None:
             on_window(window)
 
-    processes, readers = [], []
+    processes: list[BaseProcess] = []
+    readers: list[_WorkerReader] = []
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         _start_workers(spec, context, start_ns, on_records, window_arrived, control,

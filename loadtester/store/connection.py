@@ -6,10 +6,13 @@ import contextlib
 import os
 import pathlib
 import urllib.parse
-from typing import Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 # = number of the latest file in loadtester/schema/ (they are numbered 001, 002, ... without gaps)
 BUSY_TIMEOUT_MS = 5000
@@ -29,7 +32,7 @@ def error_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def store_error(path, exc: BaseException, doing: str = "open") -> StoreError:
+def store_error(path: StrPath, exc: BaseException, doing: str = "open") -> StoreError:
     """Translate an APSW / OS error into a one-line StoreError naming the file."""
     reason = error_reason(exc)
     if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
@@ -51,7 +54,7 @@ def store_error(path, exc: BaseException, doing: str = "open") -> StoreError:
 
 
 @contextlib.contextmanager
-def translated(path, doing: str = "read"):
+def translated(path: StrPath, doing: str = "read") -> Iterator[None]:
     try:
         yield
     except StoreError:
@@ -61,7 +64,7 @@ def translated(path, doing: str = "read"):
 
 
 @contextlib.contextmanager
-def transaction(conn: apsw.Connection):
+def transaction(conn: apsw.Connection) -> Iterator[apsw.Connection]:
     """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error), issued through execute().
 
     Not `with conn:`: in APSW 3.54 Connection.__enter__ keeps the GIL while SQLite's busy
@@ -84,7 +87,7 @@ def conn_path(conn: apsw.Connection) -> str:
         return "(closed database)"
 
 
-def file_size(path) -> int:
+def file_size(path: StrPath) -> int:
     try:
         return os.stat(path).st_size
     except OSError:
@@ -104,7 +107,7 @@ def fsync_dir(directory: pathlib.Path) -> None:
         os.close(fd)
 
 
-def remove_quietly(*paths) -> None:
+def remove_quietly(*paths: StrPath) -> None:
     for p in paths:
         try:
             os.remove(p)
@@ -117,7 +120,7 @@ def sidecars(path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.Pa
             path.with_name(path.name + "-journal"))
 
 
-def connect(path, *, readonly: bool) -> apsw.Connection:
+def connect(path: StrPath, *, readonly: bool) -> apsw.Connection:
     path = pathlib.Path(path)
     name = str(path)
     if readonly:
@@ -135,7 +138,7 @@ def connect(path, *, readonly: bool) -> apsw.Connection:
     return conn
 
 
-def connect_reader(path) -> apsw.Connection:
+def connect_reader(path: StrPath) -> apsw.Connection:
     """A connection that will not write.  Opened read-write with query_only when the files
     allow it, so that closing it (the last connection) still tidies the -wal and -shm away."""
     path = pathlib.Path(path)
@@ -154,7 +157,7 @@ def configure(conn: apsw.Connection, *, readonly: bool, journal_size_limit: int 
         conn.pragma("journal_size_limit", int(journal_size_limit))
 
 
-def dict_rows(cursor) -> Iterator[dict]:
+def dict_rows(cursor: apsw.Cursor) -> Iterator[dict[str, Any]]:
     names = None
     for row in cursor:
         if names is None:

@@ -6,15 +6,26 @@ import fcntl
 import os
 import pathlib
 import sys
+from typing import TYPE_CHECKING, cast
 
 import apsw
 
-from loadtester.store.connection import (StoreError, configure, connect, connect_reader, error_reason,
-                                         remove_quietly, sidecars, store_error, transaction)
-from loadtester.store.migrations import (APPLICATION_ID, check_header, check_identity, migrate,
-                                         read_header)
+from loadtester.store.connection import (
+    StoreError,
+    configure,
+    connect,
+    connect_reader,
+    error_reason,
+    remove_quietly,
+    sidecars,
+    store_error,
+    transaction,
+)
+from loadtester.store.migrations import APPLICATION_ID, check_header, check_identity, migrate, read_header
 from loadtester.units import utc_now_iso
 
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 DEFAULT_DB_PATH = "data/loadtest.db"
 
@@ -27,16 +38,16 @@ def resolve_db_path(cli_value: str | None) -> pathlib.Path:
     return pathlib.Path(DEFAULT_DB_PATH)
 
 
-def run_lock_path(db_path, run_uuid: str) -> pathlib.Path:
+def run_lock_path(db_path: StrPath, run_uuid: str) -> pathlib.Path:
     """The lock file a live run holds (flock, exclusive) next to its database."""
     db = pathlib.Path(os.path.realpath(db_path))
     return db.with_name(f"{db.name}.run-{run_uuid}.lock")
 
 
-def inspect_schema(conn: apsw.Connection, path) -> int:
+def inspect_schema(conn: apsw.Connection, path: StrPath) -> int:
     """Check identity and readability of the core tables; return user_version."""
     app_id = conn.pragma("application_id") & 0xFFFFFFFF
-    version = conn.pragma("user_version")
+    version: int = conn.pragma("user_version")
     tables = conn.execute("SELECT count(*) FROM sqlite_schema").get
     check_identity(path, app_id, version, has_tables=tables > 0 and app_id == 0)
     if app_id == APPLICATION_ID and version >= 1:
@@ -62,10 +73,11 @@ def try_lock(lock_path: pathlib.Path) -> tuple[bool, int | None]:
     return True, fd
 
 
-def _reap(conn: apsw.Connection, path) -> list[int]:
+def _reap(conn: apsw.Connection, path: StrPath) -> list[int]:
     """Mark runs left 'running' by a writer that is gone as 'interrupted'; return their ids."""
     reaped = []
-    running = conn.execute("SELECT id, uuid FROM test_runs WHERE status = 'running'").fetchall()
+    running = cast("list[tuple[int, str]]",
+                   conn.execute("SELECT id, uuid FROM test_runs WHERE status = 'running'").fetchall())
     for run_id, run_uuid in running:
         lock_path = run_lock_path(path, run_uuid)
         gone, fd = try_lock(lock_path)
@@ -110,10 +122,11 @@ def prepare_parent(path: pathlib.Path) -> None:
     except NotADirectoryError:
         raise StoreError(f"cannot create database {path}: a part of {parent} is not a directory") from None
     except OSError as exc:
-        raise StoreError(f"cannot create directory {parent} for database {path}: {error_reason(exc)}") from exc
+        raise StoreError(f"cannot create directory {parent} for database {path}: "
+                         f"{error_reason(exc)}") from exc
 
 
-def open_database(path, *, readonly: bool = False, create: bool = True) -> apsw.Connection:
+def open_database(path: StrPath, *, readonly: bool = False, create: bool = True) -> apsw.Connection:
     """Open (creating and migrating if needed) a loadtester database, with our pragmas.
 
     Refuses, with StoreError and without writing to it: a file that is not SQLite, an SQLite

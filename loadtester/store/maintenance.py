@@ -8,22 +8,37 @@ import os
 import pathlib
 import shutil
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import apsw
 
-from loadtester.store.connection import (BUSY_TIMEOUT_MS, StoreError, connect_reader, file_size, same_file,
-                                         fsync_dir, error_reason, remove_quietly, sidecars, store_error,
-                                         transaction, translated)
+from loadtester.store.connection import (
+    BUSY_TIMEOUT_MS,
+    StoreError,
+    connect_reader,
+    error_reason,
+    file_size,
+    fsync_dir,
+    remove_quietly,
+    same_file,
+    sidecars,
+    store_error,
+    transaction,
+    translated,
+)
 from loadtester.store.db import inspect_schema, open_database, prepare_parent, try_lock
 from loadtester.store.migrations import check_header, read_header
 from loadtester.units import iso_utc
 
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 BACKUP_STEP_PAGES = 1024
 
 
-def _copy_database(src_conn: apsw.Connection, dest: pathlib.Path, progress=None) -> tuple[int, int]:
+def _copy_database(src_conn: apsw.Connection, dest: pathlib.Path,
+                   progress: Callable[[int, int], object] | None = None) -> tuple[int, int]:
     """Copy src_conn's database into a new file `dest` with the online backup API, in steps of
     BACKUP_STEP_PAGES pages, all read from one snapshot: the source's read transaction is held
     for the whole copy, so a writer committing meanwhile (WAL: it is never blocked) neither
@@ -36,7 +51,7 @@ def _copy_database(src_conn: apsw.Connection, dest: pathlib.Path, progress=None)
     try:
         src_conn.execute("BEGIN DEFERRED")
         try:
-            src_conn.execute("SELECT count(*) FROM sqlite_schema").get     # pins the snapshot
+            src_conn.execute("SELECT count(*) FROM sqlite_schema").get     # noqa: B018 (pins the snapshot)
             with dest_conn.backup("main", src_conn, "main") as backup:
                 while not backup.done:
                     try:
@@ -60,7 +75,8 @@ def _copy_database(src_conn: apsw.Connection, dest: pathlib.Path, progress=None)
     return pages, steps
 
 
-def backup(src_path, dest_path, *, progress=None) -> dict:
+def backup(src_path: StrPath, dest_path: StrPath, *,
+           progress: Callable[[int, int], object] | None = None) -> dict[str, Any]:
     """Consistent online copy of the database (even while a run writes) to dest_path.
 
     Written to dest + '.tmp', then renamed over dest; the copy is one self-contained file.
@@ -102,7 +118,7 @@ def backup(src_path, dest_path, *, progress=None) -> dict:
 
 
 def _integrity_problems(conn: apsw.Connection, quick: bool = False) -> list[str]:
-    problems = []
+    problems: list[str] = []
     for message, in conn.execute("PRAGMA quick_check" if quick else "PRAGMA integrity_check"):
         problems.extend(line.strip() for line in str(message).splitlines()
                         if line.strip() and not line.startswith("*** in database"))
@@ -126,7 +142,7 @@ def _held_run_locks(db: pathlib.Path) -> list[pathlib.Path]:
     return held
 
 
-def restore(src_path, db_path) -> pathlib.Path | None:
+def restore(src_path: StrPath, db_path: StrPath) -> pathlib.Path | None:
     """Replace the database with the backup src_path.
 
     The backup is checked first (ours, not newer, integrity ok); refused while a run is still
@@ -184,7 +200,7 @@ def _set_aside(db: pathlib.Path) -> pathlib.Path:
         conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READWRITE)
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
         try:
-            conn.execute("SELECT count(*) FROM sqlite_schema").get
+            conn.execute("SELECT count(*) FROM sqlite_schema").get     # noqa: B018 (runs the query)
             conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
             folded = True
         finally:
@@ -193,7 +209,7 @@ def _set_aside(db: pathlib.Path) -> pathlib.Path:
         pass
     if folded and wal.exists():
         raise StoreError(f"{db} is open in another process; stop it, then restore")
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     bak = db.with_name(f"{db.name}.bak-{stamp}")
     n = 1
     while bak.exists():
@@ -211,7 +227,7 @@ def _set_aside(db: pathlib.Path) -> pathlib.Path:
     return bak
 
 
-def check(path, quick: bool = False) -> list[str]:
+def check(path: StrPath, quick: bool = False) -> list[str]:
     """integrity_check (quick_check when quick) + foreign_key_check + our own invariants;
     ["ok"] when all is well."""
     path = pathlib.Path(path)
@@ -248,7 +264,7 @@ def check(path, quick: bool = False) -> list[str]:
     return problems or ["ok"]
 
 
-def stats(path) -> dict:
+def stats(path: StrPath) -> dict[str, Any]:
     """Sizes of the files, counts of runs and rows, and on-disk bytes per request row."""
     path = pathlib.Path(path)
     wal, shm, _ = sidecars(path)
@@ -295,7 +311,7 @@ def stats(path) -> dict:
 _PRUNE_BATCHES_PER_TXN = 64
 
 
-def prune(path, older_than_s: float, vacuum: bool = False) -> dict:
+def prune(path: StrPath, older_than_s: float | None, vacuum: bool = False) -> dict[str, Any]:
     """Delete finished runs started more than older_than_s seconds ago, with their rows.
 
     Request rows go in transactions of a few batches each, checkpointing between them, so
@@ -305,26 +321,27 @@ def prune(path, older_than_s: float, vacuum: bool = False) -> dict:
     path = pathlib.Path(path)
     conn = open_database(path, create=False)
     before = file_size(path) + file_size(sidecars(path)[0])
-    cutoff = (_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=float(older_than_s)))
+    cutoff = (_dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=float(older_than_s)))
     cutoff_iso = iso_utc(cutoff)
     runs = rows = windows = 0
     try:
         with translated(path, "prune"):
-            victims = conn.execute(
+            victims = cast("list[tuple[int, int]]", conn.execute(
                 "SELECT id, (SELECT count(*) FROM metric_windows WHERE test_run_id = t.id) "
                 "FROM test_runs AS t WHERE status != 'running' "
-                "AND julianday(started_at) < julianday(?) ORDER BY id", (cutoff_iso,)).fetchall()
+                "AND julianday(started_at) < julianday(?) ORDER BY id", (cutoff_iso,)).fetchall())
             for run_id, n_windows in victims:
                 while True:
                     with transaction(conn):
-                        batch = conn.execute(
+                        batch = cast("list[tuple[int, int]]", conn.execute(
                             "SELECT first_seq, last_id - first_id + 1 FROM request_batches "
                             "WHERE test_run_id = ? ORDER BY first_seq LIMIT ?",
-                            (run_id, _PRUNE_BATCHES_PER_TXN)).fetchall()
+                            (run_id, _PRUNE_BATCHES_PER_TXN)).fetchall())
                         if not batch:
                             break
-                        conn.executemany("DELETE FROM request_batches WHERE test_run_id = ? AND first_seq = ?",
-                                         ((run_id, first_seq) for first_seq, _ in batch))
+                        conn.executemany(
+                            "DELETE FROM request_batches WHERE test_run_id = ? AND first_seq = ?",
+                            ((run_id, first_seq) for first_seq, _ in batch))
                         rows += sum(n for _, n in batch)
                     with contextlib.suppress(apsw.BusyError, apsw.LockedError):
                         conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)

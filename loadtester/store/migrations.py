@@ -7,11 +7,14 @@ import importlib.resources
 import pathlib
 import re
 import struct
+from typing import TYPE_CHECKING
 
 import apsw
 
 from loadtester.store.connection import StoreError, error_reason, transaction
 
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 APPLICATION_ID = 0x4C545354          # 'LTST'
 SCHEMA_VERSION = len(list((pathlib.Path(__file__).parent / "schema").glob("[0-9][0-9][0-9]_*.sql")))
@@ -50,7 +53,7 @@ def read_header(path: pathlib.Path) -> bytes | None:
         raise StoreError(f"cannot read {path}: {error_reason(exc)}") from exc
 
 
-def check_identity(path, app_id: int, version: int, has_tables: bool) -> None:
+def check_identity(path: StrPath, app_id: int, version: int, has_tables: bool) -> None:
     if app_id not in (0, APPLICATION_ID):
         raise StoreError(f"{path} is not a loadtester database "
                          f"(it belongs to another application: application_id 0x{app_id & 0xFFFFFFFF:08X})")
@@ -62,7 +65,7 @@ def check_identity(path, app_id: int, version: int, has_tables: bool) -> None:
                          f"{SCHEMA_VERSION}); upgrade loadtester")
 
 
-def check_header(path, header: bytes) -> None:
+def check_header(path: StrPath, header: bytes) -> None:
     """Refuse foreign files from their header alone, before SQLite touches them."""
     if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
         raise StoreError(f"{path} is not a loadtester database (not an SQLite file)")
@@ -71,7 +74,7 @@ def check_header(path, header: bytes) -> None:
     check_identity(path, app_id, version, has_tables=False)
 
 
-def migrate(conn: apsw.Connection, path) -> None:
+def migrate(conn: apsw.Connection, path: StrPath) -> None:
     if conn.pragma("user_version") >= SCHEMA_VERSION and conn.pragma("application_id") == APPLICATION_ID:
         return
     for version, name, sql in migration_files():

@@ -12,14 +12,29 @@ import struct
 import tempfile
 import threading
 import uuid as _uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import apsw
 
-from loadtester.model import ERROR_KINDS, RECORD_SIZE, RUN_STATUSES, STORE_MODES
-from loadtester.store.connection import (JOURNAL_SIZE_LIMIT, StoreError, configure, connect, error_reason,
-                                         remove_quietly, store_error, table_columns, transaction)
+from loadtester.model import ERROR_KINDS, RECORD_SIZE, RUN_STATUSES, STORE_MODES, Window
+from loadtester.store.connection import (
+    JOURNAL_SIZE_LIMIT,
+    StoreError,
+    configure,
+    connect,
+    error_reason,
+    remove_quietly,
+    store_error,
+    table_columns,
+    transaction,
+)
 from loadtester.store.db import open_database, run_lock_path
 from loadtester.units import utc_now_iso
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 
 # Run-lock descriptors this process holds.  A forked child (the runner forks its workers) must
@@ -48,7 +63,8 @@ WINDOW_QUEUE_MAX = 1 << 16
 IDLE_POLL_S = 0.05
 # The same 24 bytes read with status | error << 16 | worker << 24 as one uint32: the stored `code`.
 _ROW = struct.Struct("<QIIII")
-_INSERT_RECORDS = "INSERT INTO request_records (timestamp, latency, wait_us, bytes, code) VALUES (?, ?, ?, ?, ?)"
+_INSERT_RECORDS = ("INSERT INTO request_records (timestamp, latency, wait_us, bytes, code) "
+                   "VALUES (?, ?, ?, ?, ?)")
 _INSERT_BATCH = "INSERT INTO request_batches (test_run_id, first_seq, first_id, last_id) VALUES (?, ?, ?, ?)"
 _INSERT_WINDOW = """
 INSERT INTO metric_windows (test_run_id, worker, second, requests, successes, errors, error_kinds,
@@ -59,11 +75,11 @@ ON CONFLICT DO NOTHING
 """
 
 
-def _json_text(value) -> str:
+def _json_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _encode_value(value):
+def _encode_value(value: Any) -> Any:
     if isinstance(value, (dict, list, tuple)):
         return _json_text(value)
     if isinstance(value, bool):
@@ -85,9 +101,9 @@ class RunWriter:
         writer.finish(result, status="completed")
     """
 
-    def __init__(self, path, *, store_mode: str = "requests", queue_batches: int = 16,
+    def __init__(self, path: StrPath, *, store_mode: str = "requests", queue_batches: int = 16,
                  wal_bound_bytes: int = 64 << 20, spool_limit_bytes: int = SPOOL_LIMIT_BYTES,
-                 writer_nice: int = WRITER_NICE):
+                 writer_nice: int = WRITER_NICE) -> None:
         if store_mode not in STORE_MODES:
             raise ValueError(f"store_mode must be one of {STORE_MODES}, not {store_mode!r}")
         self.path = pathlib.Path(path)
@@ -99,12 +115,12 @@ class RunWriter:
         # Windows (and the stop signal) have a queue of their own and go first: the live view
         # reads them. Record buffers wait in memory (queue_batches of them), then in an unnamed
         # spool file beside the database (spool_limit_bytes), then are dropped and counted.
-        self._queue: queue.Queue = queue.Queue(maxsize=WINDOW_QUEUE_MAX)
-        self._records: collections.deque = collections.deque()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=WINDOW_QUEUE_MAX)   # (_WINDOW, w), _STOP
+        self._records: collections.deque[bytes] = collections.deque()
         self._records_max = max(1, int(queue_batches))
         self._records_lock = threading.Lock()
         self._spool_limit = max(0, int(spool_limit_bytes))
-        self._spool = None
+        self._spool: IO[bytes] | None = None
         self._spool_read = self._spool_write = 0
         self._spilling = False
         self.spilled_records = 0        # rows that waited in the spool file (all stored later)
@@ -150,7 +166,7 @@ class RunWriter:
         return self._queue_dropped_records + self._write_dropped_records
 
     # -- lifecycle
-    def begin(self, run: dict) -> tuple[int, str]:
+    def begin(self, run: dict[str, Any]) -> tuple[int, str]:
         """Insert the test_runs row (status 'running'), take the run lock, start the writer."""
         if self._run_id is not None:
             raise RuntimeError("RunWriter.begin() was already called")
@@ -197,7 +213,8 @@ class RunWriter:
                 self._thread.join()
                 self._thread = None
                 with contextlib.suppress(Exception):
-                    self.finish({"stop_reason": f"store writer failed: {error_reason(error)}"}, status="failed")
+                    self.finish({"stop_reason": f"store writer failed: {error_reason(error)}"},
+                                status="failed")
                 if isinstance(error, StoreError):
                     raise error
                 raise store_error(self.path, error, "write")
@@ -272,7 +289,7 @@ class RunWriter:
                 if self._records:
                     blob = self._records.popleft()
                 elif self._spool_read < self._spool_write:
-                    fd = self._spool.fileno()
+                    fd = cast("IO[bytes]", self._spool).fileno()      # (rows in it: it exists)
                     (length,) = _SPOOL_LENGTH.unpack(
                         os.pread(fd, _SPOOL_LENGTH.size, self._spool_read))
                     blob = os.pread(fd, length, self._spool_read + _SPOOL_LENGTH.size)
@@ -280,14 +297,14 @@ class RunWriter:
                 else:
                     if self._spilling:          # drained: back to memory, spool file reused
                         self._spool_read = self._spool_write = 0
-                        os.ftruncate(self._spool.fileno(), 0)
+                        os.ftruncate(cast("IO[bytes]", self._spool).fileno(), 0)
                         self._spilling = False
                     break
                 taken.append(blob)
                 size += len(blob)
         return taken
 
-    def submit_window(self, window: dict) -> None:
+    def submit_window(self, window: Window) -> None:
         """Queue one closed per-second window.  Never blocks."""
         if not self._accept_windows:
             return
@@ -308,7 +325,7 @@ class RunWriter:
             self.dropped_batches += 1
             self._queue_dropped_records += records
 
-    def finish(self, result: dict, status: str = "completed") -> None:
+    def finish(self, result: dict[str, Any], status: str = "completed") -> None:
         """Drain the queue, write the summary and status, checkpoint, release the run lock."""
         if self._finished:
             return
@@ -329,7 +346,7 @@ class RunWriter:
             self._spool.close()
             self._spool = None
         self._finished = True
-        conn = self._conn
+        conn = cast(apsw.Connection, self._conn)      # (set by begin(), until now)
         unknown: list[str] = []
         try:
             columns = set(table_columns(conn, "test_runs")) - {"id", "uuid", "status"}
@@ -355,10 +372,11 @@ class RunWriter:
         if unknown:
             raise ValueError(f"unknown test_runs column(s) ignored: {', '.join(unknown)}")
 
-    def __enter__(self) -> "RunWriter":
+    def __enter__(self) -> RunWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if self._run_id is not None and not self._finished:
             self.finish({"stop_reason": f"{exc_type.__name__}: {exc}"} if exc_type else {},
                         status="failed" if exc_type else "completed")
@@ -392,7 +410,7 @@ class RunWriter:
         stopping = False
         idle = False
         while True:
-            windows = []
+            windows: list[tuple[int, Any]] = []
             try:                                      # windows first: the live view reads them
                 item = self._queue.get(timeout=IDLE_POLL_S) if idle else self._queue.get_nowait()
                 while True:
@@ -414,8 +432,8 @@ class RunWriter:
                 break
             idle = not blobs and not windows
 
-    def _write(self, conn: apsw.Connection, items: list) -> None:
-        for attempt in range(4):
+    def _write(self, conn: apsw.Connection, items: list[tuple[int, Any]]) -> None:
+        for _attempt in range(4):
             seq = self._seq
             rows = windows = duplicates = bad = 0
             try:
@@ -468,11 +486,11 @@ class RunWriter:
         conn.execute(_INSERT_BATCH, (self._run_id, seq, before + 1, last))
         return n
 
-    def _insert_window(self, conn: apsw.Connection, window: dict) -> str:
+    def _insert_window(self, conn: apsw.Connection, window: Window) -> str:
         """'ok', 'duplicate' (that worker's second is already stored: the first one is kept),
         or 'bad' (a malformed window: dropped and counted, the rest of the batch still goes in)."""
         try:
-            counters = window.get("counters") or {}
+            counters: Mapping[str, Any] = window.get("counters") or {}
             kinds = [int(v) for v in counters.get("errors") or ()]
             error_total = sum(kinds[1:])
             error_kinds = {ERROR_KINDS[i] if i < len(ERROR_KINDS) else str(i): v
