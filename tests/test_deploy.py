@@ -1,6 +1,8 @@
 """Container files without a Docker engine: the entrypoint run as a plain process (a directory
 standing in for the volume, new processes standing in for container starts), and a lint of
-Dockerfile, docker-compose.yml, the Kubernetes manifests and the README's Persistence section."""
+Dockerfile, docker-compose.yml, the Kubernetes manifests and the README's Persistence section.
+The real image is built and run in tests/test_container.py (buildah); the files are checked
+against their official schemas and linters in tests/test_deploy_schemas.py."""
 from __future__ import annotations
 
 import contextlib
