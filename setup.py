@@ -26,7 +26,7 @@ def extensions():
 # here is only what it cannot say: the compiled engine and the data files shipped with it.
 setup(
     package_data={"loadtester": ["_engine.pyi", "store/schema/*.sql", "web/static/*.html",
-                                 "web/static/*.js", "web/static/*.css",
+                                 "web/static/*.js", "web/static/*.css", "web/static/partials/*.html",
                                  "web/static/vendor/*"]},
     ext_modules=extensions(),
 )

@@ -526,6 +526,8 @@ cdef class Client:
         self.target_counts[3 * conn.target] += 1
         if 100 <= status < 400:
             self.target_counts[3 * conn.target + 1] += 1
+        elif "status" not in self.first_errors:
+            self.first_errors["status"] = f"HTTP {status}"
         self.records.add(<uint64_t>((begin_ns - self.start_ns) // NS_PER_US), corrected_us,
                          wait_us, <uint64_t>conn.response_bytes, status, ERR_NONE,
                          self.worker_index)

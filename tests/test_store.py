@@ -573,9 +573,12 @@ FORK_SCRIPT = textwrap.dedent("""
     from loadtester.store import RunWriter
     writer = RunWriter(sys.argv[1])
     run_id, run_uuid = writer.begin({"url": "http://127.0.0.1/"})
+    started_r, started_w = os.pipe()
     if os.fork() == 0:                                 # a forked worker outlives its parent
+        os.write(started_w, b"1")                      # (after the at-fork hooks have run)
         time.sleep(30)
         os._exit(0)
+    os.read(started_r, 1)
     print(run_id, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 """)

@@ -253,6 +253,15 @@ def _copy_requests(source: _Source, run_id: int, pump: _Pump, *, shift_us: int,
     return rows, top_worker
 
 
+def first_error_messages(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Each error kind's first message over the parts, in their order."""
+    out: dict[str, str] = {}
+    for row in rows:
+        for kind, message in _json_object(row.get("error_messages")).items():
+            out.setdefault(kind, message)
+    return out
+
+
 def _common(values: Iterable[Any], default: Any = None) -> Any:
     values = [v for v in values if v is not None]
     if not values:
@@ -330,6 +339,7 @@ def _merge_group(key: tuple[str, str], parts: list[_Part], notes: list[str], int
         "max_loop_lag_us": round(max((g.get("max_loop_lag_ms") or 0) for g in generators) * 1000),
         "busy_seconds": sum(g.get("busy_seconds") or 0 for g in generators),
         "worker_seconds": sum(g.get("worker_seconds") or 0 for g in generators),
+        "error_messages": first_error_messages(rows),
     }
     for (s, r), summary in zip(parts, summaries):
         if summary["rebuilt"]:

@@ -33,7 +33,7 @@ def summarize(*, spec_config: dict[str, Any], counters: _engine.Counters, latenc
               dropped_records: int = 0, max_loop_lag_us: int = 0, run_id: int | None = None,
               uuid: str | None = None, db_path: StrPath | None = None, started_at: str | None = None,
               targets: list[dict[str, Any]] | None = None, busy_seconds: int = 0,
-              worker_seconds: int = 0) -> dict[str, Any]:
+              worker_seconds: int = 0, error_messages: dict[str, str] | None = None) -> dict[str, Any]:
     """The report as data: what `--json` prints and what text is rendered from."""
     completed = counters.responses
     attempts = completed + counters.transport_errors
@@ -65,6 +65,7 @@ def summarize(*, spec_config: dict[str, Any], counters: _engine.Counters, latenc
         "latency_ms": latency_summary_ms(latency),
         "status_codes": {str(k): v for k, v in sorted(counters.status_counts().items())},
         "errors_by_kind": counters.errors_by_kind(),
+        "error_messages": dict(error_messages or {}),     # kind -> its first message
         "dropped_records": dropped_records,
         "generator": {"max_schedule_lag_ms": counters.max_wait_us / 1000,
                       "max_loop_lag_ms": max_loop_lag_us / 1000,
@@ -125,6 +126,8 @@ def render_text(report: dict[str, Any]) -> str:
     lines.append(f"  {'Status codes':<13}{codes or 'none'}")
     errors = ", ".join(f"{kind} {count:,}" for kind, count in report["errors_by_kind"].items())
     lines.append(f"  {'Errors':<13}{errors or 'none'}")
+    for kind, message in (report.get("error_messages") or {}).items():
+        lines.append(f"  {'':<13}first {kind}: {message}")
     for target in report.get("targets", []):
         lines.append(f"  {'Target':<13}{target['method']} {target['url']}: "
                      f"{target['requests']:,} requests, {target['errors']:,} errors")
@@ -192,7 +195,7 @@ def report_from_row(row: dict[str, Any], db_path: StrPath | None,
         status=row.get("status"), dropped_records=row.get("dropped_records") or 0,
         max_loop_lag_us=loop_lag_us, run_id=row["id"], uuid=row["uuid"], db_path=db_path,
         started_at=row.get("started_at"))
-    for key in ("generator", "targets", "thresholds"):
+    for key in ("generator", "targets", "thresholds", "error_messages"):
         if row.get(key):
             report[key] = json.loads(row[key])
     return report
@@ -217,4 +220,5 @@ def result_columns(report: dict[str, Any], *, latency: _engine.Histogram, servic
         "generator": json.dumps(report["generator"]),
         "targets": json.dumps(report["targets"]) if "targets" in report else None,
         "thresholds": json.dumps(report["thresholds"]) if "thresholds" in report else None,
+        "error_messages": json.dumps(report["error_messages"]) if report.get("error_messages") else None,
     }

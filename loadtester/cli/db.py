@@ -17,20 +17,22 @@ def register(cli: click.Group) -> None:
     def db_group():
         """Look after the database: backup, restore, check, stats, prune."""
 
-    @db_group.command("backup")
+    def db_command(name: str):
+        """A `db` subcommand: with --db, and store errors as one line (exit 1)."""
+        def decorate(func):
+            return db_group.command(name)(db_option(store_errors(func)))
+        return decorate
+
+    @db_command("backup")
     @click.argument("dest", type=click.Path(dir_okay=False))
-    @db_option
-    @store_errors
     def backup_cmd(dest, db_path):
         """Copy the database to DEST, safely while a run writes."""
         result = store.backup(db_path, dest)
         click.echo(f"backed up {db_path} to {result['path']}: {format_bytes(result['bytes'])} "
                    f"in {result['seconds']:.2f} s")
 
-    @db_group.command("restore")
+    @db_command("restore")
     @click.argument("src", type=click.Path(dir_okay=False))
-    @db_option
-    @store_errors
     def restore_cmd(src, db_path):
         """Replace the database with backup SRC; keeps the old one."""
         kept = store.restore(src, db_path)
@@ -39,10 +41,8 @@ def register(cli: click.Group) -> None:
             message += f"; the previous database is kept as {kept}"
         click.echo(message)
 
-    @db_group.command("check")
-    @db_option
+    @db_command("check")
     @click.option("--quick", is_flag=True, help="PRAGMA quick_check: faster, fewer checks.")
-    @store_errors
     def check_cmd(db_path, quick):
         """Check integrity; exit status 1 if anything is wrong."""
         problems = store.check(db_path, quick=quick)
@@ -53,9 +53,7 @@ def register(cli: click.Group) -> None:
             click.echo(f"{db_path}: {problem}")
         raise click.exceptions.Exit(1)
 
-    @db_group.command("migrate")
-    @db_option
-    @store_errors
+    @db_command("migrate")
     def migrate_cmd(db_path):
         """Create the database or bring it to this version; runs left 'running' by a
         dead process are marked 'interrupted'."""
@@ -64,10 +62,8 @@ def register(cli: click.Group) -> None:
         conn.close()
         click.echo(f"{db_path}: schema version {version}")
 
-    @db_group.command("stats")
-    @db_option
+    @db_command("stats")
     @click.option("--json", "as_json", is_flag=True, help="print JSON")
-    @store_errors
     def stats_cmd(db_path, as_json):
         """Sizes, counts and bytes per stored request row."""
         info = store.stats(db_path)
@@ -91,12 +87,10 @@ def register(cli: click.Group) -> None:
         ]
         click.echo("\n".join(lines))
 
-    @db_group.command("prune")
+    @db_command("prune")
     @click.option("--older-than", "older_than", type=AgeType(), required=True,
                   help="delete finished runs started longer ago than this (30d, 12h, 90m, 45s)")
     @click.option("--vacuum", is_flag=True, help="then VACUUM to give the space back to the filesystem")
-    @db_option
-    @store_errors
     def prune_cmd(older_than, vacuum, db_path):
         """Delete old runs with their request rows and windows."""
         result = store.prune(db_path, older_than, vacuum=vacuum)

@@ -5,7 +5,8 @@ import click
 
 from loadtester.cli.options import db_option
 from loadtester.store import StoreError
-from loadtester.web import app
+from loadtester.web.ratelimit import RateLimiter
+from loadtester.web.server import ServeError, serve_forever
 
 
 @click.command("serve")
@@ -28,15 +29,15 @@ def serve_command(host, port, db_path, allow_private, rate_limit, max_per_client
     Set LOADTESTER_TOKEN to require `Authorization: Bearer <token>` on /api/* and /report/*.
     """
     try:
-        app.RateLimiter.parse(rate_limit)                # fail early on a bad value
+        RateLimiter.parse(rate_limit)                # fail early on a bad value
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--rate-limit'") from None
     db_path = db_path.absolute()
     try:
-        app.serve_forever(host=host, port=port, db_path=db_path, allow_private=allow_private,
+        serve_forever(host=host, port=port, db_path=db_path, allow_private=allow_private,
                       rate_limit=rate_limit, max_per_client=max_per_client,
                       max_running=max_running, announce=lambda line: print(line, flush=True))
-    except (app.ServeError, StoreError) as exc:
+    except (ServeError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

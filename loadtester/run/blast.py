@@ -126,7 +126,8 @@ def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: boo
         targets=[{"url": t.url.text, "method": t.method, "requests": n[0] + n[2],
                   "successes": n[1], "errors": n[0] - n[1] + n[2]}
                  for t, n in zip(spec.targets, result.targets)],
-        busy_seconds=result.busy_seconds, worker_seconds=result.worker_seconds)
+        busy_seconds=result.busy_seconds, worker_seconds=result.worker_seconds,
+        error_messages=result.error_messages)
     if thresholds:
         report["thresholds"] = evaluate_thresholds(report, thresholds)
     writer.finish(result_columns(report, latency=result.latency, service=result.service,

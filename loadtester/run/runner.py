@@ -53,6 +53,7 @@ class RunResult:
     busy_seconds: int = 0        # worker-seconds with the generator's CPU >= 95% of a core
     worker_seconds: int = 0
     worker_errors: list = dataclasses.field(default_factory=list)
+    error_messages: dict[str, str] = dataclasses.field(default_factory=dict)   # kind -> first
 
     @property
     def status(self) -> str:
@@ -347,6 +348,7 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
     starts, ends = [], []
     dropped = lag = 0
     reasons, failures = set(), []
+    error_messages: dict[str, str] = {}
     targets = [[0, 0, 0] for _ in spec.targets]
     for reader, process in zip(readers, processes):
         if reader.failure or reader.summary is None:
@@ -362,6 +364,8 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
         dropped += summary["dropped_records"]
         lag = max(lag, summary["loop_lag_max_us"])
         reasons.add(summary["stop_reason"])
+        for kind, message in summary.get("error_messages", {}).items():
+            error_messages.setdefault(kind, message)
         for total, part in zip(targets, summary["targets"]):
             for k in range(3):
                 total[k] += part[k]
@@ -371,4 +375,4 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
     return RunResult(spec=spec, counters=counters, latency=latency, service=service,
                      duration_s=duration_s, stop_reason=reason,
                      dropped_records=dropped, max_loop_lag_us=lag, targets=targets,
-                     worker_errors=failures)
+                     worker_errors=failures, error_messages=error_messages)

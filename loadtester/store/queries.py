@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, cast
 
 import apsw
 
-from loadtester.model import ERROR_KINDS
+from loadtester.model import ERROR_KINDS, Window
 from loadtester.store.connection import StoreError, conn_path, dict_rows, table_columns, translated
 
+if TYPE_CHECKING:
+    from typing import Any
 
 HISTOGRAM_COLUMNS = ("latency_hist", "service_hist")
 
@@ -17,7 +20,7 @@ HISTOGRAM_COLUMNS = ("latency_hist", "service_hist")
 _LAST_N = re.compile(r"^last(?:\s*~\s*(\d+))?$", re.IGNORECASE)
 
 
-def find_run(conn: apsw.Connection, ref) -> dict | None:
+def find_run(conn: apsw.Connection, ref: int | str) -> dict[str, Any] | None:
     """A run by integer id, 'last' (most recently started), 'last~N' (N runs before the last),
     or a uuid prefix of >= 4 characters.
 
@@ -50,7 +53,7 @@ def find_run(conn: apsw.Connection, ref) -> dict | None:
     return rows[0] if rows else None
 
 
-def list_runs(conn: apsw.Connection, limit: int = 50) -> list[dict]:
+def list_runs(conn: apsw.Connection, limit: int = 50) -> list[dict[str, Any]]:
     """The newest runs first: test_runs rows as stored, every column but the histogram blobs."""
     with translated(conn_path(conn)):
         columns = [c for c in table_columns(conn, "test_runs") if c not in HISTOGRAM_COLUMNS]
@@ -59,11 +62,12 @@ def list_runs(conn: apsw.Connection, limit: int = 50) -> list[dict]:
         return list(dict_rows(cursor))
 
 
-def run_windows(conn: apsw.Connection, run_id: int, after_second: int = -1) -> list[dict]:
-    """A run's windows (those after `after_second`) by second then worker: the metric_windows columns as stored (JSON as
-    text), plus `counters`, `latency` and `service` in the shape RunWriter.submit_window() takes
-    (counters["status"] has int keys; counters["errors"] is indexed by error kind)."""
-    out = []
+def run_windows(conn: apsw.Connection, run_id: int, after_second: int = -1) -> list[Window]:
+    """A run's windows (those after `after_second`) by second then worker: the metric_windows
+    columns as stored (JSON as text), plus `counters`, `latency` and `service` in the shape
+    RunWriter.submit_window() takes (counters["status"] has int keys; counters["errors"] is
+    indexed by error kind)."""
+    out: list[Window] = []
     with translated(conn_path(conn)):
         cursor = conn.execute("SELECT * FROM metric_windows WHERE test_run_id = ? AND second > ? "
                               "ORDER BY second, worker", (int(run_id), int(after_second)))
@@ -73,7 +77,8 @@ def run_windows(conn: apsw.Connection, run_id: int, after_second: int = -1) -> l
             for name, count in kinds.items():
                 if name in ERROR_KINDS:
                     errors[ERROR_KINDS.index(name)] = count
-            status = {int(k): v for k, v in json.loads(row["status_codes"]).items()} if row["status_codes"] else {}
+            status = ({int(k): v for k, v in json.loads(row["status_codes"]).items()}
+                      if row["status_codes"] else {})
             row["latency"] = row["latency_hist"]
             row["service"] = row["service_hist"]
             row["counters"] = {
@@ -84,7 +89,7 @@ def run_windows(conn: apsw.Connection, run_id: int, after_second: int = -1) -> l
                 "status": status,
                 "max_wait_us": row["max_wait_us"] or 0,
             }
-            out.append(row)
+            out.append(cast(Window, row))
     return out
 
 
@@ -94,7 +99,7 @@ REQUEST_ROWS_FROM = (
     "WHERE b.test_run_id = ? ORDER BY b.first_seq, r.id")
 
 
-def iter_requests(conn: apsw.Connection, run_id: int) -> Iterator[dict]:
+def iter_requests(conn: apsw.Connection, run_id: int) -> Iterator[dict[str, Any]]:
     """A run's request rows in seq order, as request_metrics shows them (latency etc. in µs)."""
     run_id = int(run_id)
     sql = ("SELECT b.first_seq + (r.id - b.first_id), r.timestamp, r.latency, r.wait_us, r.bytes, r.code "
@@ -124,5 +129,46 @@ def has_rows(conn: apsw.Connection, table: str, run_id: int) -> bool:
     if table not in _RUN_TABLES:
         raise ValueError(f"table must be one of {_RUN_TABLES}, not {table!r}")
     with translated(conn_path(conn)):
-        return bool(conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE test_run_id = ? LIMIT 1)",
-                                 (int(run_id),)).get)
+        return bool(conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE test_run_id = ? LIMIT 1)",
+            (int(run_id),)).get)
+
+
+# --------------------------------------------------------------------------- reads for the web app
+# (loadtester.web: the summary columns it shows for a run, read on every poll)
+
+WEB_RUN_COLUMNS = ("id, uuid, host, mask_host, total_users, ramp_up_sec, duration, status, started_at, "
+                   "completed_at, total_requests, success_count, error_count, avg_latency, rps, method, "
+                   "url, mode, rate, workers, p50, p99, label, stop_reason, measured_duration, "
+                   "requests_limit")
+
+
+def run_by_uuid(conn: apsw.Connection, run_uuid: str) -> dict[str, Any] | None:
+    """The test_runs row (as find_run gives it) whose uuid is exactly `run_uuid`."""
+    row = find_run(conn, run_uuid)
+    return row if row is not None and row["uuid"] == run_uuid else None
+
+
+def run_summary(conn: apsw.Connection, run_uuid: str) -> dict[str, Any] | None:
+    """The WEB_RUN_COLUMNS of the run whose uuid is exactly `run_uuid`."""
+    cursor = conn.execute(f"SELECT {WEB_RUN_COLUMNS} FROM test_runs WHERE uuid = ?", (run_uuid,))
+    return next(dict_rows(cursor), None)
+
+
+def running_runs(conn: apsw.Connection) -> list[dict[str, Any]]:
+    """The WEB_RUN_COLUMNS of every run stored as 'running', the newest first."""
+    cursor = conn.execute(f"SELECT {WEB_RUN_COLUMNS} FROM test_runs WHERE status = 'running' "
+                          "ORDER BY started_at DESC, id DESC")
+    return list(dict_rows(cursor))
+
+
+def runs_page(conn: apsw.Connection, limit: int, offset: int) -> list[dict[str, Any]]:
+    """The WEB_RUN_COLUMNS of `limit` runs after the `offset` newest (newest first)."""
+    cursor = conn.execute(f"SELECT {WEB_RUN_COLUMNS} FROM test_runs ORDER BY started_at DESC, "
+                          "id DESC LIMIT ? OFFSET ?", (int(limit), int(offset)))
+    return list(dict_rows(cursor))
+
+
+def count_runs(conn: apsw.Connection) -> int:
+    """How many runs are stored."""
+    return int(conn.execute("SELECT count(*) FROM test_runs").get)

@@ -146,7 +146,8 @@ class Chart:
 
     def segments(self, ys: list) -> list[list[tuple[float, float]]]:
         """Runs of consecutive known values, as point lists (a None breaks the line)."""
-        out, current = [], []
+        out: list[list[tuple[float, float]]] = []
+        current: list[tuple[float, float]] = []
         for x, y in zip(self.xs, ys):
             if y is None:
                 if current:
@@ -379,7 +380,7 @@ def _pdf_chart(pdf, title: str, unit: str, xs: list, series, *, y_max=None,
     caption = "second of the run"
     pdf.text(chart.left + chart.width - pdf.get_string_width(caption), base + 8, caption)
     drawn = False
-    for name, color, ys in series:
+    for _name, color, ys in series:
         pdf.set_draw_color(*_hex_rgb(color))
         pdf.set_fill_color(*_hex_rgb(color))
         pdf.set_line_width(0.5)

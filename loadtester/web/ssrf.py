@@ -135,7 +135,7 @@ def check_target(url: str, allow_private: bool) -> None:
     except (socket.gaierror, UnicodeError, OSError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise BlockedTarget(f"cannot resolve host {host!r}: {reason}") from None
-    addresses = sorted({info[4][0] for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)})
+    addresses = sorted({str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)})
     if not addresses:
         raise BlockedTarget(f"cannot resolve host {host!r}: no IPv4 or IPv6 address")
     for address in addresses:

@@ -1,0 +1,305 @@
+"""What the JSON API answers, built from the database: the status, metrics, timeseries,
+running, history, compare and report payloads, and the health check.
+
+Everything comes from the database - the test_runs row and its per-second metric_windows rows,
+read through read-only connections opened per request (ServeContext.reader) - never from the
+blast's pipes; a run this server started that has not stored its row yet is described from its
+RunProcess.  These functions block: the endpoints run them in Starlette's thread pool."""
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from typing import Any
+
+import apsw
+
+from loadtester import store
+from loadtester.analysis.report import report_from_row
+from loadtester.store import queries
+from loadtester.units import parse_iso_utc
+from loadtester.web.context import ServeContext
+from loadtester.web.display import display_url, mask_host, summary_line
+from loadtester.web.errors import ApiError
+from loadtester.web.runs import RunProcess
+from loadtester.web.series import SeriesSnapshot
+
+Row = dict[str, Any]
+
+# A run in one of these states has no final summary to trust (yet): its numbers come from
+# its per-second windows.
+FROM_WINDOWS = ("running", "interrupted", "failed")
+
+RUNNING_KEYS = ("uuid", "id", "url", "label", "users", "duration", "elapsed_s", "remaining_s",
+                "progress", "status", "started_at")
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
+
+
+# --------------------------------------------------------------------------- payload builders
+
+def elapsed_s(row: Row | None, run: RunProcess | None) -> float:
+    """Seconds the run has been going (running) or went (finished)."""
+    if row is None:
+        if run is None:
+            return 0.0
+        end = run.ended_mono if run.ended_mono is not None else time.monotonic()
+        return max(0.0, end - run.started_mono)
+    if row["status"] == "running":
+        started = parse_iso_utc(row.get("started_at"))
+        return max(0.0, (_now() - started).total_seconds()) if started else 0.0
+    if row.get("measured_duration") is not None:
+        return float(row["measured_duration"])
+    started, ended = parse_iso_utc(row.get("started_at")), parse_iso_utc(row.get("completed_at"))
+    return max(0.0, (ended - started).total_seconds()) if started and ended else 0.0
+
+
+def live_numbers(row: Row, series: SeriesSnapshot | None, elapsed: float) -> dict[str, Any]:
+    """success_rate, rps, avg_ms: stored for finished runs, from the windows otherwise."""
+    if row["status"] not in FROM_WINDOWS or series is None:
+        total = row.get("total_requests") or 0
+        return {"success_rate": (row.get("success_count") or 0) / total if total else None,
+                "rps": row.get("rps"), "avg_ms": row.get("avg_latency"),
+                "p99_ms": row.get("p99")}
+    totals = series.totals
+    if row.get("avg_latency") is not None and row["status"] != "running":
+        avg, p99 = row.get("avg_latency"), row.get("p99")
+    else:
+        avg = totals.latency.mean_us / 1000 if totals.latency.total else None
+        p99 = totals.latency.value_at_percentile(99) / 1000 if totals.latency.total else None
+    seconds = max(elapsed, float(len(series.rows))) if row["status"] == "running" \
+        else (row.get("measured_duration") or float(len(series.rows)) or elapsed)
+    responses = totals.counters.responses
+    return {"success_rate": totals.counters.successes / totals.requests if totals.requests else None,
+            "rps": row["rps"] if row.get("rps") is not None and row["status"] != "running"
+            else (responses / seconds if seconds else None),
+            "avg_ms": avg, "p99_ms": p99}
+
+
+def pending_status(run: RunProcess) -> dict[str, Any]:
+    """The status of a run started here that has not stored its row (yet)."""
+    elapsed = elapsed_s(None, run)
+    p = run.params
+    status = "running" if run.alive else "failed"
+    payload = {
+        "uuid": run.uuid, "id": None, "status": status,
+        "url": display_url(p.url, p.host, p.mask_host), "label": p.label or None,
+        "method": p.method, "users": p.users, "duration": p.duration_s,
+        "ramp_up": p.ramp_up_s, "rate": p.rate, "mask_host": p.mask_host,
+        "elapsed_s": round(elapsed, 3), "remaining_s": round(max(0.0, p.duration_s - elapsed), 3)
+        if status == "running" else 0.0,
+        "progress": 0.0, "started_at": run.started_at, "completed_at": None,
+        "summary": summary_line(mask_host(p.host) if p.mask_host else p.host, p.users,
+                                p.duration_s, None, None, None, running=status == "running"),
+        "stop_reason": None,
+    }
+    if status == "failed":
+        payload["error"] = run.error_line()
+    return payload
+
+
+def status_payload(row: Row | None, run: RunProcess | None,
+                   series: SeriesSnapshot | None) -> dict[str, Any]:
+    """GET /api/status: from the stored row (and its windows), else from the RunProcess."""
+    if row is None:
+        assert run is not None, "a run is stored or was started here"
+        return pending_status(run)
+    elapsed = elapsed_s(row, run)
+    masked = bool(row.get("mask_host"))
+    host = mask_host(row.get("host")) if masked else row.get("host")
+    duration = row.get("duration")
+    status = row["status"]
+    if status == "running":
+        remaining = max(0.0, (duration or 0) - elapsed)
+        progress = min(1.0, elapsed / duration) if duration else 0.0
+    else:
+        remaining = 0.0
+        progress = 1.0 if status == "completed" else (min(1.0, elapsed / duration) if duration else 0.0)
+    numbers = live_numbers(row, series, elapsed)
+    payload = {
+        "uuid": row["uuid"], "id": row["id"], "status": status,
+        "url": display_url(row.get("url"), row.get("host"), masked), "label": row.get("label"),
+        "method": row.get("method"), "users": row.get("total_users"), "duration": duration,
+        "ramp_up": row.get("ramp_up_sec") or None, "rate": row.get("rate"), "mask_host": masked,
+        "elapsed_s": round(elapsed, 3), "remaining_s": round(remaining, 3),
+        "progress": round(progress, 4), "started_at": row.get("started_at"),
+        "completed_at": row.get("completed_at"),
+        "summary": summary_line(host, row.get("total_users"), duration, numbers["success_rate"],
+                                numbers["rps"], numbers["avg_ms"], running=status == "running"),
+        "stop_reason": row.get("stop_reason"),
+    }
+    if run is not None and run.stop_requested and status == "running":
+        payload["stopping"] = True
+    return payload
+
+
+def history_entry(row: Row, series: SeriesSnapshot | None) -> dict[str, Any]:
+    """One run of GET /api/history."""
+    numbers = live_numbers(row, series, elapsed_s(row, None))
+    masked = bool(row.get("mask_host"))
+    host = mask_host(row.get("host")) if masked else row.get("host")
+    return {
+        "uuid": row["uuid"], "id": row["id"], "label": row.get("label"),
+        "url": display_url(row.get("url"), row.get("host"), masked),
+        "method": row.get("method"), "users": row.get("total_users"),
+        "duration": row.get("duration"), "status": row["status"],
+        "started_at": row.get("started_at"), "completed_at": row.get("completed_at"),
+        "total_requests": row.get("total_requests"),
+        "rps": numbers["rps"], "p99_ms": numbers["p99_ms"],
+        "success_rate": numbers["success_rate"], "avg_latency_ms": numbers["avg_ms"],
+        "summary": summary_line(host, row.get("total_users"), row.get("duration"),
+                                numbers["success_rate"], numbers["rps"],
+                                numbers["avg_ms"], running=row["status"] == "running"),
+    }
+
+
+def run_report(ctx: ServeContext, row_full: Row, series: SeriesSnapshot) -> dict[str, Any]:
+    """history.report_from_row, fed from the windows when the run has no stored summary yet."""
+    row = dict(row_full)
+    if row["status"] == "running" or (row.get("latency_hist") is None and series.rows):
+        totals = series.totals
+        row.update(totals.summary_columns())
+        if row["status"] == "running":
+            row["measured_duration"] = elapsed_s(row, None)
+        elif not row.get("measured_duration"):
+            row["measured_duration"] = float(len(series.rows))
+    report = report_from_row(row, ctx.db_path)
+    report.pop("db", None)
+    if row.get("mask_host"):
+        report["url"] = display_url(report.get("url"), row.get("host"), True)
+        for target in report.get("targets") or []:
+            target["url"] = display_url(target.get("url"), row.get("host"), True)
+    return report
+
+
+# --------------------------------------------------------------------------- endpoint bodies
+# (each opens its own read-only connection; they run in Starlette's thread pool)
+
+def lookup(ctx: ServeContext, conn: apsw.Connection, run_uuid: str,
+           full: bool = False) -> tuple[Row | None, RunProcess | None]:
+    """(stored row or None, RunProcess or None); 404 when neither exists.  full: every
+    column (else the summary columns)."""
+    row = queries.run_by_uuid(conn, run_uuid) if full else queries.run_summary(conn, run_uuid)
+    run = ctx.manager.get(run_uuid)
+    if row is None and run is None:
+        raise ApiError(404, f"no run {run_uuid}")
+    return row, run
+
+
+def status(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
+    with ctx.reader() as conn:
+        row, run = lookup(ctx, conn, run_uuid)
+        series = ctx.cache.get(conn, row) if row is not None and row["status"] in FROM_WINDOWS \
+            else None
+        return status_payload(row, run, series)
+
+
+def metrics(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
+    with ctx.reader() as conn:
+        row, run = lookup(ctx, conn, run_uuid, full=True)
+        if row is None:
+            payload = status_payload(None, run, None)
+            return {"uuid": run_uuid, "status": payload["status"], "live": True,
+                    "requests": 0, "requests_so_far": 0, "rps_last_second": None,
+                    "elapsed_s": payload["elapsed_s"], "seconds_recorded": 0,
+                    "error": payload.get("error")}
+        series = ctx.cache.get(conn, row)
+        report = run_report(ctx, row, series)
+        rows = series.rows
+        report["live"] = row["status"] == "running"
+        report["elapsed_s"] = round(elapsed_s(row, run), 3)
+        report["seconds_recorded"] = len(rows)
+        if report["live"]:
+            closed = series.closed
+            report["requests_so_far"] = series.totals.requests
+            report["errors_so_far"] = series.totals.requests - series.totals.counters.successes
+            report["rps_last_second"] = closed[-1]["rps"] if closed else None
+            report["p99_last_second_ms"] = closed[-1]["p99_ms"] if closed else None
+        return report
+
+
+def timeseries(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
+    with ctx.reader() as conn:
+        row, _run = lookup(ctx, conn, run_uuid)
+        if row is None:
+            return {"uuid": run_uuid, "seconds": []}
+        series = ctx.cache.get(conn, row)
+        return {"uuid": run_uuid, "status": row["status"], "seconds": series.rows}
+
+
+def running(ctx: ServeContext) -> list[dict[str, Any]]:
+    with ctx.reader() as conn:
+        rows = queries.running_runs(conn)
+        stored = {row["uuid"] for row in rows}
+        # runs started here that have not stored their row yet (a finished run's process
+        # may outlive its row's final status by a moment: those are not running)
+        pending = [r for r in ctx.manager.active()
+                   if r.uuid not in stored and queries.run_summary(conn, r.uuid) is None]
+    payloads = [status_payload(row, ctx.manager.get(row["uuid"]), None) for row in rows]
+    payloads += [pending_status(run) for run in pending]
+    return [{k: p[k] for k in RUNNING_KEYS} for p in payloads]
+
+
+def history(ctx: ServeContext, page: int, per_page: int) -> dict[str, Any]:
+    with ctx.reader() as conn:
+        total = queries.count_runs(conn)
+        runs = []
+        for row in queries.runs_page(conn, limit=per_page, offset=(page - 1) * per_page):
+            series = ctx.cache.get(conn, row) if row["status"] in FROM_WINDOWS else None
+            runs.append(history_entry(row, series))
+    return {"runs": runs, "page": page, "per_page": per_page, "total": total}
+
+
+def compare(ctx: ServeContext, a: str, b: str) -> dict[str, Any]:
+    from loadtester.analysis import compare as compare_mod
+    with ctx.reader() as conn:
+        rows = []
+        for ref in (a, b):
+            row = queries.run_by_uuid(conn, ref)
+            if row is None:
+                raise ApiError(404, f"no run {ref}")
+            rows.append(row)
+        result = compare_mod.compare_runs(conn, rows[0], rows[1])
+    for key, row in zip(("a", "b"), rows):
+        if row.get("mask_host"):
+            result[key]["url"] = display_url(result[key].get("url"), row.get("host"), True)
+    return result
+
+
+def report_data(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
+    """The `data` htmlreport.render_html / render_pdf take."""
+    with ctx.reader() as conn:
+        row, run = lookup(ctx, conn, run_uuid, full=True)
+        if row is None:
+            raise ApiError(409, f"run {run_uuid} has not stored anything yet")
+        series = ctx.cache.get(conn, row)
+        report = run_report(ctx, row, series)
+        state = status_payload(row, run, series)
+    return {"uuid": row["uuid"], "run_id": row["id"], "label": row.get("label"),
+            "url": state["url"], "method": row.get("method"), "status": row["status"],
+            "started_at": row.get("started_at"), "completed_at": row.get("completed_at"),
+            "users": row.get("total_users"), "duration": row.get("duration"),
+            "summary": state["summary"], "report": report, "seconds": series.rows}
+
+
+def stream_poll(ctx: ServeContext, run_uuid: str,
+                since: int) -> tuple[dict[str, Any], list[Row]]:
+    """(status, the closed seconds after `since`) for GET /api/stream."""
+    with ctx.reader() as conn:
+        row, run = lookup(ctx, conn, run_uuid)
+        if row is None:
+            return status_payload(None, run, None), []
+        series = ctx.cache.get(conn, row)
+        state = status_payload(row, run, series)
+        rows = series.closed if row["status"] == "running" else series.rows
+        return state, [r for r in rows if r["second"] > since]
+
+
+def health(ctx: ServeContext) -> None:
+    """Raises when the database cannot be opened and read."""
+    conn = store.open_database(ctx.db_path, readonly=True, create=False)
+    try:
+        queries.count_runs(conn)
+    finally:
+        conn.close()

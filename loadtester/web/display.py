@@ -1,0 +1,53 @@
+"""How the API shows a run: masked hosts, URLs without passwords, the one-line summary and
+numbers as the CLI parses them."""
+from __future__ import annotations
+
+import urllib.parse
+
+
+def plain_number(value: float) -> str:
+    """A number as the CLI parses it: no exponent, no trailing zeros."""
+    text = f"{float(value):.6f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def mask_host(host: str | None) -> str | None:
+    """'example.com' -> 'ex*****.com' (first two characters and the last label kept)."""
+    if not host:
+        return host
+    dot = host.rfind(".")
+    tail = host[dot:] if dot > 2 else ""
+    head = host[:2]
+    return head + "*" * max(1, len(host) - len(head) - len(tail)) + tail
+
+
+def display_url(url: str | None, host: str | None, masked: bool) -> str | None:
+    """The URL as the API shows it: host masked when the run asked for it; never a password."""
+    if not url:
+        return url
+    try:
+        parts = urllib.parse.urlsplit(url)
+        hostname, port = parts.hostname or "", parts.port
+    except ValueError:
+        return mask_host(url) if masked else url
+    if not masked and "@" not in parts.netloc:
+        return url
+    shown = (mask_host(hostname) or "") if masked else hostname
+    if ":" in shown and not masked:
+        shown = f"[{shown}]"
+    netloc = shown + (f":{port}" if port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def summary_line(host: str | None, users: int | None, duration: float | None,
+                 success_rate: float | None, rps: float | None, avg_ms: float | None,
+                 running: bool = False) -> str:
+    """PipeOps' one-liner: 'Tested example.com with 10 virtual users for 30s - 98.5% success
+    rate, 125.32 RPS, 45.23ms avg latency'."""
+    verb = "Testing" if running else "Tested"
+    length = f"{plain_number(duration)}s" if duration else "?"
+    rate = f"{success_rate * 100:.1f}%" if success_rate is not None else "n/a"
+    speed = f"{rps:.2f}" if rps is not None else "n/a"
+    avg = f"{avg_ms:.2f}ms" if avg_ms is not None else "n/a"
+    return (f"{verb} {host or '?'} with {users if users is not None else '?'} virtual users for "
+            f"{length} - {rate} success rate, {speed} RPS, {avg} avg latency")

@@ -1,0 +1,189 @@
+"""The /api/* and /healthz endpoints (async; the blocking reads of loadtester.web.api run in
+Starlette's thread pool).  Each finds its ServeContext as request.app.state.ctx."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from loadtester import store
+from loadtester.web import api, ssrf
+from loadtester.web.context import ServeContext, context_of
+from loadtester.web.display import display_url, plain_number
+from loadtester.web.errors import ApiError
+from loadtester.web.logs import log_event
+from loadtester.web.params import check_uuid, client_address, int_param, read_body
+from loadtester.web.responses import error_response, json_response, sse_event
+from loadtester.web.validation import MAX_JSON_BYTES, validate_start
+
+DNS_TIMEOUT_S = 5.0                 # resolving a target's host name, at most
+POLL_S = 0.5                        # the stream's database poll
+KEEPALIVE_S = 15.0                  # the stream's comment line when nothing else was sent
+
+T = TypeVar("T")
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) in the thread pool; a StoreError is a 503."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except store.StoreError as exc:
+        raise ApiError(503, f"database: {exc}") from None
+
+
+async def healthz(request: Request) -> Response:
+    try:
+        await run_in_threadpool(api.health, context_of(request))
+    except Exception as exc:                    # noqa: BLE001 - any failure is "not ok"
+        return json_response({"status": "error", "db": str(exc) or type(exc).__name__}, 503)
+    return json_response({"status": "ok", "db": "ok"})
+
+
+def check_caps(ctx: ServeContext, client: str) -> None:
+    """429 when the client, or the server, runs as many tests as it may."""
+    mine = len(ctx.manager.active(client))
+    if mine >= ctx.max_per_client:
+        raise ApiError(429, f"{client} already has {mine} tests running (at most "
+                            f"{ctx.max_per_client} at a time); stop one or wait",
+                       {"Retry-After": "5"})
+    everyone = len(ctx.manager.active())
+    if everyone >= ctx.max_running:
+        raise ApiError(429, f"the server is running {everyone} tests, its limit; try again "
+                            "later", {"Retry-After": "5"})
+
+
+async def api_start(request: Request) -> Response:
+    ctx = context_of(request)
+    client = client_address(request)
+    if ctx.limiter is not None:
+        allowed, wait = ctx.limiter.take(client)
+        if not allowed:
+            return error_response(429, f"too many tests started from {client}: at most "
+                                  f"{ctx.limiter.burst} in a row, then "
+                                  f"{plain_number(ctx.limiter.per_s * 60)} a minute; retry in "
+                                  f"{wait} s", {"Retry-After": str(wait)})
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        return error_response(415, "send the test as JSON (Content-Type: application/json)")
+    raw = await read_body(request, MAX_JSON_BYTES)
+    try:
+        payload = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return error_response(400, "the request body is not valid JSON")
+    params = validate_start(payload)
+    check_caps(ctx, client)
+    try:
+        await asyncio.wait_for(run_in_threadpool(ssrf.check_target, params.url,
+                                                 ctx.allow_private), DNS_TIMEOUT_S)
+    except ssrf.BlockedTarget as exc:
+        log_event("target_refused", client=client, reason=str(exc))
+        return error_response(400, str(exc))
+    except TimeoutError:
+        return error_response(400, f"resolving {params.host!r} took more than {DNS_TIMEOUT_S:g} s")
+    if ctx.manager.shutting_down:
+        return error_response(503, "the server is shutting down")
+    check_caps(ctx, client)                      # again: no await between here and spawn
+    try:
+        run = ctx.manager.spawn(params, client)  # on the event loop's (long-lived) thread
+    except OSError as exc:
+        return error_response(500, f"cannot start the test: {exc.strerror or exc}")
+    log_event("run_started", uuid=run.uuid, client=client, pid=run.proc.pid,
+              url=display_url(params.url, params.host, params.mask_host),
+              users=params.users, duration=params.duration_s)
+    return json_response({"uuid": run.uuid, "status": "running"}, 201,
+                         {"Location": f"/api/status/{run.uuid}"})
+
+
+async def api_status(request: Request) -> Response:
+    return json_response(await in_thread(api.status, context_of(request),
+                                         check_uuid(request.path_params["uuid"])))
+
+
+async def api_metrics(request: Request) -> Response:
+    return json_response(await in_thread(api.metrics, context_of(request),
+                                         check_uuid(request.path_params["uuid"])))
+
+
+async def api_timeseries(request: Request) -> Response:
+    return json_response(await in_thread(api.timeseries, context_of(request),
+                                         check_uuid(request.path_params["uuid"])))
+
+
+async def api_running(request: Request) -> Response:
+    return json_response(await in_thread(api.running, context_of(request)))
+
+
+async def api_stop(request: Request) -> Response:
+    ctx = context_of(request)
+    run_uuid = check_uuid(request.path_params["uuid"])
+    status = await in_thread(api.status, ctx, run_uuid)
+    run = ctx.manager.get(run_uuid)
+    if status["status"] != "running":
+        return error_response(409, f"run {run_uuid} is not running (status {status['status']})")
+    if run is None or not run.alive:
+        return error_response(409, f"run {run_uuid} was not started by this server; stop it "
+                                   "where it runs")
+    ctx.manager.stop(run)
+    log_event("run_stop", uuid=run_uuid, client=client_address(request))
+    return json_response({"uuid": run_uuid, "status": "stopping"}, 202)
+
+
+async def api_history(request: Request) -> Response:
+    page = int_param(request, "page", 1, 1, 1_000_000)
+    per_page = int_param(request, "per_page", 20, 1, 100)
+    return json_response(await in_thread(api.history, context_of(request), page, per_page))
+
+
+async def api_compare(request: Request) -> Response:
+    a, b = request.query_params.get("a"), request.query_params.get("b")
+    if not a or not b:
+        return error_response(400, "give two runs: /api/compare?a=UUID&b=UUID")
+    return json_response(await in_thread(api.compare, context_of(request), check_uuid(a),
+                                         check_uuid(b)))
+
+
+async def api_stream(request: Request) -> Response:
+    """Server-Sent Events: `window` per closed second (after ?since= / Last-Event-ID), then
+    `done` with the final status (or `error`)."""
+    ctx = context_of(request)
+    run_uuid = check_uuid(request.path_params["uuid"])
+    since = int_param(request, "since", 0, 0, 10_000_000)
+    last_id = request.headers.get("last-event-id", "")
+    if last_id.isdigit():
+        since = max(since, int(last_id))
+    first = await in_thread(api.stream_poll, ctx, run_uuid, since)     # 404 before streaming
+
+    async def events() -> AsyncIterator[str]:
+        nonlocal since
+        status, rows = first
+        yield "retry: 2000\n\n"
+        last_sent = time.monotonic()
+        while True:
+            for row in rows:
+                data = dict(row, uuid=run_uuid, status=status["status"],
+                            elapsed_s=status["elapsed_s"], remaining_s=status["remaining_s"],
+                            progress=status["progress"])
+                yield sse_event("window", data, event_id=row["second"])
+                since = row["second"]
+                last_sent = time.monotonic()
+            if status["status"] != "running":
+                yield sse_event("done", status)
+                return
+            if time.monotonic() - last_sent > KEEPALIVE_S:
+                yield ": keep-alive\n\n"
+                last_sent = time.monotonic()
+            await asyncio.sleep(POLL_S)
+            try:
+                status, rows = await in_thread(api.stream_poll, ctx, run_uuid, since)
+            except ApiError as exc:
+                yield sse_event("error", {"error": exc.message})
+                return
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
