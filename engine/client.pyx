@@ -332,6 +332,7 @@ cdef class Client:
     cdef int n_connections
     cdef int64_t max_requests          # 0 = unbounded (run by duration)
     cdef int64_t duration_ns           # 0 = unbounded (run by count)
+    cdef int64_t deadline_ns           # start + duration; 0 = none
     cdef int64_t timeout_ns
     cdef double connect_timeout_s
     cdef double rate_per_s             # this worker's share; 0 = closed loop
@@ -423,6 +424,7 @@ cdef class Client:
         self.window_timer = self.loop.call_at(self.window_due_loop_time, self._close_window)
         self.sweep_timer = self.loop.call_later(self._sweep_interval_s(), self._sweep)
         if self.duration_ns:
+            self.deadline_ns = start_ns + self.duration_ns
             self.start_timers.append(
                 self.loop.call_later(self.duration_ns / 1e9, self.stop, "duration"))
         for i, conn in enumerate(self.connections):
@@ -492,9 +494,15 @@ cdef class Client:
         if not self.budget_left():
             self.stop_if_spent()
             return
+        now = monotonic_ns()
+        if self.deadline_ns and now >= self.deadline_ns:
+            # The loop was too busy for the duration timer to fire on time (thousands of
+            # connections): stop at the deadline, not when the timer gets its turn.
+            self.stop("duration")
+            return
         self.issued += 1
         if self.rate_per_s <= 0:
-            conn.send(monotonic_ns())
+            conn.send(now)
             return
         intended_ns = self.start_ns + <int64_t>(
             (self.phase_s + intended_offset_s(self.schedule_index, self.rate_per_s,
@@ -578,6 +586,9 @@ cdef class Client:
         lag_us = <uint64_t>(max(0.0, lag_s) * 1e6)
         if lag_us > self.loop_lag_max_us:
             self.loop_lag_max_us = lag_us
+        # The rows of a closed second go out with its window: a worker that dies later
+        # leaves stored rows and windows that agree.
+        self.records.flush()
         self._emit_window(final=False, loop_lag_us=lag_us)
         self.window_due_loop_time += 1.0
         if not self.stopping:

@@ -5,7 +5,7 @@ import dataclasses
 import os
 import re
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from loadtester import __version__
 from loadtester.units import UnitError, parse_duration_s
@@ -13,6 +13,18 @@ from loadtester.units import UnitError, parse_duration_s
 DEFAULT_DURATION_S = 10.0
 DEFAULT_TIMEOUT_S = 10.0
 USER_AGENT = f"loadtester/{__version__}"
+# Bounds that keep every count and time inside the engine's integers (and the run sane).
+MAX_DURATION_S = 366 * 86400.0          # a year
+MAX_REQUESTS = 1 << 53
+MAX_CONNECTIONS = 1_000_000
+MAX_WORKERS = 256                       # the stored request row keeps the worker in 8 bits
+MAX_RATE_PER_S = 1e9
+# Control characters other than tab: never on the wire (no header or request splitting).
+CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# What stays as it is in a path or query; everything else (non-ASCII, spaces, controls) is
+# percent-encoded as UTF-8, as browsers and curl do.
+URL_SAFE = "/?&=;:@!$'()*+,~%-._#[]"
+
 
 class SpecError(ValueError):
     """A user-facing, one-line description of bad input."""
@@ -43,19 +55,32 @@ class Url:
 
 
 def parse_url(url: str) -> Url:
+    """An http(s) URL, ready for the wire: the host IDNA-encoded (例え.jp -> xn--r8jz45g.jp),
+    the path and query percent-encoded where they hold anything but printable ASCII."""
+    if CONTROL_RE.search(url.strip()):
+        raise SpecError(f"invalid URL {url!r}: control characters are not allowed")
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https"):
         raise SpecError(f"invalid URL {url!r}: scheme must be http or https")
     if not parts.hostname:
         raise SpecError(f"invalid URL {url!r}: no host")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = parts.port
     except ValueError:
         raise SpecError(f"invalid URL {url!r}: bad port") from None
-    path = parts.path or "/"
+    if port == 0:
+        raise SpecError(f"invalid URL {url!r}: port 0 is not a port to connect to")
+    port = port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise SpecError(f"invalid URL {url!r}: the host is not a valid name") from None
+    path = quote(parts.path or "/", safe=URL_SAFE)
     if parts.query:
-        path += "?" + parts.query
-    return Url(text=url.strip(), scheme=parts.scheme, host=parts.hostname, port=port, path=path)
+        path += "?" + quote(parts.query, safe=URL_SAFE)
+    return Url(text=url.strip(), scheme=parts.scheme, host=host, port=port, path=path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,11 +169,26 @@ class RunSpec:
         }
 
 
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")     # an HTTP token
+
+
 def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
-    if not sep or not name.strip() or any(c in name for c in " \t\r\n") or "\n" in value:
+    name, value = name.strip(), value.strip()
+    if not sep or not name:
         raise SpecError(f"invalid header {text!r}: use 'Name: value'")
-    return name.strip(), value.strip()
+    if not HEADER_NAME_RE.match(name):
+        raise SpecError(f"invalid header {text!r}: the name may hold only letters, digits "
+                        "and !#$%&'*+.^_`|~-")
+    if CONTROL_RE.search(value):
+        raise SpecError(f"invalid header {text!r}: control characters (CR, LF, NUL, ...) "
+                        "are not allowed in a value")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise SpecError(f"invalid header {text!r}: a value must be Latin-1 text "
+                        "(percent-encode or base64 anything else)") from None
+    return name, value
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -241,17 +281,27 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
         raise SpecError(str(exc)) from None
 
 
+def _check_at_most(seconds: float, what: str, text: str | None) -> None:
+    if seconds > MAX_DURATION_S:
+        raise SpecError(f"invalid {what} {text!r}: at most {MAX_DURATION_S / 86400:.0f} days")
+
+
 def _build_spec(urls, *, connections, duration, requests, method, headers, body, body_file,
                 timeout, insecure, rate, ramp_up, workers, label, targets_file, shard,
                 run_id) -> RunSpec:
     duration_s = None
+    if connections > MAX_CONNECTIONS:
+        raise SpecError(f"invalid connections {connections}: at most {MAX_CONNECTIONS:,}")
     if requests is not None:
         if requests < 1:
             raise SpecError(f"invalid request count {requests}: must be at least 1")
+        if requests > MAX_REQUESTS:
+            raise SpecError(f"invalid request count {requests}: at most {MAX_REQUESTS:,}")
     else:
         duration_s = parse_duration_s(duration) if duration is not None else DEFAULT_DURATION_S
         if duration_s <= 0:
             raise SpecError(f"invalid duration {duration!r}: must be more than 0")
+        _check_at_most(duration_s, "duration", duration)
     if body is not None and body_file is not None:
         raise SpecError("give either --body or --body-file, not both")
     payload = body.encode() if body is not None else b""
@@ -260,8 +310,12 @@ def _build_spec(urls, *, connections, duration, requests, method, headers, body,
     timeout_s = parse_duration_s(timeout, "timeout") if timeout is not None else DEFAULT_TIMEOUT_S
     if timeout_s <= 0:
         raise SpecError(f"invalid timeout {timeout!r}: must be more than 0")
+    _check_at_most(timeout_s, "timeout", timeout)
     ramp_up_s = parse_duration_s(ramp_up, "ramp-up") if ramp_up is not None else 0.0
+    _check_at_most(ramp_up_s, "ramp-up", ramp_up)
     rate_per_s = parse_rate(rate) if rate is not None else 0.0
+    if rate_per_s > MAX_RATE_PER_S:
+        raise SpecError(f"invalid rate {rate!r}: at most {MAX_RATE_PER_S:,.0f} requests per second")
     if str(workers) == "auto":
         worker_count = os.cpu_count() or 1
     else:
@@ -269,8 +323,8 @@ def _build_spec(urls, *, connections, duration, requests, method, headers, body,
             worker_count = int(workers)
         except ValueError:
             raise SpecError(f"invalid workers {workers!r}: a number or 'auto'") from None
-        if worker_count < 1:
-            raise SpecError(f"invalid workers {workers!r}: must be at least 1")
+        if not 1 <= worker_count <= MAX_WORKERS:
+            raise SpecError(f"invalid workers {workers!r}: from 1 to {MAX_WORKERS}")
     worker_count = min(worker_count, connections)
     method = method.upper()
     if not re.fullmatch(r"[A-Z]+", method):

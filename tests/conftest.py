@@ -48,9 +48,9 @@ def cli(*args, timeout=120, env=None, cwd=None):
                           cwd=cwd or ROOT)
 
 
-def blast_json(url, *args, db, timeout=120):
+def blast_json(url, *args, db, timeout=120, exit_code=0):
     result = cli("blast", url, "--json", "--db", db, *args, timeout=timeout)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == exit_code, result.stderr
     return json.loads(result.stdout)
 
 

@@ -58,7 +58,7 @@ def test_status_errors_are_counted_not_raised(start_target, db):
 
 def test_target_down_is_a_connect_error(db):
     url = f"http://127.0.0.1:{free_port()}/"
-    report = blast_json(url, "-n", "30", "-c", "3", db=db)
+    report = blast_json(url, "-n", "30", "-c", "3", db=db, exit_code=1)
     assert report["requests"] == 0
     assert report["errors_by_kind"] == {"connect": 30}
     assert report["success_rate"] == 0.0
@@ -66,7 +66,8 @@ def test_target_down_is_a_connect_error(db):
 
 def test_stalled_target_is_a_timeout(raw_server, db):
     server = raw_server(lambda conn, head: time.sleep(30) or True)
-    report = blast_json(server.url, "-d", "1.5s", "-c", "4", "--timeout", "300ms", db=db)
+    report = blast_json(server.url, "-d", "1.5s", "-c", "4", "--timeout", "300ms", db=db,
+                        exit_code=1)
     assert report["requests"] == 0
     assert report["errors_by_kind"]["timeout"] >= 4
     assert set(report["errors_by_kind"]) == {"timeout"}
@@ -79,9 +80,10 @@ def test_close_mid_response_is_a_read_error(raw_server, db, connection_header):
                      + b"\r\nonly part")
         return False
     server = raw_server(half)
-    report = blast_json(server.url, "-n", "50", "-c", "5", db=db)
+    report = blast_json(server.url, "-n", "50", "-c", "5", db=db, exit_code=1)
     assert report["errors_by_kind"] == {"read": 50}
     assert report["requests"] == 0
+    assert report["error_messages"] == {"read": "connection closed before the response was complete"}
 
 
 def test_garbage_response_is_a_parse_error(raw_server, db):
@@ -89,8 +91,9 @@ def test_garbage_response_is_a_parse_error(raw_server, db):
         conn.sendall(b"SMTP READY\r\nthis is not http\r\n\r\n")
         return True
     server = raw_server(garbage)
-    report = blast_json(server.url, "-n", "40", "-c", "4", db=db)
+    report = blast_json(server.url, "-n", "40", "-c", "4", db=db, exit_code=1)
     assert report["errors_by_kind"] == {"parse": 40}
+    assert report["error_messages"]["parse"].startswith("not an HTTP/1 response: ")
 
 
 @pytest.mark.parametrize("args, message", [

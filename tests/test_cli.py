@@ -31,9 +31,11 @@ def test_https_with_insecure_and_verification_failure(start_target, self_signed,
     assert report["requests"] == 2000 == target.stats()["served"]
     assert report["errors"] == 0
     # without --insecure the self-signed certificate is refused: connect errors, no crash
-    refused = blast_json(target.url, "-n", "20", "-c", "2", db=db)
+    refused = blast_json(target.url, "-n", "20", "-c", "2", db=db, exit_code=1)
     assert refused["requests"] == 0
     assert refused["errors_by_kind"] == {"connect": 20}
+    message = refused["error_messages"]["connect"]        # as hey prints its x509 line
+    assert message.startswith("TLS: certificate verify failed: self-signed certificate"), message
 
 
 def test_ctrl_c_stops_cleanly_and_still_reports(start_target, db):
@@ -44,7 +46,7 @@ def test_ctrl_c_stops_cleanly_and_still_reports(start_target, db):
     time.sleep(2.0)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 130, err                   # 128 + SIGINT, as shells report it
     assert "Traceback" not in err
     report = json.loads(out)
     assert report["stop_reason"] == "interrupted"

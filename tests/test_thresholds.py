@@ -147,7 +147,7 @@ def test_real_rate_mode_uses_corrected_latency(start_target, db):
 
 def test_real_no_responses_fail(db):
     url = f"http://127.0.0.1:{free_port()}/"          # nothing listens: connect errors only
-    report = blast_json(url, "-n", "5", "-c", "1", "--no-progress", db=db)
+    report = blast_json(url, "-n", "5", "-c", "1", "--no-progress", db=db, exit_code=1)
     assert report["requests"] == 0
     results = evaluate(report, ["p99<200ms", "avg<1s", "success>=0%", "errors<=5"])
     assert [r["passed"] for r in results] == [False, False, True, True]

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from loadtester import _engine
-from loadtester.model import ERROR_KINDS, Window, percentile_key
+from loadtester.model import ERROR_KINDS, RECORD_FORMAT, Window, percentile_key
+
+RECORD = struct.Struct(RECORD_FORMAT)
 
 
 def hist_from_blob(blob: bytes | None) -> _engine.Histogram:
@@ -120,3 +123,27 @@ def merged_seconds(windows: Iterable[Window], percentiles: Sequence[float] = (50
             row["totals"] = totals
         rows.append(row)
     return rows
+
+
+def totals_of_records(blobs: Iterable[bytes]) -> Totals:
+    """Totals rebuilt from packed request records (model.RECORD_FORMAT): what the windows of
+    those requests would have held, for requests that no window counted."""
+    responses = successes = nbytes = 0
+    errors = [0] * len(ERROR_KINDS)
+    status: dict[int, int] = {}
+    totals = Totals()
+    for blob in blobs:
+        for _start, latency_us, wait_us, size, code, error, _worker in RECORD.iter_unpack(blob):
+            if error:
+                errors[error] += 1
+                continue
+            responses += 1
+            successes += 100 <= code < 400
+            nbytes += size
+            status[code] = status.get(code, 0) + 1
+            totals.latency.record_value(latency_us)
+            totals.service.record_value(latency_us - wait_us)
+    totals.counters = _engine.Counters.from_dict({
+        "responses": responses, "successes": successes, "bytes": nbytes, "errors": errors,
+        "status": status, "max_wait_us": 0})
+    return totals

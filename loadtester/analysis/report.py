@@ -128,6 +128,8 @@ def render_text(report: dict[str, Any]) -> str:
     lines.append(f"  {'Errors':<13}{errors or 'none'}")
     for kind, message in (report.get("error_messages") or {}).items():
         lines.append(f"  {'':<13}first {kind}: {message}")
+    for death in report.get("worker_errors") or []:
+        lines.append(f"  {'Worker died':<13}{death}")
     for target in report.get("targets", []):
         lines.append(f"  {'Target':<13}{target['method']} {target['url']}: "
                      f"{target['requests']:,} requests, {target['errors']:,} errors")
@@ -195,7 +197,7 @@ def report_from_row(row: dict[str, Any], db_path: StrPath | None,
         status=row.get("status"), dropped_records=row.get("dropped_records") or 0,
         max_loop_lag_us=loop_lag_us, run_id=row["id"], uuid=row["uuid"], db_path=db_path,
         started_at=row.get("started_at"))
-    for key in ("generator", "targets", "thresholds", "error_messages"):
+    for key in ("generator", "targets", "thresholds", "error_messages", "worker_errors"):
         if row.get(key):
             report[key] = json.loads(row[key])
     return report
@@ -221,4 +223,5 @@ def result_columns(report: dict[str, Any], *, latency: _engine.Histogram, servic
         "targets": json.dumps(report["targets"]) if "targets" in report else None,
         "thresholds": json.dumps(report["thresholds"]) if "thresholds" in report else None,
         "error_messages": json.dumps(report["error_messages"]) if report.get("error_messages") else None,
+        "worker_errors": json.dumps(report["worker_errors"]) if report.get("worker_errors") else None,
     }

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 
 import click
@@ -11,6 +12,7 @@ from loadtester.analysis.report import render_text
 from loadtester.analysis.thresholds import all_passed, parse_threshold
 from loadtester.cli.options import EXIT_FAILED, DurationType, db_option
 from loadtester.run.blast import blast as run_blast
+from loadtester.run.runner import RunRefused, preflight
 from loadtester.spec import SpecError, build_spec
 
 
@@ -54,8 +56,9 @@ def blast(urls, targets_file, connections, duration, requests, method, headers, 
     """Send load to URL (several URLs, or --targets FILE, are taken in turn) and report
     throughput and latency.
 
-    Exit codes: 0 done (and every --threshold passed), 1 a threshold failed, the
-    run was aborted by --abort-on-error-rate or failed, 2 bad usage.
+    Exit codes: 0 done (and every --threshold passed); 1 a threshold failed, the run was
+    aborted by --abort-on-error-rate, failed, or got no response at all; 2 bad usage;
+    130 / 143 stopped by SIGINT / SIGTERM (the report is still printed and stored).
     """
     try:
         spec = build_spec(urls[0] if urls else None, more_urls=urls[1:],
@@ -72,6 +75,11 @@ def blast(urls, targets_file, connections, duration, requests, method, headers, 
         progress = sys.stderr.isatty() and not as_json
     if run_uuid is not None and not re.fullmatch(r"[0-9a-f-]{36}", run_uuid):
         raise click.UsageError(f"invalid --uuid {run_uuid!r}")
+    try:
+        for warning in preflight(spec):
+            click.echo(f"loadtester: warning: {warning}", err=True)
+    except RunRefused as exc:
+        raise click.ClickException(str(exc)) from None
     report = run_blast(spec, db=db_path, store_mode=store_mode, progress=progress,
                              thresholds=rules, abort_error_rate=abort_rate, run_uuid=run_uuid,
                              mask_host=mask_host)
@@ -79,9 +87,24 @@ def blast(urls, targets_file, connections, duration, requests, method, headers, 
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(render_text(report))
+    raise SystemExit(exit_code(report))
+
+
+def exit_code(report: dict) -> int:
+    """What the shell sees; a run that got nothing back never looks like a success."""
+    signal_name = report.get("stop_signal")
+    if signal_name:
+        return 128 + signal.Signals[signal_name].value         # 130 SIGINT, 143 SIGTERM
+    if report["requests"] == 0 and report["attempts"]:
+        kinds = ", ".join(f"{kind} {count:,}" for kind, count in report["errors_by_kind"].items())
+        first = next(iter(report.get("error_messages", {}).values()), "")
+        click.echo(f"loadtester: no response at all: {kinds}" + (f" ({first})" if first else ""),
+                   err=True)
+        return EXIT_FAILED
     if (report["status"] == "failed" or report["stop_reason"] == "aborted"
             or not all_passed(report.get("thresholds", []))):
-        raise SystemExit(EXIT_FAILED)
+        return EXIT_FAILED
+    return 0
 
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import sys
 
 from loadtester import __version__, store
@@ -130,10 +131,12 @@ def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: boo
         error_messages=result.error_messages)
     if thresholds:
         report["thresholds"] = evaluate_thresholds(report, thresholds)
+    if result.worker_errors:
+        report["worker_errors"] = result.worker_errors
     writer.finish(result_columns(report, latency=result.latency, service=result.service,
                                  duration_s=result.duration_s, stop_reason=result.stop_reason,
                                  dropped_records=result.dropped_records), status=result.status)
     report["dropped_records"] += writer.dropped_records   # rows the store itself shed
-    if result.worker_errors:
-        report["worker_errors"] = result.worker_errors
+    if result.stop_signal:
+        report["stop_signal"] = signal.Signals(result.stop_signal).name
     return report

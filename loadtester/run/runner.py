@@ -16,6 +16,7 @@ import os
 import pickle
 import resource
 import signal
+import socket
 import ssl
 import struct
 import threading
@@ -54,6 +55,7 @@ class RunResult:
     worker_seconds: int = 0
     worker_errors: list = dataclasses.field(default_factory=list)
     error_messages: dict[str, str] = dataclasses.field(default_factory=dict)   # kind -> first
+    stop_signal: int | None = None      # SIGINT / SIGTERM that stopped the run early
 
     @property
     def status(self) -> str:
@@ -197,6 +199,10 @@ class _WorkerReader(threading.Thread):
         self.on_window = on_window
         self.summary = None
         self.failure = None
+        # What the worker's windows add up to, and the record buffers sent after its last
+        # window (at most a second of rows): its counts should it die without a summary.
+        self.totals = aggregate.Totals()
+        self.records_after_window: list[bytes] = []
 
     def run(self):
         try:
@@ -209,9 +215,13 @@ class _WorkerReader(threading.Thread):
                 if payload is None:
                     return
                 if kind == FRAME_RECORDS:
+                    self.records_after_window.append(payload)
                     self.on_records(payload)
                 elif kind == FRAME_WINDOW:
-                    self.on_window(pickle.loads(payload))
+                    window = pickle.loads(payload)
+                    self.totals.add(window)
+                    self.records_after_window.clear()
+                    self.on_window(window)
                 elif kind == FRAME_SUMMARY:
                     self.summary = pickle.loads(payload)
                 elif kind == FRAME_FAILED:
@@ -259,6 +269,7 @@ class RunControl:
     def __init__(self):
         self.processes = []
         self.reason = None
+        self.signal: int | None = None     # the signal that stopped the run (SIGINT, SIGTERM)
 
     def stop(self, reason: str = "stopped") -> None:
         if self.reason is None:
@@ -269,6 +280,47 @@ class RunControl:
                     os.kill(process.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+
+
+class RunRefused(Exception):
+    """The run cannot start as asked (open-file limit, a host that does not resolve); the
+    message is one line."""
+
+
+FDS_PER_WORKER_BESIDES_CONNECTIONS = 64   # pipes, the loop, stdio, libraries
+
+
+def preflight(spec: RunSpec) -> list[str]:
+    """Check what the run needs from this machine before anything is stored: every host
+    resolves, and each worker can open its connections (the soft open-file limit is raised
+    to the hard one when that is needed).  RunRefused with one line otherwise; returns
+    warnings worth printing (more workers than cores, a ramp-up longer than the run)."""
+    warnings = []
+    for host in sorted({target.url.host for target in spec.targets}):
+        try:
+            socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise RunRefused(f"cannot resolve host {host}: {reason}") from None
+    per_worker = -(-spec.connections // (spec.workers * spec.shard[1]))
+    need = per_worker + FDS_PER_WORKER_BESIDES_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if need > soft:
+        if hard != resource.RLIM_INFINITY and need > hard:
+            raise RunRefused(
+                f"{per_worker:,} connections per worker need about {need:,} open files, but this "
+                f"process may open at most {hard:,} (ulimit -n); use fewer connections, more "
+                "--workers, or raise the hard limit")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY
+                                                    else hard, hard))
+    cores = os.cpu_count() or 1
+    if spec.workers > cores:
+        warnings.append(f"{spec.workers} workers on {cores} cores: workers will share cores "
+                        "and measure each other's waits")
+    if spec.duration_s and spec.ramp_up_s > spec.duration_s:
+        warnings.append(f"the ramp-up ({spec.ramp_up_s:g}s) is longer than the run "
+                        f"({spec.duration_s:g}s): the full load is never reached")
+    return warnings
 
 
 def run_blast(spec: RunSpec, *, on_records=None, on_window=None, on_second=None,
@@ -303,6 +355,8 @@ def run_blast(spec: RunSpec, *, on_records=None, on_window=None, on_second=None,
         reader.start()
 
     def forward_stop(signum, frame):
+        if control.signal is None:
+            control.signal = signum
         control.stop("interrupted")
 
     previous = {sig: signal.signal(sig, forward_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -317,6 +371,7 @@ def run_blast(spec: RunSpec, *, on_records=None, on_window=None, on_second=None,
             signal.signal(sig, handler)
     result = _merge(spec, readers, processes, control.reason)
     result.busy_seconds, result.worker_seconds = merger.busy_seconds, merger.worker_seconds
+    result.stop_signal = control.signal
     return result
 
 
@@ -347,13 +402,23 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
     service = _engine.Histogram()
     starts, ends = [], []
     dropped = lag = 0
+    dead_for_s = 0.0
     reasons, failures = set(), []
     error_messages: dict[str, str] = {}
     targets = [[0, 0, 0] for _ in spec.targets]
-    for reader, process in zip(readers, processes):
+    for worker, (reader, process) in enumerate(zip(readers, processes)):
         if reader.failure or reader.summary is None:
-            failures.append(reader.failure or
-                            f"worker {process.name} exited with code {process.exitcode}")
+            # Its windows are stored, and so are its rows: count what they hold, so that the
+            # summary and the stored rows agree.
+            died_at = max(reader.totals.seconds, default=-1) + 1
+            failures.append(reader.failure or worker_death(worker, process.exitcode, died_at))
+            # Rows stored after its last window count too, so summary and rows agree.
+            reader.totals.merge(aggregate.totals_of_records(reader.records_after_window))
+            counters.merge(reader.totals.counters)
+            latency.merge(reader.totals.latency)
+            service.merge(reader.totals.service)
+            if reader.totals.seconds:
+                dead_for_s = float(died_at)
             continue
         summary = reader.summary
         counters.merge(_engine.Counters.from_dict(summary["counters"]))
@@ -369,10 +434,23 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
         for total, part in zip(targets, summary["targets"]):
             for k in range(3):
                 total[k] += part[k]
-    duration_s = (max(ends) - min(starts)) / 1e9 if starts else 0.0
+    duration_s = (max(ends) - min(starts)) / 1e9 if starts else dead_for_s
     reason = stop_reason or ("interrupted" if "interrupted" in reasons else (
         sorted(reasons)[0] if reasons else "failed"))
     return RunResult(spec=spec, counters=counters, latency=latency, service=service,
                      duration_s=duration_s, stop_reason=reason,
                      dropped_records=dropped, max_loop_lag_us=lag, targets=targets,
                      worker_errors=failures, error_messages=error_messages)
+
+
+def worker_death(worker: int, exitcode: int | None, second: int) -> str:
+    """One line: which worker died, how, and when (in the run's seconds)."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"was killed by signal {-exitcode}"
+    else:
+        how = f"exited with code {exitcode}"
+    return (f"worker {worker} {how} in second {second + 1}; its counts up to then are "
+            "included, the rest of the run went on without it")
