@@ -36,6 +36,7 @@ from loadtester.web.middleware import (
 from loadtester.web.middleware.hosts import host_of
 from loadtester.web.ratelimit import RateLimiter
 from loadtester.web.series import SeriesCache
+from loadtester.web.targetauth import AUTH_SHAPES
 from loadtester.web.validation import MAX_JSON_BYTES, StartParams, validate_start
 
 UUID4_HEX = re.compile(r"^[0-9a-f]{32}$")
@@ -119,9 +120,9 @@ BAD_PAYLOADS = [
      "header 'Transfer-Encoding' is set by loadtester itself"),
     ({**OK, "headers": {"X-A": "\u20ac"}}, "header 'X-A' must be Latin-1 text"),
     ({**OK, "auth": {"type": "digest"}},
-     'auth must be {"type": "bearer", "token": ...} or {"type": "basic", "username": ..., "password": ...}'),
+     AUTH_SHAPES),
     ({**OK, "auth": "bearer x"},
-     'auth must be {"type": "bearer", "token": ...} or {"type": "basic", "username": ..., "password": ...}'),
+     AUTH_SHAPES),
     ({**OK, "auth": {"type": "bearer", "token": "t"}, "headers": {"authorization": "Bearer u"}},
      "give either auth or an Authorization header, not both"),
     ({**OK, "auth": {"type": "bearer", "token": ""}},
@@ -579,7 +580,9 @@ def test_series_rows_from_a_finished_run(db_path):
     assert middle["success_rate"] == pytest.approx(19 / 21)
     assert first["p50_ms"] == pytest.approx(1.0, rel=0.01) and first["p99_ms"] == pytest.approx(3.0, rel=0.01)
     assert first["max_ms"] == pytest.approx(3.0, rel=0.01) and set(first) == {
-        "second", "rps", "requests", "errors", "success_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms"}
+        "second", "rps", "requests", "errors", "success_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms",
+        "avg_ms"}
+    assert first["avg_ms"] == pytest.approx(2.0, rel=0.01)              # (10 x 1 ms + 10 x 3 ms) / 20
     assert snapshot.totals.requests == 61 and snapshot.totals.counters.successes == 59
     assert snapshot.totals.latency.total == 60
 
@@ -684,7 +687,8 @@ def test_api_sees_a_run_stored_by_another_process(make_client, db_path):
         running = client.get("/api/running").json()
         assert [(r["uuid"], r["status"], r["label"]) for r in running] == [(writer.uuid, "running", "elsewhere")]
         assert set(running[0]) == {"uuid", "id", "url", "label", "users", "duration", "elapsed_s",
-                                   "remaining_s", "progress", "status", "started_at"}
+                                   "remaining_s", "progress", "status", "result", "started_at"}
+        assert running[0]["result"] is None                             # no verdict while it runs
         stop = client.post(f"/api/stop/{writer.uuid}")
         assert stop.status_code == 409
         assert stop.json()["error"] == f"run {writer.uuid} was not started by this server; stop it where it runs"

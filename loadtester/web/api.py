@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
+import urllib.parse
 from typing import Any
 
 import apsw
 
 from loadtester import store
+from loadtester.analysis import aggregate
 from loadtester.analysis.report import report_from_row
 from loadtester.store import queries
 from loadtester.units import parse_iso_utc
+from loadtester.web import pipeops, reads
 from loadtester.web.context import ServeContext
 from loadtester.web.display import display_url, mask_host, summary_line
 from loadtester.web.errors import ApiError
 from loadtester.web.runs import RunProcess
 from loadtester.web.series import SeriesSnapshot
+from loadtester.web.verdict import CIRCUIT_BREAKER_STOP, judge, stored_json
 
 Row = dict[str, Any]
 
@@ -30,7 +34,7 @@ Row = dict[str, Any]
 FROM_WINDOWS = ("running", "interrupted", "failed")
 
 RUNNING_KEYS = ("uuid", "id", "url", "label", "users", "duration", "elapsed_s", "remaining_s",
-                "progress", "status", "started_at")
+                "progress", "status", "result", "started_at")
 
 
 def _now() -> _dt.datetime:
@@ -77,6 +81,38 @@ def live_numbers(row: Row, series: SeriesSnapshot | None, elapsed: float) -> dic
             "avg_ms": avg, "p99_ms": p99}
 
 
+def successes_of(row: Row, series: SeriesSnapshot | None) -> int | None:
+    """The run's successful responses: stored, else what its windows add up to."""
+    if row.get("success_count") is not None and row["status"] not in FROM_WINDOWS:
+        return int(row["success_count"])
+    if series is not None and series.rows:
+        return int(series.totals.counters.successes)
+    return row.get("success_count")
+
+
+def verdict_fields(row: Row, run: RunProcess | None, successes: int | None,
+                   extras: Row | None = None) -> dict[str, Any]:
+    """result (verdict.judge), result_reason, thresholds (pass/fail; while running, the ones
+    asked for, unjudged), error_messages (kind -> first message), stopped_by_circuit and
+    abort_on_error_rate (known for runs this server started).  `extras`: the verdict columns
+    the row may lack (reads.verdict_columns)."""
+    full = {**row, **(extras or {})}
+    verdict = judge(full, successes, run.error_line() if run is not None else None)
+    thresholds = stored_json(full.get("thresholds"), [])
+    if not thresholds and run is not None and full.get("status") == "running":
+        thresholds = [{"expression": t, "passed": None} for t in run.params.thresholds]
+    fields: dict[str, Any] = {
+        "result": verdict.result, "result_reason": verdict.reason, "thresholds": thresholds,
+        "error_messages": stored_json(full.get("error_messages"), {}),
+        "stopped_by_circuit": full.get("stop_reason") == CIRCUIT_BREAKER_STOP,
+        "abort_on_error_rate": run.params.abort_on_error_rate if run is not None else None,
+    }
+    deaths = stored_json(full.get("worker_errors"), [])
+    if deaths:
+        fields["worker_errors"] = deaths
+    return fields
+
+
 def pending_status(run: RunProcess) -> dict[str, Any]:
     """The status of a run started here that has not stored its row (yet)."""
     elapsed = elapsed_s(None, run)
@@ -94,13 +130,14 @@ def pending_status(run: RunProcess) -> dict[str, Any]:
                                 p.duration_s, None, None, None, running=status == "running"),
         "stop_reason": None,
     }
+    payload.update(verdict_fields({"status": status}, run, 0))
     if status == "failed":
         payload["error"] = run.error_line()
     return payload
 
 
-def status_payload(row: Row | None, run: RunProcess | None,
-                   series: SeriesSnapshot | None) -> dict[str, Any]:
+def status_payload(row: Row | None, run: RunProcess | None, series: SeriesSnapshot | None,
+                   extras: Row | None = None) -> dict[str, Any]:
     """GET /api/status: from the stored row (and its windows), else from the RunProcess."""
     if row is None:
         assert run is not None, "a run is stored or was started here"
@@ -128,13 +165,15 @@ def status_payload(row: Row | None, run: RunProcess | None,
         "summary": summary_line(host, row.get("total_users"), duration, numbers["success_rate"],
                                 numbers["rps"], numbers["avg_ms"], running=status == "running"),
         "stop_reason": row.get("stop_reason"),
+        **verdict_fields(row, run, successes_of(row, series), extras),
     }
     if run is not None and run.stop_requested and status == "running":
         payload["stopping"] = True
     return payload
 
 
-def history_entry(row: Row, series: SeriesSnapshot | None) -> dict[str, Any]:
+def history_entry(row: Row, series: SeriesSnapshot | None,
+                  extras: Row | None = None) -> dict[str, Any]:
     """One run of GET /api/history."""
     numbers = live_numbers(row, series, elapsed_s(row, None))
     masked = bool(row.get("mask_host"))
@@ -151,6 +190,8 @@ def history_entry(row: Row, series: SeriesSnapshot | None) -> dict[str, Any]:
         "summary": summary_line(host, row.get("total_users"), row.get("duration"),
                                 numbers["success_rate"], numbers["rps"],
                                 numbers["avg_ms"], running=row["status"] == "running"),
+        **{k: v for k, v in verdict_fields(row, None, successes_of(row, series), extras).items()
+           if k in ("result", "result_reason", "thresholds", "stopped_by_circuit")},
     }
 
 
@@ -192,7 +233,9 @@ def status(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
         row, run = lookup(ctx, conn, run_uuid)
         series = ctx.cache.get(conn, row) if row is not None and row["status"] in FROM_WINDOWS \
             else None
-        return status_payload(row, run, series)
+        extras = reads.verdict_columns(conn, run_uuid) \
+            if row is not None and row["status"] != "running" else None
+        return status_payload(row, run, series, extras)
 
 
 def metrics(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
@@ -200,12 +243,15 @@ def metrics(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
         row, run = lookup(ctx, conn, run_uuid, full=True)
         if row is None:
             payload = status_payload(None, run, None)
-            return {"uuid": run_uuid, "status": payload["status"], "live": True,
-                    "requests": 0, "requests_so_far": 0, "rps_last_second": None,
-                    "elapsed_s": payload["elapsed_s"], "seconds_recorded": 0,
-                    "error": payload.get("error")}
+            pending = {"uuid": run_uuid, "status": payload["status"], "live": True,
+                       "requests": 0, "requests_so_far": 0, "rps_last_second": None,
+                       "elapsed_s": payload["elapsed_s"], "seconds_recorded": 0,
+                       "error": payload.get("error"),
+                       **{k: payload[k] for k in VERDICT_KEYS if k in payload}}
+            return {**pipeops.flat_metrics(pending, None, payload["duration"]), **pending}
         series = ctx.cache.get(conn, row)
         report = run_report(ctx, row, series)
+        report.update(verdict_fields(row, run, successes_of(row, series)))
         rows = series.rows
         report["live"] = row["status"] == "running"
         report["elapsed_s"] = round(elapsed_s(row, run), 3)
@@ -216,16 +262,54 @@ def metrics(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
             report["errors_so_far"] = series.totals.requests - series.totals.counters.successes
             report["rps_last_second"] = closed[-1]["rps"] if closed else None
             report["p99_last_second_ms"] = closed[-1]["p99_ms"] if closed else None
-        return report
+        duration = report["elapsed_s"] if report["live"] else row.get("duration")
+        flat = pipeops.flat_metrics(report, p95_ms(row, series), duration)
+        return {**flat, **report}
 
 
-def timeseries(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
+VERDICT_KEYS = ("result", "result_reason", "thresholds", "error_messages", "stopped_by_circuit",
+                "abort_on_error_rate")
+
+
+def p95_ms(row: Row, series: SeriesSnapshot) -> float | None:
+    """The run's p95 latency (corrected; the summary columns have none): from its stored
+    histogram, else from its windows."""
+    if row.get("latency_hist") is not None and row["status"] != "running":
+        hist = aggregate.hist_from_blob(row["latency_hist"])
+    else:
+        hist = series.totals.latency
+    return hist.value_at_percentile(95) / 1000 if hist.total else None
+
+
+def series_rows(ctx: ServeContext, run_uuid: str) -> tuple[Row | None, list[Row]]:
+    """(the run's summary row or None while it is not stored, its per-second rows)."""
     with ctx.reader() as conn:
         row, _run = lookup(ctx, conn, run_uuid)
         if row is None:
-            return {"uuid": run_uuid, "seconds": []}
-        series = ctx.cache.get(conn, row)
-        return {"uuid": run_uuid, "status": row["status"], "seconds": series.rows}
+            return None, []
+        return row, ctx.cache.get(conn, row).rows
+
+
+def timeseries(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
+    row, rows = series_rows(ctx, run_uuid)
+    if row is None:
+        return {"uuid": run_uuid, "seconds": []}
+    return {"uuid": run_uuid, "status": row["status"], "seconds": rows}
+
+
+def pipeops_timeseries(ctx: ServeContext, run_uuid: str) -> list[dict[str, Any]]:
+    """GET /api/timeseries?format=pipeops: the original's list of points."""
+    row, rows = series_rows(ctx, run_uuid)
+    return pipeops.timeseries_points(rows, row.get("started_at") if row else None)
+
+
+def historical_metrics(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
+    """GET /api/historical-metrics: the original's flat totals and time series."""
+    state = status(ctx, run_uuid)
+    flat = metrics(ctx, run_uuid)
+    _row, rows = series_rows(ctx, run_uuid)
+    host = urllib.parse.urlsplit(state["url"]).hostname if state.get("url") else None
+    return pipeops.historical_metrics(flat, state, rows, host)
 
 
 def running(ctx: ServeContext) -> list[dict[str, Any]]:
@@ -247,7 +331,9 @@ def history(ctx: ServeContext, page: int, per_page: int) -> dict[str, Any]:
         runs = []
         for row in queries.runs_page(conn, limit=per_page, offset=(page - 1) * per_page):
             series = ctx.cache.get(conn, row) if row["status"] in FROM_WINDOWS else None
-            runs.append(history_entry(row, series))
+            extras = reads.verdict_columns(conn, row["uuid"]) if row["status"] != "running" \
+                else None
+            runs.append(history_entry(row, series, extras))
     return {"runs": runs, "page": page, "per_page": per_page, "total": total}
 
 
@@ -261,6 +347,11 @@ def compare(ctx: ServeContext, a: str, b: str) -> dict[str, Any]:
                 raise ApiError(404, f"no run {ref}")
             rows.append(row)
         result = compare_mod.compare_runs(conn, rows[0], rows[1])
+        for key, row in zip(("a", "b"), rows):
+            series = ctx.cache.get(conn, row) if row["status"] in FROM_WINDOWS else None
+            verdict = verdict_fields(row, ctx.manager.get(row["uuid"]), successes_of(row, series))
+            result[key]["result"] = verdict["result"]
+            result[key]["result_reason"] = verdict["result_reason"]
     for key, row in zip(("a", "b"), rows):
         if row.get("mask_host"):
             result[key]["url"] = display_url(result[key].get("url"), row.get("host"), True)
@@ -275,9 +366,10 @@ def report_data(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
             raise ApiError(409, f"run {run_uuid} has not stored anything yet")
         series = ctx.cache.get(conn, row)
         report = run_report(ctx, row, series)
-        state = status_payload(row, run, series)
+        state = status_payload(row, run, series, row)
     return {"uuid": row["uuid"], "run_id": row["id"], "label": row.get("label"),
             "url": state["url"], "method": row.get("method"), "status": row["status"],
+            "result": state["result"], "result_reason": state["result_reason"],
             "started_at": row.get("started_at"), "completed_at": row.get("completed_at"),
             "users": row.get("total_users"), "duration": row.get("duration"),
             "summary": state["summary"], "report": report, "seconds": series.rows}
@@ -291,7 +383,8 @@ def stream_poll(ctx: ServeContext, run_uuid: str,
         if row is None:
             return status_payload(None, run, None), []
         series = ctx.cache.get(conn, row)
-        state = status_payload(row, run, series)
+        extras = reads.verdict_columns(conn, run_uuid) if row["status"] != "running" else None
+        state = status_payload(row, run, series, extras)
         rows = series.closed if row["status"] == "running" else series.rows
         return state, [r for r in rows if r["second"] > since]
 

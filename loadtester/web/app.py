@@ -3,11 +3,19 @@ uvloop + httptools): its routes, error handlers and middleware stack.
 
 API (JSON; errors are {"error": "..."} with the matching status):
   POST /api/start                 {url, users, duration, ramp_up, method, headers, body, auth,
-                                  mask_host, rate, label} -> 201 {uuid, status: "running"}
-  GET  /api/status/{uuid}         status, progress, elapsed/remaining, summary line
-  GET  /api/metrics/{uuid}        the report dict (as `blast --json`) + live fields
+                                  mask_host, rate, label, thresholds, abort_on_error_rate}
+                                  -> 201 {uuid, status: "running"}; or the original PipeOps
+                                  body {host, ...} -> 201 {test_id, test_uuid, status:
+                                  "started", uuid} (loadtester.web.pipeops); unknown fields 400
+  GET  /api/status/{uuid}         status, result (failed / passed / no thresholds), progress,
+                                  elapsed/remaining, summary line, thresholds, error_messages
+  GET  /api/metrics/{uuid}        the report dict (as `blast --json`) + live fields + result
+                                  + the original's flat keys (avg_rps, error_rate, p95, ...)
   GET  /api/timeseries/{uuid}     {"seconds": [{second (1-based), rps, errors, success_rate
-                                  (0..1), p50_ms, p95_ms, p99_ms, ...}]}
+                                  (0..1), p50_ms, p95_ms, p99_ms, avg_ms, ...}]};
+                                  ?format=pipeops: the original's list of points
+  GET  /api/historical-metrics/{uuid}  the original's flat totals and time series
+  GET  /metrics                   Prometheus text: running and recent runs (web.prometheus)
   GET  /api/running               runs in progress
   POST /api/stop/{uuid}           202 {uuid, status: "stopping"}; 404 unknown; 409 not running
   GET  /api/history?page=&per_page=
@@ -27,7 +35,7 @@ server (the listening socket, signals).
 Safety: targets are checked by loadtester.web.ssrf (loopback/private refused unless
 --allow-private; cloud metadata always); POST /api/start is rate limited per client address
 (token bucket, --rate-limit) and capped at --max-per-client running tests per client and
---max-running in all.  With LOADTESTER_TOKEN set, /api/* and /report/* need
+--max-running in all.  With LOADTESTER_TOKEN set, /api/*, /report/* and /metrics need
 `Authorization: Bearer <token>` (or `?access_token=` on GET, for links and EventSource).
 Unsafe methods with a foreign Origin are refused; bound to a loopback address, only loopback
 Host headers are accepted (DNS rebinding).  Every response carries X-Request-ID; one JSON log
@@ -71,10 +79,12 @@ HTTP_MESSAGES = {404: "not found", 405: "method not allowed"}
 def routes(ctx: ServeContext) -> list[BaseRoute]:
     return [
         Route("/healthz", endpoints.healthz),
+        Route("/metrics", endpoints.prometheus_metrics),
         Route("/api/start", endpoints.api_start, methods=["POST"]),
         Route("/api/status/{uuid}", endpoints.api_status),
         Route("/api/metrics/{uuid}", endpoints.api_metrics),
         Route("/api/timeseries/{uuid}", endpoints.api_timeseries),
+        Route("/api/historical-metrics/{uuid}", endpoints.api_historical_metrics),
         Route("/api/running", endpoints.api_running),
         Route("/api/stop/{uuid}", endpoints.api_stop, methods=["POST"]),
         Route("/api/history", endpoints.api_history),

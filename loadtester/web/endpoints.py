@@ -13,18 +13,20 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from loadtester import store
-from loadtester.web import api, ssrf
+from loadtester.web import api, pipeops, prometheus, reads, ssrf
 from loadtester.web.context import ServeContext, context_of
 from loadtester.web.display import display_url, plain_number
 from loadtester.web.errors import ApiError
 from loadtester.web.logs import log_event
 from loadtester.web.params import check_uuid, client_address, int_param, read_body
 from loadtester.web.responses import error_response, json_response, sse_event
-from loadtester.web.validation import MAX_JSON_BYTES, validate_start
+from loadtester.web.runs import RunProcess
+from loadtester.web.validation import MAX_JSON_BYTES, MAX_JSON_DEPTH, check_depth, validate_start
 
 DNS_TIMEOUT_S = 5.0                 # resolving a target's host name, at most
 POLL_S = 0.5                        # the stream's database poll
 KEEPALIVE_S = 15.0                  # the stream's comment line when nothing else was sent
+RUN_ID_WAIT_S = 5.0                 # a PipeOps-style start waits this long for the run's id
 
 T = TypeVar("T")
 
@@ -76,6 +78,13 @@ async def api_start(request: Request) -> Response:
         payload = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError):
         return error_response(400, "the request body is not valid JSON")
+    except RecursionError:
+        return error_response(400, f"the request body is nested too deeply (at most "
+                                   f"{MAX_JSON_DEPTH} levels)")
+    pipeops_body = pipeops.is_pipeops_body(payload)
+    if pipeops_body:
+        check_depth(payload)
+        payload = pipeops.translate(payload)
     params = validate_start(payload)
     check_caps(ctx, client)
     try:
@@ -95,9 +104,32 @@ async def api_start(request: Request) -> Response:
         return error_response(500, f"cannot start the test: {exc.strerror or exc}")
     log_event("run_started", uuid=run.uuid, client=client, pid=run.proc.pid,
               url=display_url(params.url, params.host, params.mask_host),
-              users=params.users, duration=params.duration_s)
-    return json_response({"uuid": run.uuid, "status": "running"}, 201,
-                         {"Location": f"/api/status/{run.uuid}"})
+              users=params.users, duration=params.duration_s, pipeops_body=pipeops_body)
+    headers = {"Location": f"/api/status/{run.uuid}"}
+    if pipeops_body:
+        test_id = await stored_run_id(ctx, run)
+        return json_response({"test_id": test_id, "test_uuid": run.uuid, "status": "started",
+                              "uuid": run.uuid}, 201, headers)
+    return json_response({"uuid": run.uuid, "status": "running"}, 201, headers)
+
+
+async def stored_run_id(ctx: ServeContext, run: RunProcess) -> int | None:
+    """The id the blast stores its run under (the original answered it as test_id), once it
+    has (None when it has not within RUN_ID_WAIT_S, or ended first)."""
+    deadline = time.monotonic() + RUN_ID_WAIT_S
+    while True:
+        try:
+            run_id = await in_thread(run_id_if_stored, ctx, run.uuid)
+        except ApiError:
+            run_id = None
+        if run_id is not None or not run.alive or time.monotonic() > deadline:
+            return run_id
+        await asyncio.sleep(0.05)
+
+
+def run_id_if_stored(ctx: ServeContext, run_uuid: str) -> int | None:
+    with ctx.reader() as conn:
+        return reads.run_id_of(conn, run_uuid)
 
 
 async def api_status(request: Request) -> Response:
@@ -111,8 +143,28 @@ async def api_metrics(request: Request) -> Response:
 
 
 async def api_timeseries(request: Request) -> Response:
-    return json_response(await in_thread(api.timeseries, context_of(request),
+    """Our {"uuid", "status", "seconds": [...]}, or with ?format=pipeops the original's list
+    of {timestamp, requests, rps, avg_latency, success_rate}."""
+    shape = request.query_params.get("format", "")
+    if shape not in ("", "pipeops"):
+        return error_response(400, "format must be pipeops (or left out for this API's shape)")
+    read = api.pipeops_timeseries if shape == "pipeops" else api.timeseries
+    return json_response(await in_thread(read, context_of(request),
                                          check_uuid(request.path_params["uuid"])))
+
+
+async def api_historical_metrics(request: Request) -> Response:
+    """The original PipeOps endpoint: flat totals and the time series of one run."""
+    return json_response(await in_thread(api.historical_metrics, context_of(request),
+                                         check_uuid(request.path_params["uuid"])))
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    """GET /metrics: running and recent runs in the Prometheus text format."""
+    finished = int_param(request, "finished", prometheus.FINISHED_RUNS, 0,
+                         prometheus.MAX_FINISHED_RUNS)
+    text = await in_thread(prometheus.exposition, context_of(request), finished)
+    return Response(text, media_type=prometheus.CONTENT_TYPE)
 
 
 async def api_running(request: Request) -> Response:

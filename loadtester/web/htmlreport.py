@@ -272,6 +272,8 @@ def render_html(data: dict) -> str:
     e = html.escape
     r = data["report"]
     status = str(data.get("status") or r.get("status") or "")
+    verdict = (f' <span class="status failed" title="{e(data.get("result_reason") or "")}">'
+               'failed</span>') if data.get("result") == "failed" else ""
     title = f"Load test {data.get('label') or data['uuid'][:8]}"
     cards = "".join(f'<div class="kv"><span>{e(k)}</span><b>{e(v)}</b></div>'
                     for k, v in key_numbers(data))
@@ -296,7 +298,7 @@ def render_html(data: dict) -> str:
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{e(title)}</title><style>{_CSS}</style></head>
 <body><main>
-<h1>{e(title)} <span class="status {e(status)}">{e(status)}</span></h1>
+<h1>{e(title)} <span class="status {e(status)}">{e(status)}</span>{verdict}</h1>
 <div class="meta">{e(data.get('method') or r.get('method') or 'GET')} {e(data.get('url') or '')}</div>
 <div class="meta">run {e(str(data.get('run_id') or ''))} &middot; {e(data['uuid'])} &middot;
 started {e(started)} &middot; ended {e(completed)}</div>

@@ -102,6 +102,10 @@ class RunManager:
             argv.append("--mask-host")
         if params.label:
             argv.append(f"--label={params.label}")
+        for expression in params.thresholds:
+            argv.append(f"--threshold={expression}")
+        if params.abort_on_error_rate:
+            argv.append(f"--abort-on-error-rate={plain_number(params.abort_on_error_rate * 100)}%")
         argv += ["--", params.url]
         return argv
 

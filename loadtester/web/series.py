@@ -20,6 +20,7 @@ def second_row(group: list[Window]) -> tuple[Row, aggregate.Totals]:
     """One timeseries row from one second's windows (all workers), and their Totals."""
     base = aggregate.merged_seconds(group, percentiles=(50, 95, 99), detail=True)[0]
     attempts = base["requests"]
+    latency = base["totals"].latency
     row = {
         "second": base["second"] + 1,                   # 1-based: second N covers (N-1, N]
         "rps": base["responses"],                      # responses completed in this second
@@ -28,6 +29,7 @@ def second_row(group: list[Window]) -> tuple[Row, aggregate.Totals]:
         "success_rate": (base["successes"] / attempts) if attempts else None,
         "p50_ms": base["p50_ms"], "p95_ms": base["p95_ms"], "p99_ms": base["p99_ms"],
         "max_ms": base["max_ms"],
+        "avg_ms": latency.mean_us / 1000 if latency.total else None,
     }
     return row, base["totals"]
 

@@ -1,34 +1,41 @@
 """The body of POST /api/start, checked: StartParams, validate_start() and the limits it
-enforces.  Every problem is an ApiError(400) with one clear line."""
+enforces.  Every problem is an ApiError(400) with one clear line; a field this API does not
+know is refused, never ignored.  (The original PipeOps body is translated into this one by
+loadtester.web.pipeops first.)"""
 from __future__ import annotations
 
-import base64
 import math
-import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadtester.analysis.thresholds import ThresholdError, parse_threshold
 from loadtester.spec import SpecError, parse_rate, parse_url
 from loadtester.units import UnitError, parse_duration_s
 from loadtester.web.display import plain_number
 from loadtester.web.errors import ApiError
-
-HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+from loadtester.web.requestheaders import CONTROL_RE, check_headers
+from loadtester.web.targetauth import auth_headers
 
 MAX_USERS = 1000
 MAX_DURATION_S = 3600
 MAX_RATE = 100_000
 MAX_BODY_BYTES = 1 << 20            # the test's request body
 MAX_JSON_BYTES = 2 << 20            # the POST /api/start body itself
-MAX_HEADERS = 64
-MAX_HEADER_VALUE = 8192
+MAX_JSON_DEPTH = 16                 # nesting of that body (the deepest real one has 3)
 MAX_LABEL = 200
 MAX_URL = 2048
+MAX_THRESHOLDS = 20
+MAX_THRESHOLD_TEXT = 100
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-FORBIDDEN_HEADERS = {"content-length", "transfer-encoding"}
 DEFAULT_USERS = 10
 DEFAULT_DURATION_S = 30.0
+
+START_FIELDS = ("url", "users", "duration", "ramp_up", "rate", "method", "headers", "body", "auth",
+                "mask_host", "label", "thresholds", "abort_on_error_rate")
+# PipeOps' names for fields this body spells differently (for the error message)
+OUR_NAME_FOR = {"host": "url", "ramp_up_sec": "ramp_up", "max_concurrent_requests": "rate",
+                "error_threshold": "abort_on_error_rate"}
 
 
 @dataclass
@@ -44,13 +51,15 @@ class StartParams:
     body: str | None = None
     mask_host: bool = False
     label: str = ""
+    thresholds: list[str] = field(default_factory=list)     # CLI expressions: "p99<200ms"
+    abort_on_error_rate: float | None = None                # the circuit breaker, 0..1
 
 
 def _bad(message: str) -> ApiError:
     return ApiError(400, message)
 
 
-def _seconds(value: object, what: str) -> float | None:
+def seconds_value(value: object, what: str) -> float | None:
     """A number of seconds or a duration text ('30s'); None when not given."""
     if value is None:
         return None
@@ -87,7 +96,7 @@ def _check_url(payload: dict[str, Any]) -> tuple[str, str]:
     return url, target.host
 
 
-def _check_users(payload: dict[str, Any]) -> int:
+def check_users(payload: dict[str, Any]) -> int:
     users = payload.get("users", DEFAULT_USERS)
     if isinstance(users, float) and users.is_integer():
         users = int(users)
@@ -100,14 +109,14 @@ def _check_users(payload: dict[str, Any]) -> int:
 
 def _check_timing(payload: dict[str, Any]) -> tuple[float, float | None]:
     """(duration, ramp_up or None)."""
-    duration = _seconds(payload.get("duration"), "duration")
+    duration = seconds_value(payload.get("duration"), "duration")
     if duration is None:
         duration = DEFAULT_DURATION_S
     if not 1 <= duration <= MAX_DURATION_S:
         raise _bad(f"duration must be from 1 to {MAX_DURATION_S} seconds "
                    f"(got {plain_number(duration)})")
 
-    ramp_up = _seconds(payload.get("ramp_up"), "ramp_up")
+    ramp_up = seconds_value(payload.get("ramp_up"), "ramp_up")
     if ramp_up is not None:
         if ramp_up < 0:
             raise _bad("ramp_up must not be negative")
@@ -144,60 +153,6 @@ def _check_method(payload: dict[str, Any]) -> str:
     return method.upper()
 
 
-def check_headers(headers_in: object) -> list[tuple[str, str]]:
-    """The `headers` object as (name, value) pairs: names and values a request may carry."""
-    if not isinstance(headers_in, dict):
-        raise _bad("headers must be an object of header name -> value (strings)")
-    if len(headers_in) > MAX_HEADERS:
-        raise _bad(f"at most {MAX_HEADERS} headers")
-    headers: list[tuple[str, str]] = []
-    for name, value in headers_in.items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise _bad("headers must be an object of header name -> value (strings)")
-        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
-            raise _bad(f"header {name!r} must not contain CR or LF")
-        if not HEADER_NAME_RE.match(name):
-            raise _bad(f"invalid header name {name!r}")
-        if CONTROL_RE.search(value.replace("\t", " ")):
-            raise _bad(f"header {name!r} has control characters in its value")
-        if len(value) > MAX_HEADER_VALUE:
-            raise _bad(f"header {name!r} is longer than {MAX_HEADER_VALUE} characters")
-        if name.lower() in FORBIDDEN_HEADERS:
-            raise _bad(f"header {name!r} is set by loadtester itself")
-        try:
-            value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise _bad(f"header {name!r} must be Latin-1 text") from None
-        headers.append((name, value.strip()))
-    return headers
-
-
-def auth_header(auth: object, headers: list[tuple[str, str]]) -> tuple[str, str]:
-    """The Authorization header the `auth` object asks for (headers: those already given)."""
-    if not isinstance(auth, dict) or auth.get("type") not in ("bearer", "basic"):
-        raise _bad('auth must be {"type": "bearer", "token": ...} or '
-                   '{"type": "basic", "username": ..., "password": ...}')
-    if any(n.lower() == "authorization" for n, _ in headers):
-        raise _bad("give either auth or an Authorization header, not both")
-    if auth["type"] == "bearer":
-        token = auth.get("token")
-        if not isinstance(token, str) or not token or CONTROL_RE.search(token) \
-                or len(token) > MAX_HEADER_VALUE:
-            raise _bad("auth.token must be a non-empty string without control characters")
-        try:
-            token.encode("latin-1")
-        except UnicodeEncodeError:
-            raise _bad("auth.token must be Latin-1 text") from None
-        return ("Authorization", f"Bearer {token}")
-    user, password = auth.get("username"), auth.get("password", "")
-    if not isinstance(user, str) or not isinstance(password, str) or ":" in user \
-            or CONTROL_RE.search(user + password):
-        raise _bad("auth.username and auth.password must be strings (no ':' in the "
-                   "username, no control characters)")
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return ("Authorization", f"Basic {token}")
-
-
 def _check_body(payload: dict[str, Any]) -> str | None:
     body = payload.get("body")
     if body is None:
@@ -209,19 +164,99 @@ def _check_body(payload: dict[str, Any]) -> str | None:
     return body or None
 
 
+def check_thresholds(payload: dict[str, Any]) -> list[str]:
+    """`thresholds`: a list of CLI threshold expressions ("p99<200ms", "errors<1%"), parsed by
+    loadtester.analysis.thresholds (the CLI's grammar); their canonical spelling."""
+    given = payload.get("thresholds")
+    if given is None:
+        return []
+    if not isinstance(given, list) or not all(isinstance(t, str) for t in given):
+        raise _bad('thresholds must be a list of strings such as ["p99<200ms", "errors<1%"]')
+    if len(given) > MAX_THRESHOLDS:
+        raise _bad(f"at most {MAX_THRESHOLDS} thresholds")
+    expressions = []
+    for text in given:
+        if len(text) > MAX_THRESHOLD_TEXT or CONTROL_RE.search(text):
+            raise _bad(f"a threshold is at most {MAX_THRESHOLD_TEXT} characters, no control "
+                       "characters")
+        try:
+            expressions.append(parse_threshold(text).expression)
+        except ThresholdError as exc:
+            raise _bad(str(exc)) from None
+    return list(dict.fromkeys(expressions))
+
+
+def share_value(value: object, what: str, example: str) -> float | None:
+    """A share of requests, 0 < share <= 1: a number (0.5) or a percentage text ('50%')."""
+    if value is None:
+        return None
+    wrong = _bad(f"{what} must be a share of requests above 0 and at most 1 ({example}) "
+                 "or a percentage ('50%')")
+    if isinstance(value, bool):
+        raise wrong
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            raise wrong from None
+    elif isinstance(value, (int, float)):
+        share = float(value)
+    else:
+        raise wrong
+    if not math.isfinite(share) or not 0 < share <= 1 or plain_number(share * 100) == "0":
+        raise wrong
+    return share
+
+
+def nesting_depth(value: object) -> Iterator[int]:
+    """The depth of every list and object in a parsed JSON value (iteratively: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            yield depth
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            yield depth
+            stack.extend((v, depth + 1) for v in item)
+
+
+def check_depth(payload: object) -> None:
+    """400 when the parsed body nests deeper than MAX_JSON_DEPTH."""
+    for depth in nesting_depth(payload):
+        if depth > MAX_JSON_DEPTH:
+            raise _bad(f"the request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+
+
+def check_fields(payload: dict[str, Any]) -> None:
+    """400 for a field this API does not know (the first one, in sorted order)."""
+    unknown = sorted(str(k) for k in payload if k not in START_FIELDS)
+    if not unknown:
+        return
+    name = unknown[0]
+    hint = (f" (with url, this API calls it {OUR_NAME_FOR[name]}; the original PipeOps body "
+            "uses host instead of url)") if name in OUR_NAME_FOR else ""
+    raise _bad(f"unknown field {name!r}{hint}; the fields are {', '.join(START_FIELDS)}")
+
+
 def validate_start(payload: object) -> StartParams:
     """The body of POST /api/start, checked; every problem is a 400 with one clear line."""
     if not isinstance(payload, dict):
         raise _bad("the request body must be a JSON object")
+    check_depth(payload)
+    if "url" in payload and "host" in payload:
+        raise _bad("give url (this API) or host (the original PipeOps body), not both")
+    check_fields(payload)
     url, host = _check_url(payload)
-    users = _check_users(payload)
+    users = check_users(payload)
     duration, ramp_up = _check_timing(payload)
     rate = _check_rate(payload)
     method = _check_method(payload)
     headers = check_headers(payload.get("headers") or {})
     auth = payload.get("auth")
     if auth:
-        headers.append(auth_header(auth, headers))
+        headers += auth_headers(auth, headers)
     body = _check_body(payload)
 
     masked = payload.get("mask_host", False)
@@ -233,6 +268,10 @@ def validate_start(payload: object) -> StartParams:
         raise _bad(f"label must be a string of at most {MAX_LABEL} characters, no control "
                    "characters")
 
+    thresholds = check_thresholds(payload)
+    abort_rate = share_value(payload.get("abort_on_error_rate"), "abort_on_error_rate", "0.5")
+
     return StartParams(url=url, host=host, users=users, duration_s=duration,
                        ramp_up_s=ramp_up, rate=rate, method=method, headers=headers, body=body,
-                       mask_host=masked, label=label.strip())
+                       mask_host=masked, label=label.strip(), thresholds=thresholds,
+                       abort_on_error_rate=abort_rate)

@@ -1,4 +1,4 @@
-"""TokenAuthMiddleware: LOADTESTER_TOKEN guards /api/* and /report/*."""
+"""TokenAuthMiddleware: LOADTESTER_TOKEN guards /api/*, /report/* and /metrics."""
 from __future__ import annotations
 
 import hmac
@@ -9,12 +9,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from loadtester.web.middleware.scope import request_headers
 from loadtester.web.responses import error_response
 
-PROTECTED_PREFIXES = ("/api/", "/report/")
+PROTECTED_PREFIXES = ("/api/", "/report/", "/metrics/")
+PROTECTED_PATHS = ("/metrics",)                   # Prometheus: `authorization: {credentials}`
 
 
 class TokenAuthMiddleware:
-    """401 under /api/ and /report/ unless the request carries `Authorization: Bearer <token>`
-    (or, on GET, `?access_token=<token>`: for links and EventSource)."""
+    """401 under /api/ and /report/, and on /metrics, unless the request carries
+    `Authorization: Bearer <token>` (or, on GET, `?access_token=<token>`: for links and
+    EventSource)."""
 
     def __init__(self, app: ASGIApp, token: str):
         self.app = app
@@ -32,7 +34,9 @@ class TokenAuthMiddleware:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("path", "").startswith(PROTECTED_PREFIXES):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path.startswith(PROTECTED_PREFIXES)
+                                        or path in PROTECTED_PATHS):
             supplied = self.supplied_token(scope)
             if supplied is None or not hmac.compare_digest(supplied.encode(), self.token.encode()):
                 response = error_response(401, "missing or wrong bearer token",

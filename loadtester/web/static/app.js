@@ -219,16 +219,27 @@ export function el(tag, attrs = {}, ...children) {
 
 export const STATUSES = ["running", "completed", "stopped", "failed", "interrupted"];
 
-export function statusBadge(status, attrs = {}) {
+// A run's `result` (the API's verdict beside its status): "failed" reads as a red "failed"
+// badge whatever the status (a completed run that got no successful response failed).
+function badgeLook(status, result) {
   const s = String(status || "unknown").toLowerCase();
-  return el("span", { class: `badge badge-${STATUSES.includes(s) ? s : "unknown"}`, ...attrs }, s);
+  if (result === "failed") return { cls: "badge badge-failed badge-result-failed", text: "failed" };
+  return { cls: `badge badge-${STATUSES.includes(s) ? s : "unknown"}`, text: s };
 }
 
-export function setBadge(node, status) {
-  const s = String(status || "unknown").toLowerCase();
-  node.className = `badge badge-${STATUSES.includes(s) ? s : "unknown"}`;
-  node.textContent = s;
-  node.dataset.status = s;
+export function statusBadge(status, attrs = {}, result = null, reason = null) {
+  const look = badgeLook(status, result);
+  return el("span", { class: look.cls, title: reason || undefined,
+                      dataset: { status: String(status || ""), result: result || "" }, ...attrs }, look.text);
+}
+
+export function setBadge(node, status, result = null, reason = null) {
+  const look = badgeLook(status, result);
+  node.className = look.cls;
+  node.textContent = look.text;
+  node.dataset.status = String(status || "unknown").toLowerCase();
+  node.dataset.result = result || "";
+  if (reason) node.title = reason; else node.removeAttribute("title");
 }
 
 export function reportLinks(uuid) {

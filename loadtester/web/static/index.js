@@ -85,13 +85,20 @@ function validate() {
     auth = { type: "basic", username, password: $("auth-password").value };
   }
 
-  for (const id of ["url", "users", "duration", "ramp_up", "rate", "headers", "auth-token", "auth-username"]) {
-    setFieldError(id, errors[id]);
+  const thresholds = $("thresholds").value.split(/[,\n]/).map((t) => t.trim()).filter(Boolean);
+  const abortRaw = $("abort_on_error_rate").value.trim();
+  const abortPct = abortRaw === "" ? null : Number(abortRaw);
+  if (abortPct !== null && (!Number.isFinite(abortPct) || abortPct <= 0 || abortPct > 100)) {
+    errors.abort_on_error_rate = "A percentage above 0 and at most 100, or empty.";
   }
+
+  const fields = ["url", "users", "duration", "ramp_up", "rate", "headers", "auth-token", "auth-username",
+                  "abort_on_error_rate"];
+  for (const id of fields) setFieldError(id, errors[id]);
   if (Object.keys(errors).length) {
     if (errors.headers || errors["auth-token"] || errors["auth-username"]) $("advanced").open = true;
-    const first = ["url", "users", "duration", "ramp_up", "rate", "headers", "auth-token", "auth-username"]
-      .find((id) => errors[id]);
+    if (errors.abort_on_error_rate) $("pass-fail").open = true;
+    const first = fields.find((id) => errors[id]);
     $(first).focus();
     return null;
   }
@@ -107,6 +114,8 @@ function validate() {
   if (rate !== null) payload.rate = rate;
   const label = $("label").value.trim();
   if (label) payload.label = label;
+  if (thresholds.length) payload.thresholds = thresholds;
+  if (abortPct !== null) payload.abort_on_error_rate = `${abortPct}%`;
   return payload;
 }
 
@@ -135,6 +144,10 @@ async function onSubmit(event) {
     showFormError(message);
     // a validation message that names a field goes next to it as well
     if (err.status === 400 && /url|host|address|scheme/i.test(message)) $("url").setAttribute("aria-invalid", "true");
+    if (err.status === 400 && /threshold/i.test(message)) {
+      $("pass-fail").open = true;
+      $("thresholds").setAttribute("aria-invalid", "true");
+    }
     button.disabled = false;
     button.classList.remove("busy");
   }
@@ -204,9 +217,11 @@ function historyRow(run) {
   });
   const running = run.status === "running";
   const title = run.label ? run.label : `Run ${run.id ?? ""}`.trim();
-  return el("tr", { id: `history-row-${run.uuid}`, class: "history-row", dataset: { uuid: run.uuid, status: run.status || "" } },
+  const failed = run.result === "failed";
+  return el("tr", { id: `history-row-${run.uuid}`, class: failed ? "history-row row-failed" : "history-row",
+                    dataset: { uuid: run.uuid, status: run.status || "", result: run.result || "" } },
     el("td", { class: "col-check" }, checkbox),
-    el("td", {}, statusBadge(run.status)),
+    el("td", {}, statusBadge(run.status, {}, run.result, run.result_reason)),
     el("td", { class: "run-cell" },
       el("div", { class: "run-title" },
         el("a", { href: `/test/${id}`, class: "run-link" }, title),

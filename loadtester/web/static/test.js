@@ -176,8 +176,15 @@ function setProgress(fraction) {
 function applyStatus(s) {
   state.status = { ...(state.status || {}), ...s };
   const st = state.status;
-  setBadge($("status"), st.status);
+  setBadge($("status"), st.status, st.result, st.result_reason);
   document.body.dataset.status = st.status || "";
+  document.body.dataset.result = st.result || "";
+  renderThresholds(st.thresholds || [], st.abort_on_error_rate, st.stopped_by_circuit);
+  const verdict = $("result-reason");
+  if (verdict) {
+    verdict.textContent = st.result === "failed" && st.result_reason ? `Failed: ${st.result_reason}` : "";
+    verdict.hidden = !verdict.textContent;
+  }
   const title = st.label ? st.label : (st.id ? `Run ${st.id}` : "Load test");
   $("run-title").textContent = title;
   document.title = `${title} · ${st.status || ""} · loadtester`;
@@ -190,12 +197,31 @@ function applyStatus(s) {
   $("remaining").textContent = running ? fmtSeconds(st.remaining_s) : "–";
   setProgress(st.status === "completed" ? 1 : st.progress);
   $("progress").dataset.status = st.status || "";
+  $("progress").dataset.result = st.result || "";
   $("stop-button").hidden = !running;
   if (running && st.stopping) {
     $("stop-button").disabled = true;
     $("stop-label").textContent = "Stopping…";
   }
   $("report-links").hidden = running || !st.status;
+}
+
+function renderThresholds(thresholds, abortRate, stoppedByCircuit) {
+  const line = $("thresholds-line");
+  if (!line) return;
+  const items = thresholds.map((t) => {
+    const state = t.passed === true ? "pass" : t.passed === false ? "fail" : "pending";
+    return el("span", { class: `threshold threshold-${state}`, dataset: { state } },
+      `${t.expression} ${state === "pass" ? "✓" : state === "fail" ? "✗" : "…"}`);
+  });
+  if (typeof abortRate === "number") {
+    items.push(el("span", { class: `threshold threshold-${stoppedByCircuit ? "fail" : "pending"}` },
+      `stop at ${fmtPct(abortRate)} errors${stoppedByCircuit ? ": tripped" : ""}`));
+  } else if (stoppedByCircuit) {
+    items.push(el("span", { class: "threshold threshold-fail" }, "stopped by the circuit breaker"));
+  }
+  line.replaceChildren(...(items.length ? [el("span", { class: "muted small" }, "Thresholds "), ...items] : []));
+  line.hidden = !items.length;
 }
 
 function showReportLinks() {
