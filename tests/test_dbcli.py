@@ -61,6 +61,7 @@ def test_backup_restore_check_stats_prune(tmp_path):
     db = tmp_path / "loadtest.db"
     make_db(db)
     dest = tmp_path / "backups" / "b1.db"
+    dest.parent.mkdir()                                # backup refuses a missing directory
 
     result = run("db", "backup", str(dest), "--db", str(db))
     assert result.exit_code == 0, result.output
@@ -88,7 +89,7 @@ def test_backup_restore_check_stats_prune(tmp_path):
 
     result = run("db", "prune", "--older-than", "30d", "--db", str(db))
     assert result.exit_code == 0 and "pruned 0 run(s)" in result.stdout
-    result = run("db", "prune", "--older-than", "0s", "--vacuum", "--db", str(db))
+    result = run("db", "prune", "--older-than", "0s", "--vacuum", "--yes", "--db", str(db))
     assert result.exit_code == 0, result.output
     assert "pruned 2 run(s), 1,000 request rows" in result.stdout and "vacuumed" in result.stdout
     assert store.stats(db)["runs"] == 0
@@ -98,8 +99,9 @@ def test_prune_ages(tmp_path):
     db = tmp_path / "ages.db"
     make_db(db, runs=1, started_at="2020-01-01T00:00:00.000Z")
     make_db(db, runs=1)
-    for age in ("12h", "90m", "45s", "2w"):
+    for age in ("12h", "90m", "2w"):
         assert run("db", "prune", "--older-than", age, "--db", str(db)).exit_code == 0
+    assert run("db", "prune", "--older-than", "45s", "--yes", "--db", str(db)).exit_code == 0
     assert store.stats(db)["runs"] == 1
     assert parse_duration_s("30d") == 30 * 86400 and parse_duration_s("1.5h") == 5400
 

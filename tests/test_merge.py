@@ -177,20 +177,23 @@ def test_run_group_from_the_stored_config(shards, tmp_path):
 
 
 def test_group_selection_and_label_fallback(shards, tmp_path):
-    # Copies of the shards with no run group or shard at all: grouped by their shared label,
-    # and counted as separate runs (their connections add up).
+    # Copies of the shards with no run group or shard at all: with by_label, grouped by their
+    # shared label and counted as separate runs (their connections add up).
     copies = [_copy(shards, n, tmp_path / f"{n}-copy.db",
                     "UPDATE test_runs SET run_group = NULL, shard = NULL, "
                     "config = json_remove(config, '$.run_id', '$.shard')")
               for n in ("a", "b")]
-    ids = merge.merge_databases(copies, tmp_path / "by-label.db")
+    plain = merge.merge(copies, tmp_path / "not-by-label.db")      # not shards: left alone, said why
+    assert plain["merged"] == [] and len(plain["ignored"]) == 2
+    assert all("share its label 'shards'" in r["reason"] for r in plain["ignored"])
+    ids = merge.merge_databases(copies, tmp_path / "by-label.db", by_label=True)
     assert len(ids) == 1
     run = _only_run(tmp_path / "by-label.db")
     assert run["total_requests"] == 5000 and run["label"] == "shards" and run["run_group"] is None
     assert run["total_users"] == 32 and run["requests_limit"] == 10000
     # --group picks one group out of several
     with pytest.raises(merge.MergeError, match="no run with run group or label 'nope'"):
-        merge.merge(copies, tmp_path / "x.db", group="nope")
+        merge.merge(copies, tmp_path / "x.db", group="nope", by_label=True)
     ids = merge.merge_databases([shards["a"], shards["b"], *copies], tmp_path / "one.db", group="g1")
     assert len(ids) == 1 and _only_run(tmp_path / "one.db")["run_group"] == "g1"
 

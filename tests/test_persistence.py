@@ -159,7 +159,10 @@ def test_kill_9_mid_blast_keeps_committed_rows_and_marks_the_run_interrupted(sta
     time.sleep(1.0)
     assert target.stats()["served"] == served, "something still sends load after kill -9"
 
-    runs = runs_json(db)                              # the first open after the kill reaps
+    runs = runs_json(db)                              # reading shows the dead run interrupted...
+    assert [r["status"] for r in runs] == ["interrupted"], runs
+    assert_check_ok(db)                               # ...the next writable open records it so
+    runs = runs_json(db)
     assert [r["status"] for r in runs] == ["interrupted"], runs
     first = runs[0]
     assert first["completed_at"] and first["total_requests"] and first["total_requests"] > 0
@@ -221,6 +224,7 @@ def test_backup_while_a_blast_writes_and_restore(start_target, db, tmp_path):
     assert a_rows == 5000
 
     dest = tmp_path / "backups" / "during-b.db"
+    dest.parent.mkdir()                               # backup refuses a missing directory
     b_out = open(tmp_path / "b.json", "w")
     started = time.monotonic()
     proc = start_blast(target.url, db, "-d", "6s", "-c", "10", "--json", stdout=b_out)
@@ -388,7 +392,8 @@ def test_store_modes_keep_what_they_say(start_target, db):
     windows = blast_json(target.url, "-d", "2s", "-c", "10", "--store", "windows", db=db)
     none = blast_json(target.url, "-n", "5000", "-c", "10", "--store", "none", db=db)
     full = blast_json(target.url, "-n", "5000", "-c", "10", db=db)        # --store requests (default)
-    errors = blast_json(f"http://127.0.0.1:{free_port()}/", "-n", "50", "-c", "5", db=db)  # nothing listens
+    errors = blast_json(f"http://127.0.0.1:{free_port()}/", "-n", "50", "-c", "5", db=db,
+                        exit_code=1)                  # nothing listens: no response at all
     assert errors["errors_by_kind"] == {"connect": 50}
 
     with reading(db) as conn:

@@ -438,8 +438,9 @@ def _blocked_writer(db, **options):
     t_first = time.monotonic()
     writer.submit_records(records(1000, start=0))
     while writer._records:                             # the writer has taken it and is waiting
-        assert time.monotonic() - t_first < 5
+        assert time.monotonic() - t_first < 5          # (from memory, or from the spool:)
         time.sleep(0.001)
+    time.sleep(0.05)
     # ...and, waiting on the lock, it does not hold the GIL: this thread keeps running.
     assert time.monotonic() - t_first < 1
     return writer, run_id, blocker
@@ -474,19 +475,22 @@ def test_queue_overflow_counts_drops_and_never_blocks(tmp_path):
     conn.close()
 
 
-def test_a_backlog_waits_in_the_spool_and_is_stored_in_order(tmp_path):
+def test_a_backlog_waits_in_the_named_spool_and_is_stored_in_order(tmp_path):
     db = tmp_path / "spool.db"
     writer, run_id, blocker = _blocked_writer(db)
     try:
         slowest = _submit_nine_more(writer)
-        assert writer.spilled_records == 7000           # past the two buffers held in memory
-        assert not list(tmp_path.glob(".*.spool-*"))     # unnamed: nothing to leave behind
+        assert writer.spooled_records == 10_000         # every buffer goes to the spool file first
+        spool = writer.spool_file                        # named, next to the database
+        assert spool == tmp_path / f"spool.db.spool-{writer.uuid}" and spool.stat().st_size > 240_000
+        assert not writer._records
     finally:
         blocker.execute("COMMIT")
         blocker.close()
     assert slowest < 0.05
     writer.finish({})
     assert (writer.dropped_records, writer.rows_written) == (0, 10_000)
+    assert not spool.exists()                          # all stored: the spool is gone
     conn = open_database(db)
     stamps = [row["timestamp"] for row in store.iter_requests(conn, run_id)]
     conn.close()
@@ -663,6 +667,7 @@ def test_backup_while_a_run_writes_is_consistent(tmp_path, monkeypatch):
                 time.sleep(0.002)
             rows_at.append((start, writer.rows_written))
 
+    (tmp_path / "b").mkdir()
     try:
         result = store.backup(db, tmp_path / "b" / "backup.db", progress=progress)
     finally:

@@ -5,9 +5,11 @@ Past one machine, n pods each blast 1/n of the load (`loadtester blast ... --sha
 makes ONE run of each group, exactly:
 
 - a group is the runs sharing `run_group` (the --run-id; read from the stored config when the
-  column is empty); runs without one are grouped by their label (runs with neither are left
-  alone).  A group takes one run per shard (when `shard` is set) or else one run per source
-  file: if a file holds several, the latest started wins.
+  column is empty): the shards of one run.  Runs without one are left alone and listed with
+  the reason (`ignored`), unless by_label=True (`merge --by-label`): then they are grouped by
+  their label (runs with neither are still left alone).  A group takes one run per shard (when
+  `shard` is set) or else one run per source file: if a file holds several, the latest started
+  wins.
 - a shard's row keeps the whole run's connections, rate and -n (blast splits them as it runs),
   so shards of one run give the common value; runs grouped by label each ran their own, and
   theirs are added.  Workers are always added.
@@ -100,13 +102,13 @@ def _shard_text(row: dict[str, Any]) -> str | None:
     return f"{shard[0]}/{shard[1]}" if shard else None
 
 
-def group_key(row: dict[str, Any]) -> tuple[str, str] | None:
-    """('run_group', id) or ('label', label) or None for a run that belongs to no group.
-    The run group is the `run_group` column, else the config's run_id (blast --run-id)."""
+def group_key(row: dict[str, Any], by_label: bool = True) -> tuple[str, str] | None:
+    """('run_group', id), or with by_label ('label', label), or None for a run that belongs to
+    no group.  The run group is the `run_group` column, else the config's run_id (--run-id)."""
     run_group = row.get("run_group") or _config(row).get("run_id")
     if run_group:
         return ("run_group", str(run_group))
-    if row.get("label"):
+    if by_label and row.get("label"):
         return ("label", row["label"])
     return None
 
@@ -150,13 +152,17 @@ def _select_parts(candidates: list[_Part]) -> tuple[list[_Part], list[str]]:
     return chosen, notes
 
 
-def _plan(sources: list[_Source], group: str | None) -> dict[tuple[str, str], list[_Part]]:
-    """{group key: [(source, row), ...]}: every candidate run of each group."""
+def _plan(sources: list[_Source], group: str | None, by_label: bool
+          ) -> tuple[dict[tuple[str, str], list[_Part]], list[dict[str, Any]]]:
+    """({group key: [(source, row), ...]}: every candidate run of each group,
+    [runs left out: {db, run_id, uuid, label, reason}])."""
     groups: dict[tuple[str, str], list[_Part]] = {}
+    loose: list[_Part] = []
     for source in sources:
         for row in source.runs():
-            key = group_key(row)
+            key = group_key(row, by_label)
             if key is None:
+                loose.append((source, row))
                 continue
             if group is not None and key[1] != group:
                 continue
@@ -166,7 +172,25 @@ def _plan(sources: list[_Source], group: str | None) -> dict[tuple[str, str], li
         if "run_group" in kinds and "label" in kinds:
             # --group names a run group: runs that merely carry the same label are not in it
             groups = {k: v for k, v in groups.items() if k[0] == "run_group"}
-    return groups
+    labels: dict[str, int] = {}
+    for _, row in loose:
+        if row.get("label"):
+            labels[row["label"]] = labels.get(row["label"], 0) + 1
+    ignored = []
+    for source, row in loose:
+        label = row.get("label")
+        if group is not None and label != group:
+            continue
+        if not label:
+            reason = "not a shard of a run (no --run-id) and no label: nothing to merge it with"
+        elif labels[label] > 1:
+            reason = (f"not a shard of a run (no --run-id); {labels[label] - 1} other run(s) share its "
+                      f"label {label!r}: --by-label merges runs by their label")
+        else:
+            reason = f"not a shard of a run (no --run-id), and no other run has its label {label!r}"
+        ignored.append({"db": str(source.path), "run_id": row["id"], "uuid": row["uuid"],
+                        "label": label, "reason": reason})
+    return groups, ignored
 
 
 # --------------------------------------------------------------------------- one part's summary
@@ -498,12 +522,15 @@ def _part_info(source: _Source, row: dict[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- entry points
 
-def merge(sources: Iterable[StrPath], into: StrPath, *, group: str | None = None) -> dict[str, Any]:
-    """Merge every group found in the source databases (or only `group`) into `into`.
+def merge(sources: Iterable[StrPath], into: StrPath, *, group: str | None = None,
+          by_label: bool = False) -> dict[str, Any]:
+    """Merge every group found in the source databases (or only `group`) into `into`: the
+    shards of each run group, and with by_label, runs that share a label.
 
     Returns {"into": path, "merged": [one dict per group: run_id, uuid, status, parts, notes,
-    already_merged, ...], "skipped": [{group, reason}]}.  MergeError / StoreError (one line)
-    when it cannot."""
+    already_merged, ...], "skipped": [{group, reason}] (groups that could not be merged),
+    "ignored": [{db, run_id, uuid, label, reason}] (runs in no group)}.  MergeError /
+    StoreError (one line) when it cannot."""
     paths = [pathlib.Path(p) for p in sources]
     into = pathlib.Path(into)
     if not paths:
@@ -518,8 +545,8 @@ def merge(sources: Iterable[StrPath], into: StrPath, *, group: str | None = None
     try:
         for i, p in enumerate(paths):
             opened.append(_Source(i, p))
-        groups = _plan(opened, group)
-        if group is not None and not groups:
+        groups, ignored = _plan(opened, group, by_label)
+        if group is not None and not groups and not ignored:
             raise MergeError(f"no run with run group or label {group!r} in "
                              f"{', '.join(str(p) for p in paths)}")
         merged: list[dict[str, Any]] = []
@@ -537,7 +564,7 @@ def merge(sources: Iterable[StrPath], into: StrPath, *, group: str | None = None
                 if group is not None:
                     raise
                 skipped.append({"group": key[1], "group_kind": key[0], "reason": str(exc)})
-        return {"into": str(into), "merged": merged, "skipped": skipped}
+        return {"into": str(into), "merged": merged, "skipped": skipped, "ignored": ignored}
     finally:
         for source in opened:
             source.close()
@@ -552,7 +579,7 @@ def _dest_columns(into: pathlib.Path) -> set[str]:
 
 
 def merge_databases(sources: Iterable[StrPath], into: StrPath, *,
-                    group: str | None = None) -> list[int]:
+                    group: str | None = None, by_label: bool = False) -> list[int]:
     """Merge the runs of each group found in `sources` (or only `group`) into one run each in
     `into`; returns the merged runs' ids (a group merged before keeps its earlier run)."""
-    return [m["run_id"] for m in merge(sources, into, group=group)["merged"]]
+    return [m["run_id"] for m in merge(sources, into, group=group, by_label=by_label)["merged"]]

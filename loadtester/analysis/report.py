@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from loadtester import _engine
 from loadtester.analysis import aggregate
 from loadtester.analysis.thresholds import render as render_thresholds
-from loadtester.model import Window, percentile_key
+from loadtester.model import ERROR_KINDS, Window, percentile_key
 from loadtester.units import format_bytes, format_ms
 
 if TYPE_CHECKING:
@@ -143,9 +144,23 @@ def render_text(report: dict[str, Any]) -> str:
                      "pace (try --workers)")
     if report.get("thresholds"):
         lines.append(render_thresholds(report["thresholds"]))
-    if report["dropped_records"]:
+    partial = report.get("partial")
+    if partial:
+        source = (f"its {partial['windows']:,} stored windows ({partial['seconds']:,} s)"
+                  if partial["from"] == "windows" else f"its {partial['request_rows']:,} stored request rows")
+        lines.append(f"  {'Partial':<13}the run did not finish: the numbers above are rebuilt from {source}")
+    storage = report.get("storage")
+    if storage:
+        line = (f"  {'Not stored':<13}{storage['rows_not_stored']:,} request rows and "
+                f"{storage['windows_not_stored']:,} windows ({storage['error']}); the totals above "
+                "are complete")
+        lines.append(line)
+        if storage.get("spool"):
+            lines.append(f"  {'':<13}{storage['rows_in_spool']:,} of those rows wait in {storage['spool']}: "
+                         "the next open stores them once there is room")
+    elif report["dropped_records"]:
         lines.append(f"  {'Dropped':<13}{report['dropped_records']:,} request rows not stored "
-                     "(the store fell behind; totals above are complete)")
+                     "(the store fell behind or failed; totals above are complete)")
     if report.get("run_id") is not None:
         lines.append(f"  {'Stored':<13}run {report['run_id']} ({report['uuid']}) in {report['db']}")
     return "\n".join(lines)
@@ -165,12 +180,16 @@ def report_needs_windows(row: dict[str, Any]) -> bool:
 
 
 def report_from_row(row: dict[str, Any], db_path: StrPath | None,
-                    windows: list[Window] | None = None) -> dict[str, Any]:
+                    windows: list[Window] | None = None,
+                    request_rows: Callable[[], Iterable[tuple[int, int, int, int, int]]] | None = None
+                    ) -> dict[str, Any]:
     """The same report `blast` printed, rebuilt from what was stored.
 
     With the run's `windows` (store.run_windows) the generator's lags come back too,
     and a run that never finished (interrupted: no summary was written) is rebuilt
-    from the windows it had committed."""
+    from the windows it had committed, or, when it has none, from its request rows
+    (`request_rows()`: store.queries.iter_request_codes of the run).  Such a report says
+    so under "partial"."""
     config = json.loads(row.get("config") or "{}")
     config.setdefault("url", row.get("url"))
     config.setdefault("method", row.get("method") or "GET")
@@ -180,10 +199,16 @@ def report_from_row(row: dict[str, Any], db_path: StrPath | None,
     # A stored `generator` replaces the report's below: the windows' lags only matter without one.
     lags_from_windows = bool(windows) and not row.get("generator")
     loop_lag_us = max((w.get("loop_lag_us") or 0) for w in windows) if lags_from_windows and windows else 0
-    if windows and row.get("latency_hist") is None:
+    partial = None
+    if row.get("latency_hist") is None and windows:
         totals = aggregate.total(windows)
         counters, latency, service = totals.counters, totals.latency, totals.service
         duration_s: float = len(totals.seconds)
+        partial = {"from": "windows", "windows": len(windows), "seconds": len(totals.seconds)}
+    elif row.get("latency_hist") is None and request_rows is not None and (rebuilt := _from_requests(
+            request_rows())) is not None:
+        counters, latency, service, duration_s, n_rows = rebuilt
+        partial = {"from": "request rows", "request_rows": n_rows}
     else:
         max_wait_us = (max((w["counters"]["max_wait_us"] for w in windows), default=0)
                        if lags_from_windows and windows else 0)
@@ -200,7 +225,40 @@ def report_from_row(row: dict[str, Any], db_path: StrPath | None,
     for key in ("generator", "targets", "thresholds", "error_messages", "worker_errors"):
         if row.get(key):
             report[key] = json.loads(row[key])
+    if partial is not None:
+        report["partial"] = partial
     return report
+
+
+def _from_requests(rows: Iterable[tuple[int, int, int, int, int]]
+                   ) -> tuple[_engine.Counters, _engine.Histogram, _engine.Histogram, float, int] | None:
+    """Counters, both histograms, duration and row count of stored request rows
+    ((timestamp, latency, wait_us, bytes, code) each); None when there are none."""
+    latency, service = _engine.Histogram(), _engine.Histogram()
+    errors = [0] * len(ERROR_KINDS)
+    status: dict[int, int] = {}
+    responses = successes = nbytes = n = 0
+    end_us = 0
+    for timestamp, latency_us, wait_us, size, code in rows:
+        n += 1
+        end_us = max(end_us, timestamp + latency_us)
+        error = (code >> 16) & 0xFF
+        if error:
+            errors[min(error, len(errors) - 1)] += 1
+            continue
+        code &= 0xFFFF
+        responses += 1
+        successes += 100 <= code < 400
+        nbytes += size
+        status[code] = status.get(code, 0) + 1
+        latency.record_value(latency_us)
+        service.record_value(max(0, latency_us - wait_us))
+    if not n:
+        return None
+    counters = _engine.Counters.from_dict({"responses": responses, "successes": successes,
+                                           "bytes": nbytes, "errors": errors, "status": status,
+                                           "max_wait_us": 0})
+    return counters, latency, service, end_us / 1e6, n
 
 
 def result_columns(report: dict[str, Any], *, latency: _engine.Histogram, service: _engine.Histogram,

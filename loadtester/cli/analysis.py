@@ -42,20 +42,23 @@ def compare_cmd(run_a, run_b, db_path, as_json):
 @click.option("--into", "into", required=True, metavar="DEST.db", type=click.Path(dir_okay=False),
               help="Database to write the merged runs to (created if needed; not a source).")
 @click.option("--group", default=None, metavar="G",
-              help="Merge only this run group (--run-id of the shards) or label.")
+              help="Merge only this run group (--run-id of the shards) or, with --by-label, label.")
+@click.option("--by-label", is_flag=True,
+              help="Also merge runs that are not shards (no --run-id) but share a label.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was merged as JSON.")
 @store_errors
-def merge_cmd(sources, into, group, as_json):
+def merge_cmd(sources, into, group, by_label, as_json):
     """Merge the shards of a run, stored in several databases, into one run in DEST.db.
 
-    Runs that share a run group (blast --run-id) are merged, or, without one, runs that
-    share a label; counts are added and histograms merged exactly."""
-    result = merge_mod.merge(list(sources), into, group=group)
+    The shards of a run share its run group (blast --shard i/n --run-id ID); other runs are
+    left alone, and listed with the reason, unless --by-label merges the runs that share a
+    label.  Counts are added and histograms merged exactly."""
+    result = merge_mod.merge(list(sources), into, group=group, by_label=by_label)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
-        if not result["merged"] and not result["skipped"]:
-            click.echo(f"nothing to merge: no run in {', '.join(sources)} has a run group or a label")
+        if not result["merged"] and not result["skipped"] and not result["ignored"]:
+            click.echo(f"nothing to merge: no run in {', '.join(sources)}")
         for m in result["merged"]:
             if m["already_merged"]:
                 click.echo(f"group {m['group']!r}: already merged as run {m['run_id']} "
@@ -73,7 +76,9 @@ def merge_cmd(sources, into, group, as_json):
                 click.echo(f"  note: {note}")
         for s in result["skipped"]:
             click.echo(f"group {s['group']!r}: skipped: {s['reason']}", err=True)
-    if result["skipped"] and not result["merged"]:
+        for r in result["ignored"]:
+            click.echo(f"loadtester: skipped run {r['run_id']} in {r['db']}: {r['reason']}", err=True)
+    if (result["skipped"] or result["ignored"]) and not result["merged"]:
         raise click.exceptions.Exit(1)
 
 

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
 from loadtester import store
-from loadtester.cli.options import AgeType, db_option, store_errors
+from loadtester.cli.options import AgeType, StoreFailure, UsageFailure, db_option, store_errors
 from loadtester.units import format_bytes
+
+PRUNE_ASKS_BELOW_S = 3600       # a younger age may take runs just made: asked, or --yes
 
 
 def register(cli: click.Group) -> None:
@@ -91,10 +94,27 @@ def register(cli: click.Group) -> None:
     @click.option("--older-than", "older_than", type=AgeType(), required=True,
                   help="delete finished runs started longer ago than this (30d, 12h, 90m, 45s)")
     @click.option("--vacuum", is_flag=True, help="then VACUUM to give the space back to the filesystem")
-    def prune_cmd(older_than, vacuum, db_path):
+    @click.option("--yes", "-y", "yes", is_flag=True,
+                  help="do not ask (an age under an hour asks on a terminal, and needs --yes otherwise)")
+    def prune_cmd(older_than, vacuum, yes, db_path):
         """Delete old runs with their request rows and windows."""
+        if older_than < PRUNE_ASKS_BELOW_S and not yes:
+            _confirm_prune(db_path, older_than)
         result = store.prune(db_path, older_than, vacuum=vacuum)
         click.echo(f"pruned {result['runs_deleted']:,} run(s), {result['rows_deleted']:,} request rows, "
                    f"{result['windows_deleted']:,} windows from {db_path}"
                    + (f"; vacuumed: {format_bytes(result['bytes_before'])} -> "
                       f"{format_bytes(result['bytes_after'])}" if vacuum else ""))
+
+
+def _confirm_prune(db_path, older_than: float) -> None:
+    """Ask before a prune that may take runs just made: on a terminal; elsewhere --yes."""
+    preview = store.prune_preview(db_path, older_than)
+    if not preview["runs"]:
+        return
+    what = (f"--older-than {older_than:g}s deletes {preview['runs']:,} of the "
+            f"{preview['of']:,} runs in {db_path}")
+    if not sys.stdin.isatty():
+        raise UsageFailure(f"{what}; add --yes to confirm")
+    if not click.confirm(f"{what}, with their rows. Delete them?", default=False, err=True):
+        raise StoreFailure("prune cancelled; nothing deleted")

@@ -1,17 +1,28 @@
 """Stored runs: `runs`, `show`, `export` — reports rebuilt from the database."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import io
 import json
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 
 from loadtester import store
 from loadtester.analysis.aggregate import merged_seconds
 from loadtester.analysis.report import render_text, report_from_row, report_needs_windows
-from loadtester.cli.options import db_option, find_run, open_existing, store_errors
+from loadtester.cli.options import StoreFailure, db_option, find_run, open_existing, store_errors
+from loadtester.store.queries import iter_request_codes
 from loadtester.units import format_ms
+
+# Commands here only read: they open the database read-only (no migration, no recovery, no
+# write on open: they work on a full disk and in a read-only directory), and show a run whose
+# writer is gone as the next writable open will leave it (interrupted, its stored totals).
 
 
 @click.command()
@@ -21,8 +32,11 @@ from loadtester.units import format_ms
 @click.option("--json", "as_json", is_flag=True)
 def runs(db_path, limit, as_json):
     """History of stored runs, newest first."""
-    conn = open_existing(db_path)
-    rows = store.list_runs(conn, limit=limit)
+    conn = open_existing(db_path, readonly=True)
+    try:
+        rows = store.settle_dead_runs(conn, store.list_runs(conn, limit=limit))
+    finally:
+        conn.close()
     if as_json:
         keep = ("id", "uuid", "started_at", "completed_at", "label", "url", "method",
                 "total_users", "duration", "requests_limit", "mode", "rate", "workers", "rps",
@@ -55,11 +69,11 @@ def runs(db_path, limit, as_json):
 @click.option("--windows/--no-windows", default=True, help="Include the per-second table.")
 def show(run, db_path, as_json, windows):
     """One run's full report, rebuilt from the database (RUN: id, uuid prefix, last)."""
-    conn = open_existing(db_path)
-    row = find_run(conn, run)
-    stored_windows = (store.run_windows(conn, row["id"])
-                      if windows or report_needs_windows(row) else None)
-    report = report_from_row(row, db_path, stored_windows)
+    conn = open_existing(db_path, readonly=True)
+    try:
+        row, stored_windows, report = _run_report(conn, run, db_path, windows)
+    finally:
+        conn.close()
     seconds = merged_seconds(stored_windows) if windows else []
     if as_json:
         report["seconds"] = seconds
@@ -85,48 +99,113 @@ def show(run, db_path, as_json, windows):
               show_default=True)
 @click.option("--requests", "with_requests", is_flag=True,
               help="Export the request rows instead of the per-second windows.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
-              help="Write here instead of stdout.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write here instead of stdout (a temporary file beside it, renamed into place).")
 def export(run, db_path, fmt, with_requests, output):
     """Export a run's per-second windows (or its request rows) as CSV, JSON or NDJSON."""
-    conn = open_existing(db_path)
-    row = find_run(conn, run)
-    stored_windows = (store.run_windows(conn, row["id"])
-                      if not with_requests or report_needs_windows(row) else None)
-    if with_requests:
-        rows = store.iter_requests(conn, row["id"])
-    else:
-        rows = iter(merged_seconds(stored_windows))
-    out = open(output, "w", newline="") if output else sys.stdout
+    conn = open_existing(db_path, readonly=True)
     try:
-        _write_rows(out, rows, fmt, report_from_row(row, db_path, stored_windows))
-    finally:
+        row, stored_windows, report = _run_report(conn, run, db_path, not with_requests)
+        if with_requests:
+            columns, rows, fast = store.REQUEST_COLUMNS, store.iter_request_tuples(conn, row["id"]), True
+        else:
+            seconds = merged_seconds(stored_windows or [])
+            columns, rows, fast = tuple(seconds[0]) if seconds else (), iter(seconds), False
         if output:
-            out.close()
+            _write_file(Path(output), lambda out: _write_rows(out, columns, rows, fast, fmt, report))
+        else:
+            try:
+                _write_rows(sys.stdout, columns, rows, fast, fmt, report)
+                sys.stdout.flush()
+            except BrokenPipeError:                   # `export ... | head`: the reader has enough
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        conn.close()
 
 
-def _write_rows(out, rows, fmt, report):
-    first = next(rows, None)
+def _run_report(conn, ref, db_path, with_windows):
+    """(the run's row as a writable open would leave it, its windows if read, its report)."""
+    row = store.settle_dead_runs(conn, [find_run(conn, ref)])[0]
+    stored_windows = (store.run_windows(conn, row["id"])
+                      if with_windows or report_needs_windows(row) else None)
+    report = report_from_row(row, db_path, stored_windows,
+                             request_rows=lambda: iter_request_codes(conn, row["id"]))
+    return row, stored_windows, report
+
+
+def _write_file(output: Path, write) -> None:
+    """write(file) into a temporary file next to `output`, renamed over it once complete: a
+    failed export (no such directory, a full disk) leaves nothing, and no half file."""
+    if output.is_dir():
+        raise StoreFailure(f"cannot write {output}: it is a directory")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with open(fd, "w", newline="", buffering=1 << 20) as out:
+            write(out)
+        os.replace(tmp, output)
+        tmp = None
+    except OSError as exc:
+        reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise StoreFailure(f"cannot write {output}: {reason}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+
+
+_CHUNK_ROWS = 4096
+
+
+def _write_rows(out, columns, rows, fast, fmt, report):
+    """Rows as CSV, NDJSON or one JSON document {"run": report, "rows": [...]}, written as
+    they are read (memory stays flat however many rows).  fast: rows are tuples of integers
+    in `columns` order (request rows), formatted without a dict per row."""
+    end = "\r\n" if fmt == "csv" else "\n"            # (csv: as the csv module writes it)
+    if fast:
+        item = "{" + ", ".join(f'"{c}": %d' for c in columns) + "}"
+        format_row = {"csv": ",".join(["%d"] * len(columns)), "ndjson": item,
+                      "json": "    " + item}[fmt].__mod__
+    elif fmt == "csv":
+        format_row = _csv_formatter(columns)
+    elif fmt == "ndjson":
+        format_row = json.dumps
+    else:
+        def format_row(row):
+            return "    " + json.dumps(row)
     if fmt == "json":
-        items = [] if first is None else [first, *rows]
-        json.dump({"run": report, "rows": items}, out, indent=2)
-        out.write("\n")
-        return
-    if first is None:
-        return
-    if fmt == "ndjson":
-        for item in _chain(first, rows):
-            out.write(json.dumps(item) + "\n")
-        return
-    writer = csv.DictWriter(out, fieldnames=list(first))
-    writer.writeheader()
-    for item in _chain(first, rows):
-        writer.writerow(item)
+        out.write('{\n  "run": ' + json.dumps(report, indent=2).replace("\n", "\n  ") + ',\n  "rows": [')
+    elif fmt == "csv":
+        if not columns:
+            return
+        out.write(",".join(columns) + end)
+    first = True
+    while True:
+        chunk = [format_row(r) for _, r in zip(range(_CHUNK_ROWS), rows)]
+        if not chunk:
+            break
+        if fmt == "json":
+            out.write(("\n" if first else ",\n") + ",\n".join(chunk))
+        else:
+            out.write(end.join(chunk) + end)
+        first = False
+    if fmt == "json":
+        out.write("]\n}\n" if first else "\n  ]\n}\n")
 
 
-def _chain(first, rest):
-    yield first
-    yield from rest
+def _csv_formatter(columns):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="")
+
+    def format_row(row):
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(row)
+        return buffer.getvalue()
+    return format_row
 
 
 def register(cli: click.Group) -> None:

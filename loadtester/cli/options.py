@@ -30,6 +30,16 @@ class StoreFailure(click.ClickException):
         click.echo(f"loadtester: {self.format_message()}", err=True)
 
 
+class UsageFailure(click.UsageError):
+    """Bad usage found after parsing: `loadtester: error: <message>` (one line) on stderr;
+    exit status 2."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"loadtester: error: {self.format_message()}", err=True)
+
+
 def store_errors(func: F) -> F:
     """StoreError -> StoreFailure, for commands also run outside main() (CliRunner)."""
     @functools.wraps(func)

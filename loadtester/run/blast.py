@@ -1,6 +1,7 @@
 """attack -> results -> report: one blast, stored as it runs."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -113,7 +114,8 @@ def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: boo
             on_window=writer.submit_window if store_mode != "none" else None,
             on_second=_each(printer, breaker), control=control)
     except BaseException:
-        writer.finish({"stop_reason": "failed"}, status="failed")
+        with contextlib.suppress(store.StoreError):
+            writer.finish({"stop_reason": "failed"}, status="failed")
         raise
     finally:
         if printer is not None:
@@ -133,10 +135,25 @@ def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: boo
         report["thresholds"] = evaluate_thresholds(report, thresholds)
     if result.worker_errors:
         report["worker_errors"] = result.worker_errors
-    writer.finish(result_columns(report, latency=result.latency, service=result.service,
-                                 duration_s=result.duration_s, stop_reason=result.stop_reason,
-                                 dropped_records=result.dropped_records), status=result.status)
-    report["dropped_records"] += writer.dropped_records   # rows the store itself shed
+    failure = None
+    try:
+        writer.finish(result_columns(report, latency=result.latency, service=result.service,
+                                     duration_s=result.duration_s, stop_reason=result.stop_reason,
+                                     dropped_records=result.dropped_records), status=result.status)
+    except store.StoreError as exc:                  # the report needs no database: still given
+        failure = f"{exc}; the next open marks the run interrupted"
+    failure = failure or writer.store_failure
+    if failure:
+        report["status"] = "failed"
+        report["storage"] = {
+            "error": failure,
+            "rows_not_stored": writer.dropped_records + writer.pending_records,
+            "windows_not_stored": writer.dropped_windows + writer.pending_windows,
+            "rows_in_spool": writer.pending_records,
+            "spool": str(writer.spool_path) if writer.pending_records or writer.pending_windows else None,
+        }
+    else:
+        report["dropped_records"] += writer.dropped_records   # rows the store itself shed
     if result.stop_signal:
         report["stop_signal"] = signal.Signals(result.stop_signal).name
     return report

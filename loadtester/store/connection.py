@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -140,21 +141,77 @@ def connect(path: StrPath, *, readonly: bool) -> apsw.Connection:
 
 def connect_reader(path: StrPath) -> apsw.Connection:
     """A connection that will not write.  Opened read-write with query_only when the files
-    allow it, so that closing it (the last connection) still tidies the -wal and -shm away."""
+    allow it, so that closing it (the last connection) still tidies an empty -wal and the
+    -shm away; a -wal that holds commits is left for a writer to checkpoint (no checkpoint
+    on close: reading never writes to the database file)."""
     path = pathlib.Path(path)
     writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
     conn = connect(path, readonly=not writable)
+    if writable and file_size(sidecars(path)[0]) > 0:
+        conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
     conn.pragma("query_only", "ON")
     return conn
+
+
+def open_reader(path: StrPath) -> apsw.Connection:
+    """connect_reader(), read once; on a full disk (no room for the -shm a WAL reader needs)
+    a connection that keeps its WAL index in memory instead: locking_mode EXCLUSIVE, no
+    checkpoint on close, query_only.  It reads the WAL too, and writes nothing."""
+    path = pathlib.Path(path)
+    wal, shm, _ = sidecars(path)
+    had = {p: p.exists() for p in (wal, shm)}
+    conn = connect_reader(path)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_schema").get  # noqa: B018 (reads the file)
+        return conn
+    except (apsw.IOError, apsw.FullError, apsw.CantOpenError) as first:
+        conn.close()
+        for p in (wal, shm):                          # what the failed attempt left: unusable
+            with contextlib.suppress(OSError):
+                if not had[p] and p.stat().st_size < (32768 if p == shm else 1):
+                    os.remove(p)
+        if not os.access(path, os.W_OK):
+            raise
+        try:
+            conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+        except apsw.Error:
+            raise first from None
+        try:
+            conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+            conn.pragma("locking_mode", "EXCLUSIVE")
+            conn.pragma("query_only", "ON")
+            conn.execute("SELECT count(*) FROM sqlite_schema").get  # noqa: B018
+        except apsw.Error:
+            conn.close()
+            raise first from None
+        return conn
 
 
 def configure(conn: apsw.Connection, *, readonly: bool, journal_size_limit: int = JOURNAL_SIZE_LIMIT) -> None:
     """The pragmas every connection gets."""
     conn.pragma("foreign_keys", "ON")
     if not readonly:
-        conn.pragma("journal_mode", "WAL")
+        _wal_mode(conn)
         conn.pragma("synchronous", "NORMAL")
         conn.pragma("journal_size_limit", int(journal_size_limit))
+
+
+def _wal_mode(conn: apsw.Connection) -> None:
+    """journal_mode=WAL, waiting for the lock it needs as long as busy_timeout says: SQLite
+    answers BUSY at once there (it does not call the busy handler), so two first opens of a
+    new database at the same moment would otherwise fail with 'locked'."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            conn.pragma("journal_mode", "WAL")
+            return
+        except apsw.BusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
 
 def dict_rows(cursor: apsw.Cursor) -> Iterator[dict[str, Any]]:

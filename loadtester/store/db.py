@@ -1,8 +1,8 @@
-"""Opening the database: the one place that does (pragmas, header checks, migrations), and
-the run locks that tell a dead writer's 'running' row from a live one."""
+"""Opening the database: the one place that does (pragmas, header checks, migrations; a
+writable open also recovers what dead writers left, see recovery.py).  A read-only open
+never writes."""
 from __future__ import annotations
 
-import fcntl
 import os
 import pathlib
 import sys
@@ -10,19 +10,19 @@ from typing import TYPE_CHECKING, cast
 
 import apsw
 
+from loadtester.store import recovery
 from loadtester.store.connection import (
     StoreError,
     configure,
     connect,
-    connect_reader,
     error_reason,
+    open_reader,
     remove_quietly,
     sidecars,
     store_error,
-    transaction,
 )
+from loadtester.store.locks import run_lock_path, try_lock
 from loadtester.store.migrations import APPLICATION_ID, check_header, check_identity, migrate, read_header
-from loadtester.units import utc_now_iso
 
 if TYPE_CHECKING:
     from _typeshed import StrPath
@@ -38,79 +38,19 @@ def resolve_db_path(cli_value: str | None) -> pathlib.Path:
     return pathlib.Path(DEFAULT_DB_PATH)
 
 
-def run_lock_path(db_path: StrPath, run_uuid: str) -> pathlib.Path:
-    """The lock file a live run holds (flock, exclusive) next to its database."""
-    db = pathlib.Path(os.path.realpath(db_path))
-    return db.with_name(f"{db.name}.run-{run_uuid}.lock")
-
-
 def inspect_schema(conn: apsw.Connection, path: StrPath) -> int:
     """Check identity and readability of the core tables; return user_version."""
-    app_id = conn.pragma("application_id") & 0xFFFFFFFF
-    version: int = conn.pragma("user_version")
-    tables = conn.execute("SELECT count(*) FROM sqlite_schema").get
+    # One statement, one snapshot: another process may be creating the schema right now.
+    app_id, version, tables = cast("tuple[int, int, int]", conn.execute(
+        "SELECT a.application_id, v.user_version, (SELECT count(*) FROM sqlite_schema) "
+        "FROM pragma_application_id AS a, pragma_user_version AS v").fetchone())
+    app_id &= 0xFFFFFFFF
     check_identity(path, app_id, version, has_tables=tables > 0 and app_id == 0)
     if app_id == APPLICATION_ID and version >= 1:
         # Walks the runs table (small: one row per run), so a damaged core shows up now.
         conn.execute("SELECT count(*), max(id) FROM test_runs NOT INDEXED").fetchall()
         conn.execute("SELECT count(*) FROM test_runs WHERE status = 'running'").fetchall()
     return version
-
-
-def try_lock(lock_path: pathlib.Path) -> tuple[bool, int | None]:
-    """(writer gone?, fd holding its lock or None).  A missing lock file means gone."""
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return True, None
-    except OSError:
-        return False, None                            # cannot tell: leave it alone
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return False, None
-    return True, fd
-
-
-def _reap(conn: apsw.Connection, path: StrPath) -> list[int]:
-    """Mark runs left 'running' by a writer that is gone as 'interrupted'; return their ids."""
-    reaped = []
-    running = cast("list[tuple[int, str]]",
-                   conn.execute("SELECT id, uuid FROM test_runs WHERE status = 'running'").fetchall())
-    for run_id, run_uuid in running:
-        lock_path = run_lock_path(path, run_uuid)
-        gone, fd = try_lock(lock_path)
-        if not gone:
-            continue
-        try:
-            with transaction(conn):
-                conn.execute(_REAP_SQL, {"now": utc_now_iso(), "id": run_id})
-                if conn.changes():
-                    reaped.append(run_id)
-            if fd is not None:
-                remove_quietly(lock_path)
-        finally:
-            if fd is not None:
-                os.close(fd)
-    return reaped
-
-
-_REAP_SQL = """
-UPDATE test_runs SET
-    status = 'interrupted',
-    completed_at = :now,
-    stop_reason = coalesce(stop_reason, 'the writing process ended without finishing the run'),
-    total_requests = coalesce(total_requests,
-        (SELECT sum(requests) FROM metric_windows WHERE test_run_id = :id),
-        (SELECT sum(last_id - first_id + 1) FROM request_batches WHERE test_run_id = :id)),
-    success_count = coalesce(success_count,
-        (SELECT sum(successes) FROM metric_windows WHERE test_run_id = :id)),
-    error_count = coalesce(error_count,
-        (SELECT sum(requests - successes) FROM metric_windows WHERE test_run_id = :id)),
-    bytes = coalesce(bytes, (SELECT sum(bytes) FROM metric_windows WHERE test_run_id = :id))
-WHERE id = :id AND status = 'running'
-"""
 
 
 def prepare_parent(path: pathlib.Path) -> None:
@@ -144,7 +84,7 @@ def open_database(path: StrPath, *, readonly: bool = False, create: bool = True)
     if not readonly and not os.access(path.parent, os.W_OK | os.X_OK):
         raise StoreError(f"cannot write database {path}: directory {path.parent} is not writable")
 
-    if header:
+    if header and not readonly:
         # Look before writing anything: a read-only connection cannot change the file.
         probe = None
         wal, shm, _ = sidecars(path)
@@ -170,14 +110,14 @@ def open_database(path: StrPath, *, readonly: bool = False, create: bool = True)
 
     conn = None
     try:
-        conn = connect_reader(path) if readonly else connect(path, readonly=False)
+        conn = open_reader(path) if readonly else connect(path, readonly=False)
         version = inspect_schema(conn, path)
         if readonly and version == 0:
             raise StoreError(f"{path} holds no loadtester data yet")
         configure(conn, readonly=readonly)
         if not readonly:
             migrate(conn, path)
-            _reap(conn, path)
+            recovery.recover(conn, path)
         return conn
     except BaseException as exc:
         if conn is not None:
@@ -185,3 +125,7 @@ def open_database(path: StrPath, *, readonly: bool = False, create: bool = True)
         if isinstance(exc, (apsw.Error, OSError)):
             raise store_error(path, exc, "open") from exc
         raise
+
+
+__all__ = ["DEFAULT_DB_PATH", "inspect_schema", "open_database", "prepare_parent", "resolve_db_path",
+           "run_lock_path", "try_lock"]

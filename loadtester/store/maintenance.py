@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import glob
 import os
 import pathlib
 import shutil
@@ -16,10 +15,10 @@ import apsw
 from loadtester.store.connection import (
     BUSY_TIMEOUT_MS,
     StoreError,
-    connect_reader,
     error_reason,
     file_size,
     fsync_dir,
+    open_reader,
     remove_quietly,
     same_file,
     sidecars,
@@ -27,8 +26,10 @@ from loadtester.store.connection import (
     transaction,
     translated,
 )
-from loadtester.store.db import inspect_schema, open_database, prepare_parent, try_lock
+from loadtester.store.db import inspect_schema, open_database, prepare_parent
+from loadtester.store.locks import lock_files, try_lock
 from loadtester.store.migrations import check_header, read_header
+from loadtester.store.spool import spool_files
 from loadtester.units import iso_utc
 
 if TYPE_CHECKING:
@@ -95,11 +96,13 @@ def backup(src_path: StrPath, dest_path: StrPath, *,
             except StoreError:
                 raise StoreError(f"{dest} exists and is not a loadtester database; "
                                  "refusing to overwrite it") from None
+    if not dest.parent.is_dir():
+        what = "is not a directory" if dest.parent.exists() else "does not exist"
+        raise StoreError(f"cannot write backup {dest}: directory {dest.parent} {what}")
     started = time.perf_counter()
     src_conn = open_database(src, readonly=True, create=False)
     tmp = dest.with_name(dest.name + ".tmp")
     try:
-        prepare_parent(dest)
         with translated(dest, "write backup"):
             pages, steps = _copy_database(src_conn, tmp, progress)
             for p in sidecars(dest)[:2]:              # they would belong to the old dest file
@@ -131,9 +134,8 @@ def _integrity_problems(conn: apsw.Connection, quick: bool = False) -> list[str]
 
 def _held_run_locks(db: pathlib.Path) -> list[pathlib.Path]:
     """Lock files next to db that a live run still holds."""
-    real = pathlib.Path(os.path.realpath(db))
     held = []
-    for lock_path in sorted(real.parent.glob(f"{glob.escape(real.name)}.run-*.lock")):
+    for lock_path in lock_files(db):
         gone, fd = try_lock(lock_path)
         if fd is not None:
             os.close(fd)
@@ -236,8 +238,11 @@ def check(path: StrPath, quick: bool = False) -> list[str]:
         raise StoreError(f"no database at {path}")
     if header:
         check_header(path, header)
+    _recover(path)
     try:
-        conn = connect_reader(path)
+        conn = open_reader(path)
+    except (apsw.CorruptError, apsw.NotADBError) as exc:
+        return [f"corrupt: {error_reason(exc)}"]
     except apsw.Error as exc:
         raise store_error(path, exc) from exc
     try:
@@ -262,6 +267,17 @@ def check(path: StrPath, quick: bool = False) -> list[str]:
     finally:
         conn.close()
     return problems or ["ok"]
+
+
+def _recover(path: pathlib.Path) -> None:
+    """What dead writers left (a spool, a lock file) is stored and closed out first, when the
+    database can be written; else the check goes on read-only."""
+    if not (spool_files(path) or lock_files(path)):
+        return
+    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
+        return
+    with contextlib.suppress(StoreError):
+        open_database(path, create=False).close()
 
 
 def stats(path: StrPath) -> dict[str, Any]:
@@ -309,6 +325,29 @@ def stats(path: StrPath) -> dict[str, Any]:
 
 
 _PRUNE_BATCHES_PER_TXN = 64
+_PRUNE_VICTIMS = ("FROM test_runs AS t WHERE status != 'running' "
+                  "AND julianday(started_at) < julianday(?)")
+
+
+def _cutoff_iso(older_than_s: float) -> str:
+    """now - older_than_s as stored timestamps are written; an age past year 1 is year 1."""
+    try:
+        cutoff = _dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=float(older_than_s))
+    except (OverflowError, ValueError):
+        cutoff = _dt.datetime.min.replace(tzinfo=_dt.UTC)
+    return iso_utc(cutoff)
+
+
+def prune_preview(path: StrPath, older_than_s: float) -> dict[str, int]:
+    """What prune(path, older_than_s) would delete: {"runs", "of"} (of: runs stored)."""
+    conn = open_database(path, readonly=True, create=False)
+    try:
+        with translated(path):
+            victims = conn.execute(f"SELECT count(*) {_PRUNE_VICTIMS}", (_cutoff_iso(older_than_s),)).get
+            total = conn.execute("SELECT count(*) FROM test_runs").get
+    finally:
+        conn.close()
+    return {"runs": int(victims), "of": int(total)}
 
 
 def prune(path: StrPath, older_than_s: float | None, vacuum: bool = False) -> dict[str, Any]:
@@ -319,17 +358,15 @@ def prune(path: StrPath, older_than_s: float | None, vacuum: bool = False) -> di
     if older_than_s is None or older_than_s < 0:
         raise StoreError("--older-than must be a positive duration")
     path = pathlib.Path(path)
+    cutoff_iso = _cutoff_iso(older_than_s)
     conn = open_database(path, create=False)
     before = file_size(path) + file_size(sidecars(path)[0])
-    cutoff = (_dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=float(older_than_s)))
-    cutoff_iso = iso_utc(cutoff)
     runs = rows = windows = 0
     try:
         with translated(path, "prune"):
             victims = cast("list[tuple[int, int]]", conn.execute(
                 "SELECT id, (SELECT count(*) FROM metric_windows WHERE test_run_id = t.id) "
-                "FROM test_runs AS t WHERE status != 'running' "
-                "AND julianday(started_at) < julianday(?) ORDER BY id", (cutoff_iso,)).fetchall())
+                f"{_PRUNE_VICTIMS} ORDER BY id", (cutoff_iso,)).fetchall())
             for run_id, n_windows in victims:
                 while True:
                     with transaction(conn):

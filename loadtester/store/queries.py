@@ -10,6 +10,7 @@ import apsw
 
 from loadtester.model import ERROR_KINDS, Window
 from loadtester.store.connection import StoreError, conn_path, dict_rows, table_columns, translated
+from loadtester.store.locks import writer_gone
 
 if TYPE_CHECKING:
     from typing import Any
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 HISTOGRAM_COLUMNS = ("latency_hist", "service_hist")
 
 
+_MAX_ID = (1 << 63) - 1
 _LAST_N = re.compile(r"^last(?:\s*~\s*(\d+))?$", re.IGNORECASE)
 
 
@@ -36,6 +38,8 @@ def find_run(conn: apsw.Connection, ref: int | str) -> dict[str, Any] | None:
                 (int(back.group(1) or 0),))))
             return rows[0] if rows else None
         if ref.isdigit():
+            if int(ref) > _MAX_ID:                     # past SQLite's integers: no such run
+                return None
             rows = list(dict_rows(conn.execute("SELECT * FROM test_runs WHERE id = ?", (int(ref),))))
             if rows:
                 return rows[0]
@@ -120,6 +124,58 @@ def iter_request_codes(conn: apsw.Connection, run_id: int) -> Iterator[tuple[int
         yield from conn.execute("SELECT r.timestamp, r.latency, r.wait_us, r.bytes, r.code "
                                 + REQUEST_ROWS_FROM, (int(run_id),))
 
+
+def iter_request_tuples(conn: apsw.Connection, run_id: int) -> Iterator[tuple[int, ...]]:
+    """A run's request rows in seq order as the tuples (test_run_id, seq, timestamp, latency,
+    wait_us, success, status_code, error, bytes, worker): the columns (and order) of
+    REQUEST_COLUMNS and iter_requests(), without a dict per row (exports of millions)."""
+    sql = ("SELECT b.test_run_id, b.first_seq + (r.id - b.first_id), r.timestamp, r.latency, "
+           "r.wait_us, ((r.code & 0xFF0000) = 0 AND (r.code & 0xFFFF) BETWEEN 100 AND 399), "
+           "r.code & 0xFFFF, (r.code >> 16) & 0xFF, r.bytes, (r.code >> 24) & 0xFF "
+           + REQUEST_ROWS_FROM)
+    with translated(conn_path(conn)):
+        yield from conn.execute(sql, (int(run_id),))
+
+
+REQUEST_COLUMNS = ("test_run_id", "seq", "timestamp", "latency", "wait_us", "success", "status_code",
+                   "error", "bytes", "worker")
+
+
+def partial_totals(conn: apsw.Connection, run_id: int) -> dict[str, int | None]:
+    """total_requests, success_count, error_count and bytes of a run that has no summary (it
+    never finished): what its stored windows add up to, else its request rows."""
+    run_id = int(run_id)
+    with translated(conn_path(conn)):
+        total, successes, nbytes = cast("tuple[Any, Any, Any]", conn.execute(
+            "SELECT sum(requests), sum(successes), sum(bytes) FROM metric_windows "
+            "WHERE test_run_id = ?", (run_id,)).fetchone())
+        if total is None:
+            total, successes, nbytes = cast("tuple[Any, Any, Any]", conn.execute(
+                "SELECT count(*), sum(success), sum(bytes) FROM request_metrics "
+                "WHERE test_run_id = ?", (run_id,)).fetchone())
+            if not total:
+                total = successes = nbytes = None
+    return {"total_requests": total, "success_count": successes,
+            "error_count": None if total is None else total - (successes or 0), "bytes": nbytes}
+
+
+def settle_dead_runs(conn: apsw.Connection, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as a writable open would leave them: a run stored as 'running' whose writer is
+    gone (nobody holds its run lock) shown 'interrupted', with the totals of what it stored.
+    Changes nothing (for commands that only read)."""
+    out = []
+    for row in runs:
+        if row.get("status") == "running" and writer_gone(conn_path(conn), row["uuid"]):
+            row = dict(row, status="interrupted",
+                       stop_reason=row.get("stop_reason") or DEAD_WRITER_REASON)
+            for key, value in partial_totals(conn, row["id"]).items():
+                if row.get(key) is None:
+                    row[key] = value
+        out.append(row)
+    return out
+
+
+DEAD_WRITER_REASON = "the writing process ended without finishing the run"
 
 _RUN_TABLES = ("metric_windows", "request_batches")
 

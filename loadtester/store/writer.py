@@ -1,94 +1,65 @@
-"""RunWriter: one run's rows, written off the hot path (a queue, a spool, one thread)."""
+"""RunWriter: one run's rows, written off the hot path (a named spool, one thread)."""
 from __future__ import annotations
 
 import collections
 import contextlib
-import fcntl
-import json
+import errno
 import os
 import pathlib
 import queue
-import struct
-import tempfile
 import threading
+import time
 import uuid as _uuid
-from collections.abc import Mapping
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import apsw
 
-from loadtester.model import ERROR_KINDS, RECORD_SIZE, RUN_STATUSES, STORE_MODES, Window
+from loadtester.model import RECORD_SIZE, RUN_STATUSES, STORE_MODES, Window
+from loadtester.store import locks, rows
 from loadtester.store.connection import (
     JOURNAL_SIZE_LIMIT,
     StoreError,
     configure,
     connect,
     error_reason,
-    remove_quietly,
     store_error,
     table_columns,
     transaction,
 )
-from loadtester.store.db import open_database, run_lock_path
+from loadtester.store.db import open_database
+from loadtester.store.spool import HEADER, KIND_RECORDS, KIND_WINDOW, Spool, encode_window, spool_path
 from loadtester.units import utc_now_iso
 
 if TYPE_CHECKING:
     from _typeshed import StrPath
 
 
-# Run-lock descriptors this process holds.  A forked child (the runner forks its workers) must
-# not keep them: the flock would outlive a killed parent, and its run would never be reaped.
-_HELD_LOCK_FDS: set[int] = set()
-
-
-def _close_inherited_locks() -> None:
-    for fd in list(_HELD_LOCK_FDS):
-        with contextlib.suppress(OSError):
-            os.close(fd)                              # the parent's copy keeps the lock
-    _HELD_LOCK_FDS.clear()
-
-
-os.register_at_fork(after_in_child=_close_inherited_locks)
-
-
 _STOP = object()
 _RECORDS = 0
 _WINDOW = 1
-_SPOOL_LENGTH = struct.Struct("<I")
 WRITER_NICE = 19                     # the writer thread yields to the load generator
-SPOOL_LIMIT_BYTES = 4 << 30          # rows waiting on disk beyond the in-memory queue
+SPOOL_LIMIT_BYTES = 4 << 30          # rows waiting in the spool file, not yet in the database
 TXN_RECORD_BYTES = 256 << 10         # ~10,900 rows per transaction
 WINDOW_QUEUE_MAX = 1 << 16
 IDLE_POLL_S = 0.05
-# The same 24 bytes read with status | error << 16 | worker << 24 as one uint32: the stored `code`.
-_ROW = struct.Struct("<QIIII")
-_INSERT_RECORDS = ("INSERT INTO request_records (timestamp, latency, wait_us, bytes, code) "
-                   "VALUES (?, ?, ?, ?, ?)")
-_INSERT_BATCH = "INSERT INTO request_batches (test_run_id, first_seq, first_id, last_id) VALUES (?, ?, ?, ?)"
-_INSERT_WINDOW = """
-INSERT INTO metric_windows (test_run_id, worker, second, requests, successes, errors, error_kinds,
-                            bytes, status_codes, latency_hist, service_hist, loop_lag_us,
-                            max_wait_us, in_flight, cpu_us)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT DO NOTHING
-"""
+RETRY_AFTER_S = 0.25                 # a full disk (or a lock held too long): wait, then retry
+FINISH_RETRY_S = 1.0                 # ... and at the end, for this long before giving up
+FINISH_BUSY_RETRY_S = 20.0           # (another writer's lock: as long as 4 busy timeouts)
+# A nice'd writer that falls this far behind (the generator has the CPU) leaves the records in
+# the spool until the appends pause or the run ends, and writes only windows meanwhile.  Not
+# only to stay out of the generator's way: a thread at nice 19 preempted while it holds the
+# GIL stalls every thread of the process, the ones reading the workers' pipes included.
+DEFER_BACKLOG_BYTES = 4 << 20
+QUIET_S = 0.5
+# Failures that may pass (a full disk, another writer): the rows stay in the spool, retried.
+_TRANSIENT = (apsw.FullError, apsw.IOError, apsw.BusyError, apsw.CantOpenError)
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _encode_value(value: Any) -> Any:
-    if isinstance(value, (dict, list, tuple)):
-        return _json_text(value)
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, pathlib.PurePath):
-        return str(value)
-    return value
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, apsw.FullError) or getattr(exc, "errno", None) == errno.ENOSPC:
+        return "disk full"
+    return error_reason(exc)
 
 
 class RunWriter:
@@ -96,10 +67,17 @@ class RunWriter:
 
         writer = RunWriter(db_path, store_mode="requests")
         run_id, run_uuid = writer.begin({"url": ..., "mode": "closed", ...})
-        writer.submit_records(blob)      # never blocks; drops (counted) when the queue is full
+        writer.submit_records(blob)      # never blocks: one append to the spool file
         writer.submit_window(window)     # never blocks
         writer.finish(result, status="completed")
-    """
+
+    Records and windows are appended to the run's named spool file (`<db>.spool-<uuid>`) by
+    the thread that submits them; one writer thread moves them into SQLite (windows first:
+    the live view reads them).  After kill -9 the next writable open stores what the spool
+    still holds.  When the spool cannot take a buffer (spool_limit_bytes of backlog, a full
+    disk) it waits in memory (queue_batches buffers), then is dropped and counted.  A full
+    disk leaves rows in the spool and retries; what is still unstored at the end stays there
+    for the next open, and is counted (pending_records, pending_windows)."""
 
     def __init__(self, path: StrPath, *, store_mode: str = "requests", queue_batches: int = 16,
                  wal_bound_bytes: int = 64 << 20, spool_limit_bytes: int = SPOOL_LIMIT_BYTES,
@@ -109,34 +87,42 @@ class RunWriter:
         self.path = pathlib.Path(path)
         self.store_mode = store_mode
         self.wal_bound_bytes = max(int(wal_bound_bytes), 64 << 10)
-        # Several queued batches are coalesced into one transaction, up to this much record data:
+        # Several buffers are coalesced into one transaction, up to this much record data:
         # a backlog drains with fewer commits, yet windows never wait long behind records.
         self._txn_bytes = max(RECORD_SIZE, min(TXN_RECORD_BYTES, self.wal_bound_bytes // 8))
-        # Windows (and the stop signal) have a queue of their own and go first: the live view
-        # reads them. Record buffers wait in memory (queue_batches of them), then in an unnamed
-        # spool file beside the database (spool_limit_bytes), then are dropped and counted.
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=WINDOW_QUEUE_MAX)   # (_WINDOW, w), _STOP
-        self._records: collections.deque[bytes] = collections.deque()
+        self._records: collections.deque[bytes] = collections.deque()          # spool refused them
         self._records_max = max(1, int(queue_batches))
-        self._records_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._spool_limit = max(0, int(spool_limit_bytes))
-        self._spool: IO[bytes] | None = None
-        self._spool_read = self._spool_write = 0
-        self._spilling = False
-        self.spilled_records = 0        # rows that waited in the spool file (all stored later)
+        self._spool: Spool | None = None
+        self._read_pos = HEADER.size                  # writer thread: spool taken up to here
+        self._retry_windows: list[tuple[int, Any]] = []
+        self._retry_at = 0.0
+        self._busy = False
+        self._seen_end = 0
+        self._grew_at = 0.0
+        self.deferred = False           # the writer let a backlog wait (see DEFER_BACKLOG_BYTES)
+        self.spooled_records = 0        # rows that went through the spool file
+        self.spool_error: str | None = None            # why the spool refused a buffer, if it did
         self._nice = int(writer_nice)
         self._accept_records = store_mode == "requests"
         self._accept_windows = store_mode in ("requests", "windows")
         self._drop_lock = threading.Lock()
         self._queue_dropped_records = 0
         self._write_dropped_records = 0
-        self.dropped_batches = 0        # record batches not stored (queue full or write failed)
+        self.dropped_batches = 0        # record batches not stored (no room, or a write failed)
         self.dropped_windows = 0
         self.duplicate_windows = 0      # (worker, second) already stored: kept the first
         self.rows_written = 0
         self.windows_written = 0
         self.write_errors = 0
+        self.retries = 0                # transactions put off by a full disk or a held lock
         self.last_error: str | None = None
+        self.pending_records = 0        # at the end: rows left in the spool for the next open
+        self.pending_windows = 0        # at the end: windows not stored (some in the spool)
+        self.store_failure: str | None = None         # why rows went unstored (a full disk)
+        self.spool_path: pathlib.Path | None = None
         self.checkpoints = 0
         self.max_wal_bytes = 0          # largest -wal size seen after a write
         self._run_id: int | None = None
@@ -162,8 +148,13 @@ class RunWriter:
 
     @property
     def dropped_records(self) -> int:
-        """Request rows not stored: queue full, or their transaction failed."""
+        """Request rows not stored and not kept: no room anywhere, or their transaction failed."""
         return self._queue_dropped_records + self._write_dropped_records
+
+    @property
+    def spool_file(self) -> pathlib.Path | None:
+        """The spool file while the run writes."""
+        return self._spool.path if self._spool is not None else None
 
     # -- lifecycle
     def begin(self, run: dict[str, Any]) -> tuple[int, str]:
@@ -176,7 +167,7 @@ class RunWriter:
             unknown = sorted(set(run) - columns)
             if unknown:
                 raise ValueError(f"unknown test_runs column(s): {', '.join(unknown)}")
-            values = {k: _encode_value(v) for k, v in run.items()}
+            values = {k: rows.encode_value(v) for k, v in run.items()}
             values["uuid"] = str(values.get("uuid") or _uuid.uuid4())
             values["started_at"] = values.get("started_at") or utc_now_iso()
             values["status"] = "running"
@@ -184,13 +175,13 @@ class RunWriter:
             names = list(values)
             sql = (f"INSERT INTO test_runs ({', '.join(names)}) "
                    f"VALUES ({', '.join(':' + n for n in names)})")
-            lock_path = run_lock_path(self.path, values["uuid"])
+            lock_path = locks.run_lock_path(self.path, values["uuid"])
             try:
                 with transaction(conn):
                     conn.execute(sql, values)
                     run_id = conn.last_insert_rowid()
                     # The lock is held before the row is visible to anyone else.
-                    self._lock_fd = self._acquire_lock(lock_path)
+                    self._lock_fd = locks.acquire(lock_path)
                     self._lock_path = lock_path
             except apsw.ConstraintError as exc:
                 self._release_lock()
@@ -204,6 +195,12 @@ class RunWriter:
         self._conn = conn
         self._run_id, self._uuid = run_id, values["uuid"]
         if self.store_mode != "none":
+            if self._spool_limit:
+                try:
+                    self._spool = Spool(spool_path(self.path, self._uuid), self._uuid)
+                    self.spool_path = self._spool.path
+                except OSError as exc:                # rows wait in memory instead
+                    self.spool_error = _reason(exc)
             self._thread = threading.Thread(target=self._thread_main, name=f"loadtester-store-{run_id}",
                                             daemon=True)
             self._thread.start()
@@ -220,34 +217,13 @@ class RunWriter:
                 raise store_error(self.path, error, "write")
         return run_id, values["uuid"]
 
-    @staticmethod
-    def _acquire_lock(lock_path: pathlib.Path) -> int:
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise StoreError(f"cannot create run lock file {lock_path}: {error_reason(exc)}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        except OSError as exc:
-            os.close(fd)
-            raise StoreError(f"cannot lock run lock file {lock_path}: {error_reason(exc)}") from exc
-        _HELD_LOCK_FDS.add(fd)
-        return fd
-
     def _release_lock(self) -> None:
-        if self._lock_fd is None:
-            return
-        if self._lock_path is not None:
-            remove_quietly(self._lock_path)          # unlink while still holding it
-        _HELD_LOCK_FDS.discard(self._lock_fd)
-        os.close(self._lock_fd)
+        locks.release(self._lock_fd, self._lock_path)
         self._lock_fd = None
         self._lock_path = None
 
     def submit_records(self, blob: bytes) -> None:
-        """Queue one buffer of packed request records.  Never blocks."""
+        """Hand over one buffer of packed request records.  Never blocks."""
         if not self._accept_records:
             return
         size = len(blob)
@@ -258,54 +234,23 @@ class RunWriter:
                 raise RuntimeError("RunWriter.submit_records() before begin()")
             self._count_dropped(size // RECORD_SIZE)
             return
-        with self._records_lock:
-            if not self._spilling and len(self._records) < self._records_max:
+        with self._lock:
+            spool = self._spool
+            if spool is not None and spool.end - self._read_pos + size <= self._spool_limit:
+                try:
+                    spool.append(KIND_RECORDS, blob)
+                except OSError as exc:
+                    self.spool_error = self.spool_error or _reason(exc)
+                else:
+                    self.spooled_records += size // RECORD_SIZE
+                    return
+            if len(self._records) < self._records_max:
                 self._records.append(blob)
                 return
-            if self._spool_write - self._spool_read + size + 4 <= self._spool_limit:
-                try:
-                    self._spool_append(blob)
-                except OSError as exc:
-                    self.last_error = f"spool: {error_reason(exc)}"
-                else:
-                    self._spilling = True       # until the spool is empty: keeps rows in order
-                    self.spilled_records += size // RECORD_SIZE
-                    return
         self._count_dropped(size // RECORD_SIZE)
 
-    def _spool_append(self, blob: bytes) -> None:
-        if self._spool is None:
-            self._spool = tempfile.TemporaryFile(dir=self.path.parent,
-                                                 prefix=f".{self.path.name}.spool-")
-        fd = self._spool.fileno()
-        os.pwrite(fd, _SPOOL_LENGTH.pack(len(blob)) + blob, self._spool_write)
-        self._spool_write += _SPOOL_LENGTH.size + len(blob)
-
-    def _take_records(self, budget: int) -> list[bytes]:
-        """Oldest record buffers first (memory, then spool), up to about `budget` bytes."""
-        taken, size = [], 0
-        with self._records_lock:
-            while size < budget:
-                if self._records:
-                    blob = self._records.popleft()
-                elif self._spool_read < self._spool_write:
-                    fd = cast("IO[bytes]", self._spool).fileno()      # (rows in it: it exists)
-                    (length,) = _SPOOL_LENGTH.unpack(
-                        os.pread(fd, _SPOOL_LENGTH.size, self._spool_read))
-                    blob = os.pread(fd, length, self._spool_read + _SPOOL_LENGTH.size)
-                    self._spool_read += _SPOOL_LENGTH.size + length
-                else:
-                    if self._spilling:          # drained: back to memory, spool file reused
-                        self._spool_read = self._spool_write = 0
-                        os.ftruncate(cast("IO[bytes]", self._spool).fileno(), 0)
-                        self._spilling = False
-                    break
-                taken.append(blob)
-                size += len(blob)
-        return taken
-
     def submit_window(self, window: Window) -> None:
-        """Queue one closed per-second window.  Never blocks."""
+        """Hand over one closed per-second window.  Never blocks."""
         if not self._accept_windows:
             return
         if self._thread is None or self._finished:
@@ -314,11 +259,23 @@ class RunWriter:
             with self._drop_lock:
                 self.dropped_windows += 1
             return
-        try:
-            self._queue.put_nowait((_WINDOW, window))
-        except queue.Full:
-            with self._drop_lock:
-                self.dropped_windows += 1
+        payload = None
+        if self._spool is not None:
+            with contextlib.suppress(AttributeError, KeyError, TypeError, ValueError):
+                payload = encode_window(window)
+        with self._lock:
+            if payload is not None and self._spool is not None:
+                try:
+                    self._spool.append(KIND_WINDOW, payload)
+                except OSError as exc:
+                    self.spool_error = self.spool_error or _reason(exc)
+            try:
+                self._queue.put_nowait((_WINDOW, window))
+                return
+            except queue.Full:
+                pass
+        with self._drop_lock:
+            self.dropped_windows += 1
 
     def _count_dropped(self, records: int) -> None:
         with self._drop_lock:
@@ -326,7 +283,10 @@ class RunWriter:
             self._queue_dropped_records += records
 
     def finish(self, result: dict[str, Any], status: str = "completed") -> None:
-        """Drain the queue, write the summary and status, checkpoint, release the run lock."""
+        """Store what is left, write the summary and status, checkpoint, release the run lock.
+        StoreError when the database could not take it all (a full disk): what is unstored is
+        counted (pending_records, pending_windows, dropped_records) and the spool stays for
+        the next open."""
         if self._finished:
             return
         if self._run_id is None:
@@ -342,28 +302,36 @@ class RunWriter:
                     continue
             self._thread.join()
             self._thread = None
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
         self._finished = True
+        self._close_spool()
+        if self.pending_records or self.pending_windows or (self.spool_error and self.dropped_records):
+            self.store_failure = self.last_error or self.spool_error
+            status = "failed"
+            reason = result.get("stop_reason")
+            result = dict(result, stop_reason=(f"{reason}; " if reason else "") + (
+                f"store failed: {self.store_failure} ({self.dropped_records + self.pending_records:,} "
+                f"request rows, {self.dropped_windows + self.pending_windows:,} windows not stored)"))
         conn = cast(apsw.Connection, self._conn)      # (set by begin(), until now)
         unknown: list[str] = []
         try:
             columns = set(table_columns(conn, "test_runs")) - {"id", "uuid", "status"}
             unknown = sorted(set(result) - columns - {"id", "uuid", "status"})
-            values = {k: _encode_value(v) for k, v in result.items() if k in columns}
+            values = {k: rows.encode_value(v) for k, v in result.items() if k in columns}
             values["completed_at"] = values.get("completed_at") or utc_now_iso()
-            values["dropped_records"] = int(values.get("dropped_records") or 0) + self.dropped_records
+            values["dropped_records"] = (int(values.get("dropped_records") or 0) + self.dropped_records
+                                         + self.pending_records)
             sets = ", ".join(f"{n} = :{n}" for n in values)
             values["_id"] = self._run_id
             values["_status"] = status
+            locks.give_back_reserve(self._lock_fd)    # room for this last write on a full disk
             with transaction(conn):
                 conn.execute(f"UPDATE test_runs SET {sets}, status = :_status WHERE id = :_id", values)
-            with contextlib.suppress(apsw.BusyError, apsw.LockedError):
+            with contextlib.suppress(*_TRANSIENT, apsw.LockedError):
                 conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
         except apsw.ConstraintError as exc:
             raise ValueError(f"invalid test_runs values: {error_reason(exc)}") from exc
         except apsw.Error as exc:
+            self.last_error = error_reason(exc)
             raise store_error(self.path, exc, "write") from exc
         finally:
             self._release_lock()
@@ -371,6 +339,31 @@ class RunWriter:
             self._conn = None
         if unknown:
             raise ValueError(f"unknown test_runs column(s) ignored: {', '.join(unknown)}")
+
+    def _close_spool(self) -> None:
+        """After the writer thread: count what it could not store; keep the spool if any of
+        it is there (the next open stores it), else delete it."""
+        with self._lock:
+            leftover = list(self._records)
+            self._records.clear()
+        if leftover:
+            with self._drop_lock:
+                self.dropped_batches += len(leftover)
+                self._queue_dropped_records += sum(len(b) // RECORD_SIZE for b in leftover)
+        self.pending_windows = len(self._retry_windows) + self._queue.qsize()
+        spool, self._spool = self._spool, None
+        if spool is None:
+            return
+        pos = self._read_pos
+        with contextlib.suppress(OSError):
+            while pos < spool.end:
+                kind, payload, pos = spool.read(pos)
+                if kind == KIND_RECORDS:
+                    self.pending_records += len(payload) // RECORD_SIZE
+        if self.pending_records or self.pending_windows:
+            spool.close()                             # kept: the next open stores what it holds
+        else:
+            spool.remove()
 
     def __enter__(self) -> RunWriter:
         return self
@@ -384,8 +377,8 @@ class RunWriter:
     # -- the writer thread
     def _thread_main(self) -> None:
         if self._nice:
-            # Below the load generator: while it is busy the rows wait (memory, then spool)
-            # and are written when it is idle or done, instead of taking its CPU.
+            # Below the load generator: while it is busy the rows wait in the spool and are
+            # written when it is idle or done, instead of taking its CPU.
             with contextlib.suppress(OSError, AttributeError):
                 tid = threading.get_native_id()
                 os.setpriority(os.PRIO_PROCESS, tid,
@@ -393,7 +386,7 @@ class RunWriter:
         try:
             conn = connect(self.path, readonly=False)
             configure(conn, readonly=False,
-                       journal_size_limit=min(JOURNAL_SIZE_LIMIT, self.wal_bound_bytes))
+                      journal_size_limit=min(JOURNAL_SIZE_LIMIT, self.wal_bound_bytes))
             conn.wal_autocheckpoint(0)                # our policy instead, see _after_write
             self._wal_path = pathlib.Path(conn.filename_wal)
         except BaseException as exc:                  # reported by begin()
@@ -403,113 +396,169 @@ class RunWriter:
         self._ready.set()
         try:
             self._loop(conn)
+        except Exception as exc:                      # what is left is counted by finish()
+            self.last_error = " ".join(f"{type(exc).__name__}: {exc}".split())
         finally:
             conn.close()
 
+    def _collect(self, windows: list[tuple[int, Any]], timeout: float) -> bool:
+        """Queued windows into `windows`; True when the stop signal came."""
+        stop = False
+        try:
+            item = self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait()
+            while True:
+                if item is _STOP:
+                    stop = True
+                else:
+                    windows.append(item)
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        return stop
+
     def _loop(self, conn: apsw.Connection) -> None:
         stopping = False
+        stopped_at = give_up_at = 0.0
         idle = False
         while True:
-            windows: list[tuple[int, Any]] = []
-            try:                                      # windows first: the live view reads them
-                item = self._queue.get(timeout=IDLE_POLL_S) if idle else self._queue.get_nowait()
-                while True:
-                    if item is _STOP:
-                        stopping = True
-                    else:
-                        windows.append(item)
-                    item = self._queue.get_nowait()
-            except queue.Empty:
-                pass
-            if windows:
-                self._write(conn, windows)
-                self._after_write(conn)
-            blobs = self._take_records(self._txn_bytes)
-            if blobs:
-                self._write(conn, [(_RECORDS, blob) for blob in blobs])
-                self._after_write(conn)
-            elif stopping:
-                break
-            idle = not blobs and not windows
-
-    def _write(self, conn: apsw.Connection, items: list[tuple[int, Any]]) -> None:
-        for _attempt in range(4):
-            seq = self._seq
-            rows = windows = duplicates = bad = 0
-            try:
-                with transaction(conn):
-                    for kind, payload in items:
-                        if kind == _RECORDS:
-                            n = self._insert_records(conn, payload, seq)
-                            seq += n
-                            rows += n
-                            continue
-                        outcome = self._insert_window(conn, payload)
-                        if outcome == "ok":
-                            windows += 1
-                        elif outcome == "duplicate":
-                            duplicates += 1
-                        else:
-                            bad += 1
-            except apsw.BusyError as exc:             # another writer held on for > busy_timeout
-                self.last_error = error_reason(exc)
+            windows, self._retry_windows = self._retry_windows, []
+            if self._collect(windows, IDLE_POLL_S if idle else 0) and not stopping:
+                stopping = True
+                stopped_at = time.monotonic()
+            if stopping:
+                give_up_at = stopped_at + (FINISH_BUSY_RETRY_S if self._busy else FINISH_RETRY_S)
+            if time.monotonic() < self._retry_at:     # a full disk: wait a little
+                self._retry_windows = windows
+                if stopping and time.monotonic() >= give_up_at:
+                    return
+                idle = True
                 continue
-            except Exception as exc:                  # never let the writer thread die
-                self.last_error = " ".join(f"{type(exc).__name__}: {exc}".split())
-                break
-            self._seq = seq
-            self.rows_written += rows
-            self.windows_written += windows
-            self.duplicate_windows += duplicates
-            if bad:
-                with self._drop_lock:
-                    self.dropped_windows += bad
-            return
-        # The transaction was rolled back: everything in it is lost, and counted.
-        self.write_errors += 1
-        lost_records = sum(len(p) // RECORD_SIZE for k, p in items if k == _RECORDS)
-        with self._drop_lock:
-            self._write_dropped_records += lost_records
-            self.dropped_batches += sum(1 for k, _ in items if k == _RECORDS)
-            self.dropped_windows += sum(1 for k, _ in items if k == _WINDOW)
+            moved = False
+            if windows:
+                if self._write(conn, windows) == "retry":
+                    self._retry_windows = windows + self._retry_windows
+                else:
+                    moved = True
+                    self._after_write(conn)
+            if time.monotonic() >= self._retry_at and not self._deferring(stopping):
+                moved = self._move_records(conn) or moved
+            if stopping and not moved and self._drained():
+                return
+            if stopping and time.monotonic() >= give_up_at and time.monotonic() < self._retry_at:
+                return
+            idle = not moved
 
-    def _insert_records(self, conn: apsw.Connection, blob: bytes, seq: int) -> int:
-        n = len(blob) // RECORD_SIZE
-        if n == 0:
-            return 0
-        before = conn.execute("SELECT max(id) FROM request_records").get or 0
-        # Rows go in straight from the buffer: (timestamp, latency, wait_us, bytes, code).
-        conn.executemany(_INSERT_RECORDS, _ROW.iter_unpack(blob))
-        last = conn.last_insert_rowid()
-        if last - before != n:                        # ids are max+1 under our write lock
-            raise StoreError(f"request ids not contiguous ({before}+{n} != {last})")
-        conn.execute(_INSERT_BATCH, (self._run_id, seq, before + 1, last))
-        return n
+    def _deferring(self, stopping: bool) -> bool:
+        spool = self._spool
+        if stopping or not self._nice or spool is None:
+            return False
+        now = time.monotonic()
+        end = spool.end
+        if end != self._seen_end:
+            self._seen_end, self._grew_at = end, now
+        if end - self._read_pos > DEFER_BACKLOG_BYTES and now - self._grew_at < QUIET_S:
+            self.deferred = True
+            return True
+        return False
 
-    def _insert_window(self, conn: apsw.Connection, window: Window) -> str:
-        """'ok', 'duplicate' (that worker's second is already stored: the first one is kept),
-        or 'bad' (a malformed window: dropped and counted, the rest of the batch still goes in)."""
+    def _drained(self) -> bool:
+        with self._lock:
+            return (not self._records and not self._retry_windows
+                    and (self._spool is None or self._read_pos >= self._spool.end))
+
+    def _move_records(self, conn: apsw.Connection) -> bool:
+        """One transaction of record buffers (memory first, then the spool); False if none."""
+        with self._lock:
+            memory = []
+            size = 0
+            while self._records and size < self._txn_bytes:
+                memory.append(self._records.popleft())
+                size += len(memory[-1])
+            spool = self._spool
+            end = spool.end if spool is not None else 0
+        blobs = list(memory)
+        pos = self._read_pos
+        if spool is not None:
+            while pos < end and size < self._txn_bytes:
+                kind, payload, pos = spool.read(pos)   # (below end: whole frames, ours)
+                if kind == KIND_RECORDS:
+                    blobs.append(payload)
+                    size += len(payload)
+        if not blobs and pos == self._read_pos:
+            return False
+        mark = spool.logical(pos) if spool is not None and pos != self._read_pos else None
+        outcome = self._write(conn, [(_RECORDS, b) for b in blobs], mark) if blobs else "ok"
+        if outcome == "retry":
+            with self._lock:
+                self._records.extendleft(reversed(memory))
+            return False
+        self._read_pos = pos
+        if spool is not None:
+            self._tidy_spool(spool)
+        if blobs:
+            self._after_write(conn)
+        return True
+
+    def _tidy_spool(self, spool: Spool) -> None:
+        """Give the stored part of the spool back to the filesystem: empty the file when all
+        of it is stored, else punch the stored front out.  Only with no window waiting (a
+        window's frame may be behind the records stored after it)."""
+        with self._lock:
+            if self._retry_windows or not self._queue.empty():
+                return
+            if self._read_pos >= spool.end:
+                with contextlib.suppress(OSError):
+                    spool.reset()
+                    self._read_pos = HEADER.size
+                return
+        with contextlib.suppress(OSError):
+            spool.release(self._read_pos)
+
+    def _write(self, conn: apsw.Connection, items: list[tuple[int, Any]], mark: int | None = None) -> str:
+        """One transaction: 'ok', 'retry' (a full disk or a held lock: nothing counted, the
+        caller keeps the items) or 'dropped' (SQLite refused them: counted as lost)."""
+        seq = self._seq
+        n_rows = n_windows = duplicates = bad = 0
         try:
-            counters: Mapping[str, Any] = window.get("counters") or {}
-            kinds = [int(v) for v in counters.get("errors") or ()]
-            error_total = sum(kinds[1:])
-            error_kinds = {ERROR_KINDS[i] if i < len(ERROR_KINDS) else str(i): v
-                           for i, v in enumerate(kinds) if i and v}
-            status = {str(code): int(count) for code, count in
-                      sorted((counters.get("status") or {}).items(), key=lambda kv: int(kv[0])) if count}
-            params = (
-                self._run_id, int(window.get("worker", 0)), int(window["second"]),
-                int(counters.get("responses", 0)) + error_total, int(counters.get("successes", 0)),
-                error_total, _json_text(error_kinds) if error_kinds else None,
-                int(counters.get("bytes", 0)), _json_text(status) if status else None,
-                _encode_value(window.get("latency")), _encode_value(window.get("service")),
-                window.get("loop_lag_us"), counters.get("max_wait_us"), window.get("in_flight"),
-                window.get("cpu_us"),
-            )
-        except (AttributeError, KeyError, TypeError, ValueError):
-            return "bad"
-        conn.execute(_INSERT_WINDOW, params)
-        return "ok" if conn.changes() > 0 else "duplicate"
+            with transaction(conn):
+                for kind, payload in items:
+                    if kind == _RECORDS:
+                        n = rows.insert_records(conn, cast(int, self._run_id), payload, seq)
+                        seq += n
+                        n_rows += n
+                        continue
+                    outcome = rows.insert_window(conn, cast(int, self._run_id), payload)
+                    if outcome == "ok":
+                        n_windows += 1
+                    elif outcome == "duplicate":
+                        duplicates += 1
+                    else:
+                        bad += 1
+                if mark is not None:
+                    rows.mark_spooled(conn, cast(int, self._run_id), mark)
+        except _TRANSIENT as exc:
+            self.last_error = _reason(exc)
+            self._busy = isinstance(exc, apsw.BusyError)
+            self.retries += 1
+            self._retry_at = time.monotonic() + RETRY_AFTER_S
+            return "retry"
+        except Exception as exc:                      # never let the writer thread die
+            self.last_error = " ".join(f"{type(exc).__name__}: {exc}".split())
+            self.write_errors += 1
+            lost_records = sum(len(p) // RECORD_SIZE for k, p in items if k == _RECORDS)
+            with self._drop_lock:
+                self._write_dropped_records += lost_records
+                self.dropped_batches += sum(1 for k, _ in items if k == _RECORDS)
+                self.dropped_windows += sum(1 for k, _ in items if k == _WINDOW)
+            return "dropped"
+        self._seq = seq
+        self.rows_written += n_rows
+        self.windows_written += n_windows
+        self.duplicate_windows += duplicates
+        if bad:
+            with self._drop_lock:
+                self.dropped_windows += bad
+        return "ok"
 
     def _after_write(self, conn: apsw.Connection) -> None:
         """Our checkpoint policy: PASSIVE once the -wal passes half its bound."""
