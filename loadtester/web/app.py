@@ -76,21 +76,23 @@ __all__ = ["ServeContext", "create_app"]
 HTTP_MESSAGES = {404: "not found", 405: "method not allowed"}
 
 
+# GET /api/<name>/{uuid}: what the API tells about one run.
+PER_RUN_API = {"status": endpoints.api_status, "metrics": endpoints.api_metrics,
+               "timeseries": endpoints.api_timeseries, "stream": endpoints.api_stream,
+               "historical-metrics": endpoints.api_historical_metrics,
+               "report": pages.api_report_pdf}
+
+
 def routes(ctx: ServeContext) -> list[BaseRoute]:
     return [
         Route("/healthz", endpoints.healthz),
         Route("/metrics", endpoints.prometheus_metrics),
         Route("/api/start", endpoints.api_start, methods=["POST"]),
-        Route("/api/status/{uuid}", endpoints.api_status),
-        Route("/api/metrics/{uuid}", endpoints.api_metrics),
-        Route("/api/timeseries/{uuid}", endpoints.api_timeseries),
-        Route("/api/historical-metrics/{uuid}", endpoints.api_historical_metrics),
-        Route("/api/running", endpoints.api_running),
         Route("/api/stop/{uuid}", endpoints.api_stop, methods=["POST"]),
+        *(Route(f"/api/{name}/{{uuid}}", endpoint) for name, endpoint in PER_RUN_API.items()),
+        Route("/api/running", endpoints.api_running),
         Route("/api/history", endpoints.api_history),
         Route("/api/compare", endpoints.api_compare),
-        Route("/api/stream/{uuid}", endpoints.api_stream),
-        Route("/api/report/{uuid}", pages.api_report_pdf),
         Route("/report/{uuid}", pages.report_html),
         Route("/", pages.index_page),
         Route("/test/{uuid}", pages.test_page),
