@@ -13,7 +13,7 @@ process runs in its own process group and is killed when the harness stops
 
     .venv/bin/python bench/run.py [--duration 5s] [--connections 50] [--rounds 3]
                                   [--target auto|nginx|loadtester] [--tools wrk,hey,...]
-                                  [--json-only]
+                                  [--pipeline 16] [--json-only]
 
 Exit status: 0 when the harness ran (a goal missed is reported, not an error),
 1 when the harness itself failed (no target, nothing to run), 2 for bad usage.
@@ -48,11 +48,15 @@ HOST = "127.0.0.1"
 BASELINE = "loadtester (store=none)"
 STORED = "loadtester (store=requests)"
 PREVIOUS = "loadtester previous build (store=none)"
+WRK_PIPELINED = "wrk pipelined"          # wrk -s pipeline.lua (wrk's own way)
+PIPELINED = "loadtester pipelined"       # loadtester blast --pipeline N --store none
+DEFAULT_PIPELINE = 16                    # the depth of TechEmpower's plaintext test
 PAUSE_BETWEEN_RUNS_S = 0.5
 GOALS = [  # (label, numerator row, denominator row, goal)
     ("loadtester/wrk", BASELINE, "wrk", 0.90),
     ("loadtester/hey", BASELINE, "hey", 2.0),
     ("store=requests/store=none", STORED, BASELINE, 0.90),
+    ("loadtester pipelined/wrk pipelined", PIPELINED, WRK_PIPELINED, 0.90),
 ]
 # Judged only with --previous EXE: this build against an earlier one, same command.
 PREVIOUS_GOAL = ("this build/previous build", BASELINE, PREVIOUS, 0.97)
@@ -234,6 +238,7 @@ class Ctx:
     duration_s: float
     tmpdir: Path
     wrk2_rate: int
+    pipeline: int = DEFAULT_PIPELINE
 
 
 @dataclass
@@ -272,12 +277,44 @@ def loadtester_command() -> list[str] | None:
     return None
 
 
-def _loadtester_argv(store: str):
+def _loadtester_argv(store: str, pipelined: bool = False):
     def argv(cmd: list[str], ctx: Ctx) -> list[str]:
         return [*cmd, "blast", ctx.url, "-c", str(ctx.connections),
                 "-d", duration_arg(ctx.duration_s), "--json", "--store", store,
-                "--db", str(ctx.tmpdir / "bench.db"), "--no-progress"]
+                "--db", str(ctx.tmpdir / "bench.db"), "--no-progress",
+                *(["--pipeline", str(ctx.pipeline)] if pipelined else [])]
     return argv
+
+
+# wrk's pipelining is a Lua script (as its scripts/pipeline.lua): `request` returns N
+# requests concatenated, which wrk writes at once and counts as N.
+WRK_PIPELINE_LUA = """\
+-- written by bench/run.py: {depth} requests per write, as wrk's scripts/pipeline.lua
+init = function(args)
+   local r = {{}}
+   for i = 1, {depth} do
+      r[i] = wrk.format()
+   end
+   req = table.concat(r)
+end
+
+request = function()
+   return req
+end
+"""
+
+
+def wrk_pipeline_script(ctx: Ctx) -> Path:
+    """The Lua script for wrk at ctx.pipeline, written once into the run's temp dir."""
+    path = ctx.tmpdir / f"pipeline-{ctx.pipeline}.lua"
+    if not path.exists():
+        path.write_text(WRK_PIPELINE_LUA.format(depth=ctx.pipeline))
+    return path
+
+
+def _wrk_pipeline_argv(cmd: list[str], ctx: Ctx) -> list[str]:
+    return [*cmd, "-t1", f"-c{ctx.connections}", f"-d{duration_arg(ctx.duration_s)}",
+            "--latency", "-s", str(wrk_pipeline_script(ctx)), ctx.url]
 
 
 # Run order. Paired ratios compare tools within a round, so the pairs we judge
@@ -291,6 +328,9 @@ TOOLS: list[Tool] = [
          parse_loadtester, db=True),
     Tool(STORED, "loadtester-requests", loadtester_command, _loadtester_argv("requests"),
          parse_loadtester, db=True),
+    Tool(WRK_PIPELINED, "wrk-pipeline", _which("wrk"), _wrk_pipeline_argv, parse_wrk),
+    Tool(PIPELINED, "loadtester-pipeline", loadtester_command,
+         _loadtester_argv("none", pipelined=True), parse_loadtester, db=True),
     Tool("wrk2", "wrk2", _which("wrk2"),
          lambda cmd, c: [*cmd, "-t1", f"-c{c.connections}", f"-d{duration_arg(c.duration_s)}",
                          f"-R{c.wrk2_rate}", "--latency", c.url],
@@ -313,7 +353,8 @@ TOOLS: list[Tool] = [
 ]
 TOOL_ALIASES = {"loadtester": ["loadtester-none", "loadtester-requests"],
                 "lt": ["loadtester-none", "loadtester-requests"],
-                "store=none": ["loadtester-none"], "store=requests": ["loadtester-requests"]}
+                "store=none": ["loadtester-none"], "store=requests": ["loadtester-requests"],
+                "pipeline": ["wrk-pipeline", "loadtester-pipeline"]}
 
 
 def with_previous(tools: list[Tool], exe: str) -> list[Tool]:
@@ -727,6 +768,9 @@ def render(doc: dict) -> str:
     ]
     if m["missing_tools"]:
         lines.append(f"not installed (skipped): {', '.join(m['missing_tools'])}")
+    if {WRK_PIPELINED, PIPELINED} & set(m["tools"]):
+        lines.append(f"pipelined rows: {m.get('pipeline', DEFAULT_PIPELINE)} requests per write "
+                     "on each connection")
     lines.append("")
     header = (f"{'tool':<28} {'median rps':>11} {'spread':>7} {'median p99':>11} "
               f"{'rps/lt(none)':>12} {'CPU s/100k req':>14} {'target cpu%':>11} {'runs':>5}")
@@ -820,6 +864,9 @@ def parse_args(argv):
                    help="auto: nginx if installed, else loadtester's own target")
     p.add_argument("--tools", help="comma list of: " + ", ".join(
         [t.key for t in TOOLS] + list(TOOL_ALIASES)) + " (default: all installed)")
+    p.add_argument("--pipeline", type=int, default=DEFAULT_PIPELINE,
+                   help="depth of the pipelined rows (wrk -s pipeline.lua, loadtester "
+                        f"--pipeline; default {DEFAULT_PIPELINE})")
     p.add_argument("--wrk2-rate", type=int, default=1_000_000,
                    help="wrk2 -R (requests/s it aims at; default 1000000 = saturate)")
     p.add_argument("--previous", metavar="EXE",
@@ -837,6 +884,8 @@ def parse_args(argv):
         p.error(str(exc))
     if args.connections < 1 or args.rounds < 1:
         p.error("--connections and --rounds must be ≥ 1")
+    if not 1 <= args.pipeline <= 256:
+        p.error("--pipeline must be from 1 to 256")
     return args
 
 
@@ -887,7 +936,7 @@ def main(argv=None) -> int:
             say(f"bench: starting {kind} target on cpu {target_cpu} ...")
             target = start_target(kind, tmp, target_cpu, lifetime_s, args.connections)
             ctx = Ctx(url=target.url, connections=args.connections, duration_s=args.duration_s,
-                      tmpdir=tmp, wrk2_rate=args.wrk2_rate)
+                      tmpdir=tmp, wrk2_rate=args.wrk2_rate, pipeline=args.pipeline)
             for round_no in range(1, args.rounds + 1):
                 for tool, cmd in round_order(available, round_no):
                     if not target.alive():
@@ -927,6 +976,7 @@ def main(argv=None) -> int:
             "platform": platform.platform(), "hostname": platform.node(),
             "connections": args.connections, "duration_s": args.duration_s,
             "rounds": args.rounds, "tools": names, "missing_tools": missing_names,
+            "pipeline": args.pipeline,
             "loadavg_start": loadavg,
             "order": "each round runs every tool once, in this order; even rounds in reverse",
         },

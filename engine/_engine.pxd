@@ -107,6 +107,7 @@ cdef extern from "llhttp.h":
         uint16_t status_code
         uint8_t method
         const char* reason             # why llhttp_execute stopped (an error's text)
+        const char* error_pos          # where it stopped (an error, or HPE_PAUSED)
     ctypedef int (*llhttp_cb)(llhttp_t*) noexcept
     ctypedef int (*llhttp_data_cb)(llhttp_t*, const char* at, size_t length) noexcept
     ctypedef struct llhttp_settings_t:
@@ -116,6 +117,7 @@ cdef extern from "llhttp.h":
         llhttp_cb on_message_complete
     ctypedef enum llhttp_errno_t:
         HPE_OK
+        HPE_PAUSED
         HPE_PAUSED_UPGRADE
     ctypedef enum llhttp_type_t:
         HTTP_REQUEST

@@ -4,8 +4,16 @@
 # Hot path per request (keep-alive): data_received -> llhttp_execute (C) ->
 # on_response_complete -> Recorder.record_response (C counters, no objects) ->
 # send(2) of the same pre-built request bytes.
+#
+# Pipelining (Client(pipeline=N), as wrk's pipeline.lua): a connection writes a batch
+# of k <= N requests in one send(2), from bytes built once (Origin.prepare), and
+# sends the next batch when all k responses are in. Every response of a batch is
+# timed from the batch's write. A response that ends inside a read with more of the
+# batch still to come pauses llhttp (HPE_PAUSED), so that its bytes are known
+# exactly; the last one of a batch (and every response at depth 1) does not.
 
 cdef int64_t NS_PER_S = 1000000000
+cdef int MAX_PIPELINE = 256            # spec.MAX_PIPELINE says the same
 cdef int64_t NS_PER_US = 1000
 cdef double RECONNECT_BACKOFF_S = 0.01
 cdef double CONNECT_TIMEOUT_MAX_S = 10.0
@@ -35,8 +43,11 @@ cdef str connect_error_text(exc, Origin origin):
     return f"{exc or type(exc).__name__} {where}"
 
 
-cdef str lost_connection_text(exc, int64_t response_bytes):
+cdef str lost_connection_text(exc, int64_t response_bytes, int pending, int batch):
     if exc is None:
+        if batch > 1:
+            return (f"connection closed with {pending} of {batch} pipelined requests "
+                    "unanswered")
         return ("connection closed before the response was complete" if response_bytes
                 else "connection closed before any response")
     if isinstance(exc, OSError) and exc.strerror:
@@ -61,6 +72,17 @@ cdef class Origin:
     cdef list heads                    # bool per target: a HEAD request
     cdef list target_ids               # index of each target in the run's list
     cdef Py_ssize_t next_turn
+    # Built once for a run by prepare(depth); read per request, in C.
+    cdef int depth                     # the pipeline depth they were built for; 0 = not yet
+    cdef Py_ssize_t n_turns            # len(requests)
+    cdef const char** request_at       # per turn: its request's bytes (held by `requests`)
+    cdef Py_ssize_t* request_size
+    # Turn t of a batch at position p is ring entry t + p (entries wrap around the
+    # targets: n_turns + depth - 1 of them), so a batch of k from turn t is one slice.
+    cdef int* ring_targets
+    cdef uint8_t* ring_heads
+    cdef bytes ring                    # depth > 1: the requests of the entries, in order
+    cdef Py_ssize_t* ring_offsets      # depth > 1: where entry i begins in `ring` (+ the end)
 
     def __init__(self, str host, int port, ssl_context=None, server_hostname=None):
         self.host = host
@@ -71,10 +93,74 @@ cdef class Origin:
         self.heads = []
         self.target_ids = []
 
+    def __dealloc__(self):
+        free(self.request_at)
+        free(self.request_size)
+        free(self.ring_targets)
+        free(self.ring_heads)
+        free(self.ring_offsets)
+
+    cdef void release(self) noexcept:
+        free(self.request_at)
+        free(self.request_size)
+        free(self.ring_targets)
+        free(self.ring_heads)
+        free(self.ring_offsets)
+        self.request_at = NULL
+        self.request_size = NULL
+        self.ring_targets = NULL
+        self.ring_heads = NULL
+        self.ring_offsets = NULL
+        self.ring = None
+        self.depth = 0
+
     def add_target(self, int target_id, bytes request, bint is_head):
         self.requests.append(request)
         self.heads.append(is_head)
         self.target_ids.append(target_id)
+        self.release()                 # built again for the next run
+
+    cdef void prepare(self, int depth) except *:
+        """Lay out the request bytes for batches of up to `depth` requests."""
+        cdef Py_ssize_t n = len(self.requests), entries = n + depth - 1, i
+        cdef bytes request
+        if self.depth == depth and self.n_turns == n:
+            return
+        self.release()
+        self.request_at = <const char**>malloc(n * sizeof(char*))
+        self.request_size = <Py_ssize_t*>malloc(n * sizeof(Py_ssize_t))
+        self.ring_targets = <int*>malloc(entries * sizeof(int))
+        self.ring_heads = <uint8_t*>malloc(entries * sizeof(uint8_t))
+        if depth > 1:
+            self.ring_offsets = <Py_ssize_t*>malloc((entries + 1) * sizeof(Py_ssize_t))
+        if (self.request_at == NULL or self.request_size == NULL or self.ring_targets == NULL
+                or self.ring_heads == NULL or (depth > 1 and self.ring_offsets == NULL)):
+            self.release()
+            raise MemoryError()
+        for i in range(n):
+            request = self.requests[i]
+            self.request_at[i] = PyBytes_AS_STRING(request)
+            self.request_size[i] = len(request)
+        for i in range(entries):
+            self.ring_targets[i] = self.target_ids[i % n]
+            self.ring_heads[i] = self.heads[i % n]
+        if depth > 1:
+            self.ring_offsets[0] = 0
+            for i in range(entries):
+                self.ring_offsets[i + 1] = self.ring_offsets[i] + self.request_size[i % n]
+            self.ring = b"".join([self.requests[i % n] for i in range(entries)])
+        self.n_turns = n
+        self.next_turn = 0
+        self.depth = depth
+
+    cdef object batch_bytes(self, Py_ssize_t turn, int k):
+        """The bytes of a batch as one object, for the transport's write (TLS, or a full
+        socket buffer); the whole ring when the batch is all of it (one target)."""
+        if k == 1:
+            return self.requests[turn]
+        if self.ring_offsets[turn] == 0 and self.ring_offsets[turn + k] == len(self.ring):
+            return self.ring
+        return self.ring[self.ring_offsets[turn]:self.ring_offsets[turn + k]]
 
 
 @cython.final
@@ -93,13 +179,16 @@ cdef class Connection:
     cdef int fd                        # plain TCP: requests are sent here; else -1
     cdef llhttp_t parser
     cdef bint closing
-    # lifetime: one request
-    cdef bint in_flight
-    cdef bint is_head
-    cdef int target
+    # lifetime: one batch of requests (one request unless pipelining)
+    cdef int batch                     # requests in it
+    cdef int pending                   # of those, not answered yet (0: none in flight)
+    cdef Py_ssize_t batch_turn         # the origin's turn (ring entry) of its first request
     cdef int64_t intended_ns
     cdef int64_t sent_ns
-    cdef int64_t response_bytes
+    cdef int64_t response_bytes        # read and not yet counted to a response
+    # lifetime: the response being read (position batch - pending of the batch)
+    cdef bint is_head
+    cdef int target
 
     def __cinit__(self, Client client, Origin origin, int slot):
         self.client = client
@@ -163,13 +252,15 @@ cdef class Connection:
         self.write = None
         self.fd = -1
         self.cancel_scheduled_send()
-        if self.in_flight and self.response_bytes:
+        if self.pending and self.response_bytes:
             # A body that ends with the connection (no length, no chunks) is
             # complete now; a response cut short stays in flight: a read error.
             LLHTTP.finish(&self.parser)
-        if self.in_flight:
+        if self.pending:
+            # Every request of the batch still unanswered is lost, each one an error.
             kind = ERR_WRITE if isinstance(exc, BrokenPipeError) else ERR_READ
-            self.client.note_error(kind, lost_connection_text(exc, self.response_bytes))
+            self.client.note_error(kind, lost_connection_text(exc, self.response_bytes,
+                                                              self.pending, self.batch))
             self.client.on_request_failed(self, kind)
         if not self.client.stopping:
             self.start()
@@ -197,40 +288,55 @@ cdef class Connection:
         if self.connect_task is not None:
             self.connect_task.cancel()
             self.connect_task = None
-        if self.in_flight:
-            # Cut off by the end of the run: neither a response nor an error (as wrk).
-            self.in_flight = False
-            self.client.in_flight -= 1
+        if self.pending:
+            # Cut off by the end of the run: neither responses nor errors (as wrk).
+            self.client.in_flight -= self.pending
+            self.pending = 0
         if self.transport is not None:
             self.closing = True
             self.transport.abort()
 
-    # --- one request ----------------------------------------------------------
+    # --- one request (or one pipelined batch) -------------------------------------
 
-    cdef void send(self, int64_t intended_ns) noexcept:
+    cdef void send(self, int64_t intended_ns, int k) noexcept:
+        """Write the origin's next k requests (k > 1: a pipelined batch) in one go."""
         self.send_timer = None
         if self.transport is None or self.closing:
             return
-        self.intended_ns = intended_ns
-        self.sent_ns = monotonic_ns()
-        self.in_flight = True
-        self.response_bytes = 0
-        self.client.in_flight += 1
         cdef Origin origin = self.origin
         cdef Py_ssize_t turn = origin.next_turn
-        origin.next_turn = turn + 1 if turn + 1 < len(origin.requests) else 0
-        self.target = origin.target_ids[turn]
-        self.is_head = origin.heads[turn]
-        cdef bytes request = origin.requests[turn]
-        cdef Py_ssize_t size = len(request)
+        cdef Py_ssize_t next_turn = turn + k
+        cdef const char* at
+        cdef Py_ssize_t size
         cdef ssize_t sent
+        if next_turn >= origin.n_turns:
+            # (no division on the plain path: there k == 1 and this is 0)
+            next_turn -= origin.n_turns
+            if next_turn >= origin.n_turns:
+                next_turn %= origin.n_turns
+        origin.next_turn = next_turn
+        self.intended_ns = intended_ns
+        self.sent_ns = monotonic_ns()
+        self.batch = k
+        self.pending = k
+        self.batch_turn = turn
+        self.response_bytes = 0
+        self.client.in_flight += k
+        self.target = origin.ring_targets[turn]
+        self.is_head = origin.ring_heads[turn]
+        if k == 1:
+            at = origin.request_at[turn]
+            size = origin.request_size[turn]
+        else:
+            at = PyBytes_AS_STRING(origin.ring) + origin.ring_offsets[turn]
+            size = origin.ring_offsets[turn + k] - origin.ring_offsets[turn]
         try:
             # The transport may have closed the socket on an error of its own
             # (its connection_lost is still to come): then the fd may be reused.
             if self.fd >= 0 and not self.is_closing():
                 # wrk's way: one send(2) and no copy. The transport's write
                 # buffer is empty, so bytes stay in order.
-                sent = send(self.fd, PyBytes_AS_STRING(request), size, MSG_NOSIGNAL)
+                sent = send(self.fd, at, size, MSG_NOSIGNAL)
                 if sent == size:
                     return
                 if sent < 0 and errno != EAGAIN and errno != EINTR:   # (EWOULDBLOCK == EAGAIN)
@@ -238,9 +344,9 @@ cdef class Connection:
                 # The socket buffer is full: the transport queues the rest, and
                 # everything after it on this connection goes the same way.
                 self.fd = -1
-                self.write(request[sent if sent > 0 else 0:])
+                self.write(origin.batch_bytes(turn, k)[sent if sent > 0 else 0:])
             else:
-                self.write(request)
+                self.write(origin.batch_bytes(turn, k))
         except BaseException as exc:
             self.client.note_error(ERR_WRITE, f"cannot send the request: {exc}")
             self.client.on_request_failed(self, ERR_WRITE)
@@ -252,16 +358,30 @@ cdef class Connection:
         if self.transport is None or self.closing:
             self.client.issued -= 1          # not sent: the count (-n) gets it back
             return
-        self.send(intended_ns)
+        self.send(intended_ns, 1)
 
     def data_received(self, bytes data):
         cdef llhttp_errno_t outcome
-        self.response_bytes += len(data)
-        outcome = LLHTTP.execute(&self.parser, PyBytes_AS_STRING(data), len(data))
+        cdef const char* at = PyBytes_AS_STRING(data)
+        cdef Py_ssize_t left = len(data)
+        cdef Py_ssize_t used
+        self.response_bytes += left
+        outcome = LLHTTP.execute(&self.parser, at, left)
+        while outcome == HPE_PAUSED:
+            # A response of a pipelined batch ended at error_pos, more of the batch are
+            # to come: what was read up to there is its bytes.
+            used = self.parser.error_pos - at
+            at += used
+            left -= used
+            self.complete(self.parser.status_code, self.response_bytes - left)
+            if self.transport is None or self.closing:
+                return                  # the batch's unanswered requests count when it is lost
+            LLHTTP_RESUME(&self.parser)
+            outcome = LLHTTP.execute(&self.parser, at, left)
         if outcome == HPE_OK or outcome == HPE_PAUSED_UPGRADE:
             # (after a 101 the connection is already being closed by complete())
             return
-        if self.in_flight:
+        if self.pending and not self.closing:
             self.client.note_error(ERR_PARSE, "not an HTTP/1 response: " + (
                 self.parser.reason.decode("utf-8", "replace") if self.parser.reason != NULL
                 else "parse error"))
@@ -269,15 +389,22 @@ cdef class Connection:
         if self.transport is not None:
             self.transport.abort()
 
-    cdef void complete(self, int status) noexcept:
+    cdef void complete(self, int status, int64_t nbytes) noexcept:
+        """The response at the batch's current position is in: `nbytes` of what was read."""
         cdef int64_t now
+        cdef Py_ssize_t entry
         cdef Client client = self.client
-        if not self.in_flight:
+        if not self.pending:
             return
         now = monotonic_ns()
-        self.in_flight = False
+        self.response_bytes -= nbytes
         client.in_flight -= 1
-        client.record_response(self, now, status)
+        client.record_response(self, now, status, nbytes)
+        self.pending -= 1
+        if self.pending:
+            entry = self.batch_turn + self.batch - self.pending
+            self.target = self.origin.ring_targets[entry]
+            self.is_head = self.origin.ring_heads[entry]
         if self.transport is None:
             client.stop_if_spent()      # else connection_lost reconnects
             return
@@ -286,7 +413,8 @@ cdef class Connection:
             self.closing = True
             self.transport.close()      # reconnects from connection_lost
             return
-        client.next_request(self)
+        if self.pending == 0:
+            client.next_request(self)
 
     cdef void expire(self) noexcept:
         """The request outlived --timeout: count it, drop the connection."""
@@ -308,16 +436,61 @@ cdef int on_response_headers(llhttp_t* parser) noexcept:
 
 cdef int on_response_complete(llhttp_t* parser) noexcept:
     cdef int status = parser.status_code
+    cdef Connection conn = <Connection>parser.data
     if 100 <= status < 200 and status != 101:
         # Interim response (100 Continue, 103 Early Hints): the final one follows.
         return 0
-    (<Connection>parser.data).complete(status)
+    if conn.pending > 1 and conn.transport is not None:
+        # More of a pipelined batch follow (in this read, or the next): stop here, so
+        # that data_received knows where this response's bytes end.
+        return HPE_PAUSED
+    conn.complete(status, conn.response_bytes)
     return 0
 
 
 LLHTTP.settings_init(&RESPONSE_SETTINGS)
 RESPONSE_SETTINGS.on_headers_complete = on_response_headers
 RESPONSE_SETTINGS.on_message_complete = on_response_complete
+
+
+# llhttp_resume, from the same library as the rest of the API (llhttp.pyx).
+ctypedef void (*llhttp_resume_fn)(llhttp_t*) noexcept
+cdef llhttp_resume_fn LLHTTP_RESUME
+
+
+cdef int pause_after_each_for_check(llhttp_t* parser) noexcept:
+    return HPE_PAUSED
+
+
+cdef void bind_llhttp_resume() except *:
+    global LLHTTP_RESUME
+    import httptools.parser.parser as parser_module
+    cdef void* library = dlopen(os.fsencode(parser_module.__file__), RTLD_NOW | RTLD_NOLOAD)
+    if library == NULL:
+        raise ImportError(f"cannot open httptools' parser module: {dlerror().decode()}")
+    LLHTTP_RESUME = <llhttp_resume_fn>llhttp_symbol(library, b"llhttp_resume")
+    # Two pipelined responses, paused after each: the pause must land where the first
+    # one ends, and resuming must read the second (what pipelining relies on).
+    cdef llhttp_settings_t settings
+    cdef llhttp_t parser
+    cdef bytes first = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"
+    cdef bytes both = first + b"HTTP/1.1 204 No Content\r\n\r\n"
+    cdef const char* at = both
+    LLHTTP.settings_init(&settings)
+    settings.on_message_complete = pause_after_each_for_check
+    LLHTTP.init(&parser, HTTP_RESPONSE, &settings)
+    if (LLHTTP.execute(&parser, at, len(both)) != HPE_PAUSED
+            or parser.error_pos - at != len(first) or parser.status_code != 200):
+        raise ImportError("httptools' llhttp does not pause as loadtester expects; "
+                          "loadtester needs httptools>=0.7.1,<0.10")
+    LLHTTP_RESUME(&parser)
+    if (LLHTTP.execute(&parser, parser.error_pos, len(both) - len(first)) != HPE_PAUSED
+            or parser.error_pos - at != len(both) or parser.status_code != 204):
+        raise ImportError("httptools' llhttp does not resume as loadtester expects; "
+                          "loadtester needs httptools>=0.7.1,<0.10")
+
+
+bind_llhttp_resume()
 
 
 @cython.final
@@ -330,6 +503,7 @@ cdef class Client:
     cdef int64_t* target_counts        # per target: responses, successes, errors
     cdef int worker_index
     cdef int n_connections
+    cdef readonly int pipeline         # requests per batch on a connection (1: no pipelining)
     cdef int64_t max_requests          # 0 = unbounded (run by duration)
     cdef int64_t duration_ns           # 0 = unbounded (run by count)
     cdef int64_t deadline_ns           # start + duration; 0 = none
@@ -363,13 +537,21 @@ cdef class Client:
     def __init__(self, *, list origins, int connections=1, int64_t max_requests=0,
                  double duration_s=0.0, double timeout_s=10.0, double rate_per_s=0.0,
                  double ramp_up_s=0.0, double phase_s=0.0, int worker_index=0,
-                 record_sink=None, window_sink=None):
+                 record_sink=None, window_sink=None, int pipeline=1):
         """`origins`: Origin objects with their targets; connection i connects to
-        origins[i % len(origins)] and sends that origin's targets in turn."""
+        origins[i % len(origins)] and sends that origin's targets in turn.
+        `pipeline`: requests written at once on a connection (closed loop only)."""
         if connections < 1:
             raise ValueError("connections must be at least 1")
         if not origins or any(not (<Origin>o).requests for o in origins):
             raise ValueError("every origin needs at least one target")
+        if not 1 <= pipeline <= MAX_PIPELINE:
+            raise ValueError(f"pipeline must be from 1 to {MAX_PIPELINE}")
+        if pipeline > 1 and rate_per_s > 0:
+            raise ValueError("pipelining is closed loop only: no rate with pipeline > 1")
+        for o in origins:
+            (<Origin>o).prepare(pipeline)
+        self.pipeline = pipeline
         self.origins = origins
         self.n_targets = 1 + max(max((<Origin>o).target_ids) for o in origins)
         self.target_counts = <int64_t*>calloc(self.n_targets * 3, sizeof(int64_t))
@@ -489,6 +671,7 @@ cdef class Client:
 
     cdef void next_request(self, Connection conn) noexcept:
         cdef int64_t intended_ns, now, delay_ms
+        cdef int64_t k = self.pipeline
         if self.stopping or conn.transport is None or conn.closing:
             return
         if not self.budget_left():
@@ -500,9 +683,11 @@ cdef class Client:
             # connections): stop at the deadline, not when the timer gets its turn.
             self.stop("duration")
             return
-        self.issued += 1
+        if self.max_requests and self.max_requests - self.issued < k:
+            k = self.max_requests - self.issued         # the last batch of a count (-n)
+        self.issued += k
         if self.rate_per_s <= 0:
-            conn.send(now)
+            conn.send(now, <int>k)
             return
         intended_ns = self.start_ns + <int64_t>(
             (self.phase_s + intended_offset_s(self.schedule_index, self.rate_per_s,
@@ -513,7 +698,7 @@ cdef class Client:
         # intended time and send then; latency is measured from the intended time.
         delay_ms = (intended_ns - now) // 1000000
         if delay_ms < 1:
-            conn.send(intended_ns)
+            conn.send(intended_ns, 1)
         else:
             try:
                 conn.send_timer = self.loop.call_later(delay_ms / 1000.0, conn.send_when_due,
@@ -524,34 +709,40 @@ cdef class Client:
 
     # --- recording ------------------------------------------------------------
 
-    cdef void record_response(self, Connection conn, int64_t now, int status) noexcept:
+    cdef void record_response(self, Connection conn, int64_t now, int status,
+                              int64_t nbytes) noexcept:
         cdef int64_t begin_ns = conn.intended_ns if conn.intended_ns < conn.sent_ns else conn.sent_ns
         cdef uint64_t corrected_us = <uint64_t>((now - begin_ns) // NS_PER_US)
         cdef uint64_t service_us = <uint64_t>((now - conn.sent_ns) // NS_PER_US)
         cdef uint64_t wait_us = corrected_us - service_us if corrected_us > service_us else 0
-        self.recorder.record_response(corrected_us, service_us, wait_us, status,
-                                      conn.response_bytes)
+        self.recorder.record_response(corrected_us, service_us, wait_us, status, nbytes)
         self.target_counts[3 * conn.target] += 1
         if 100 <= status < 400:
             self.target_counts[3 * conn.target + 1] += 1
         elif "status" not in self.first_errors:
             self.first_errors["status"] = f"HTTP {status}"
         self.records.add(<uint64_t>((begin_ns - self.start_ns) // NS_PER_US), corrected_us,
-                         wait_us, <uint64_t>conn.response_bytes, status, ERR_NONE,
+                         wait_us, <uint64_t>nbytes, status, ERR_NONE,
                          self.worker_index)
 
     cdef void on_request_failed(self, Connection conn, int kind) noexcept:
+        """Every request of the connection's batch still unanswered failed with `kind`."""
         cdef int64_t now = monotonic_ns()
         cdef int64_t begin_ns = conn.intended_ns if conn.intended_ns < conn.sent_ns else conn.sent_ns
-        if not conn.in_flight:
+        cdef int lost = conn.pending, i, target
+        cdef Py_ssize_t first = conn.batch_turn + conn.batch - lost
+        if not lost:
             return
-        conn.in_flight = False
-        self.in_flight -= 1
-        self.recorder.record_error(kind)
-        self.target_counts[3 * conn.target + 2] += 1
-        self.records.add(<uint64_t>((begin_ns - self.start_ns) // NS_PER_US),
-                         <uint64_t>((now - begin_ns) // NS_PER_US), 0,
-                         <uint64_t>conn.response_bytes, 0, kind, self.worker_index)
+        conn.pending = 0
+        self.in_flight -= lost
+        for i in range(lost):
+            target = conn.origin.ring_targets[first + i]
+            self.recorder.record_error(kind)
+            self.target_counts[3 * target + 2] += 1
+            self.records.add(<uint64_t>((begin_ns - self.start_ns) // NS_PER_US),
+                             <uint64_t>((now - begin_ns) // NS_PER_US), 0,
+                             <uint64_t>(conn.response_bytes if i == 0 else 0), 0, kind,
+                             self.worker_index)
         self.stop_if_spent()
 
     cdef void on_connect_failed(self, Connection conn, int64_t started_ns) noexcept:
@@ -576,7 +767,7 @@ cdef class Client:
         cdef Connection conn
         cdef int64_t now = monotonic_ns()
         for conn in self.connections:
-            if conn.in_flight and now - conn.sent_ns > self.timeout_ns:
+            if conn.pending and now - conn.sent_ns > self.timeout_ns:
                 conn.expire()
         if not self.stopping:
             self.sweep_timer = self.loop.call_later(self._sweep_interval_s(), self._sweep)

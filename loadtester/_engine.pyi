@@ -109,8 +109,10 @@ class Client:
                  duration_s: float = 0.0, timeout_s: float = 10.0, rate_per_s: float = 0.0,
                  ramp_up_s: float = 0.0, phase_s: float = 0.0, worker_index: int = 0,
                  record_sink: Callable[[bytes], object] | None = None,
-                 window_sink: Callable[[dict[str, Any]], object] | None = None) -> None: ...
+                 window_sink: Callable[[dict[str, Any]], object] | None = None,
+                 pipeline: int = 1) -> None: ...
     recorder: Final[Recorder]
+    pipeline: Final[int]                 # requests written at once per connection
     start_ns: Final[int]
     end_ns: Final[int]
     issued: Final[int]

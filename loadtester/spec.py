@@ -19,6 +19,7 @@ MAX_REQUESTS = 1 << 53
 MAX_CONNECTIONS = 1_000_000
 MAX_WORKERS = 256                       # the stored request row keeps the worker in 8 bits
 MAX_RATE_PER_S = 1e9
+MAX_PIPELINE = 256                      # requests written at once on a connection (--pipeline)
 # Control characters other than tab: never on the wire (no header or request splitting).
 CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # What stays as it is in a path or query; everything else (non-ASCII, spaces, controls) is
@@ -123,6 +124,7 @@ class RunSpec:
     rate_per_s: float = 0.0
     ramp_up_s: float = 0.0
     workers: int = 1
+    pipeline: int = 1                                # `--pipeline N`: HTTP/1.1 pipelining depth
     label: str = ""
     extra_targets: tuple[Target, ...] = ()   # after the first (url, method, ...)
     shard: tuple[int, int] = (0, 1)                  # (index, count) of `--shard i/n`
@@ -163,7 +165,7 @@ class RunSpec:
             "headers": [list(h) for h in self.headers], "body_bytes": len(self.body),
             "timeout_s": self.timeout_s, "insecure": self.insecure, "rate": self.rate_per_s,
             "ramp_up_s": self.ramp_up_s, "workers": self.workers, "label": self.label,
-            "mode": self.mode,
+            "mode": self.mode, "pipeline": self.pipeline,
             "targets": [{"url": t.url.text, "method": t.method} for t in self.targets],
             "shard": f"{self.shard[0]}/{self.shard[1]}", "run_id": self.run_group or None,
         }
@@ -259,11 +261,12 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
                timeout: str | None = None, insecure: bool = False, rate: str | None = None,
                ramp_up: str | None = None, workers: str | int = 1, label: str = "",
                more_urls=(), targets_file: str | None = None, shard: str | None = None,
-               run_id: str = "") -> RunSpec:
+               run_id: str = "", pipeline: int = 1) -> RunSpec:
     """Validate CLI-shaped input into a RunSpec; every problem is a SpecError.
 
     Targets are `url` plus `more_urls` (all sent with the same method, headers and
-    body) plus those of `targets_file`; requests go to them in turn."""
+    body) plus those of `targets_file`; requests go to them in turn. `pipeline` N > 1 writes
+    N requests at once on each connection and waits for their N responses (closed loop)."""
     urls = ([url] if url else []) + list(more_urls)
     if not urls and not targets_file:
         raise SpecError("give a URL or --targets FILE")
@@ -271,12 +274,17 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
         raise SpecError(f"invalid connections {connections}: must be at least 1")
     if duration is not None and requests is not None:
         raise SpecError("give either a duration (-d) or a request count (-n), not both")
+    if not 1 <= pipeline <= MAX_PIPELINE:
+        raise SpecError(f"invalid pipeline {pipeline}: from 1 to {MAX_PIPELINE}")
+    if pipeline > 1 and rate is not None:
+        raise SpecError("--rate cannot be combined with --pipeline above 1: a pipelined "
+                        "connection waits for its whole batch, so there is no timetable to keep")
     try:
         return _build_spec(urls, connections=connections, duration=duration, requests=requests,
                            method=method, headers=headers, body=body, body_file=body_file,
                            timeout=timeout, insecure=insecure, rate=rate, ramp_up=ramp_up,
                            workers=workers, label=label, targets_file=targets_file,
-                           shard=shard, run_id=run_id)
+                           shard=shard, run_id=run_id, pipeline=pipeline)
     except UnitError as exc:
         raise SpecError(str(exc)) from None
 
@@ -288,7 +296,7 @@ def _check_at_most(seconds: float, what: str, text: str | None) -> None:
 
 def _build_spec(urls, *, connections, duration, requests, method, headers, body, body_file,
                 timeout, insecure, rate, ramp_up, workers, label, targets_file, shard,
-                run_id) -> RunSpec:
+                run_id, pipeline) -> RunSpec:
     duration_s = None
     if connections > MAX_CONNECTIONS:
         raise SpecError(f"invalid connections {connections}: at most {MAX_CONNECTIONS:,}")
@@ -339,5 +347,5 @@ def _build_spec(urls, *, connections, duration, requests, method, headers, body,
         method=first.method, headers=first.headers, body=first.body,
         timeout_s=timeout_s, insecure=insecure, rate_per_s=rate_per_s, ramp_up_s=ramp_up_s,
         workers=worker_count, label=label, extra_targets=tuple(all_targets[1:]),
-        shard=parse_shard(shard), run_group=run_id,
+        shard=parse_shard(shard), run_group=run_id, pipeline=pipeline,
     )

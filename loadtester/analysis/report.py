@@ -50,6 +50,7 @@ def summarize(*, spec_config: dict[str, Any], counters: _engine.Counters, latenc
         "mode": spec_config["mode"],
         "connections": spec_config["connections"],
         "workers": spec_config["workers"],
+        "pipeline": spec_config.get("pipeline") or 1,
         "rate": spec_config.get("rate") or None,
         "duration_s": round(duration_s, 6),
         "status": status,
@@ -108,6 +109,7 @@ def render_text(report: dict[str, Any]) -> str:
             else "closed loop")
     head = (f"{report['method']} {report['url']}  ({mode}, {report['connections']} connections, "
             f"{report['workers']} worker{'s' if report['workers'] != 1 else ''}"
+            + (f", pipeline {report['pipeline']}" if report.get("pipeline", 1) > 1 else "")
             + (f", label {report['label']!r}" if report["label"] else "") + ")")
     lines = [head]
     lines.append(f"  {'Requests':<13}{report['requests']:,} completed in {report['duration_s']:.2f}s"

@@ -32,6 +32,9 @@ from loadtester.spec import SpecError, build_spec
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
 @click.option("--rate", help="Open loop: requests per second across all connections.")
 @click.option("--ramp-up", help="Grow connections (or the rate) linearly over this time.")
+@click.option("--pipeline", type=int, default=1, show_default=True,
+              help="HTTP/1.1 pipelining: write N requests at once on each connection, then "
+                   "wait for their N responses (1 to 256; closed loop only).")
 @click.option("--workers", default="1", show_default=True,
               help="Worker processes, or 'auto' for one per core.")
 @click.option("--label", default="", help="A name to find this run by later.")
@@ -51,8 +54,8 @@ from loadtester.spec import SpecError, build_spec
 @click.option("--uuid", "run_uuid", hidden=True, help="Store the run under this uuid (serve).")
 @click.option("--mask-host", is_flag=True, help="Show this run's host masked in the web UI.")
 def blast(urls, targets_file, connections, duration, requests, method, headers, body, body_file,
-          timeout, insecure, rate, ramp_up, workers, label, as_json, db_path, store_mode, progress,
-          thresholds, abort_on_error_rate, shard, run_id, run_uuid, mask_host):
+          timeout, insecure, rate, ramp_up, pipeline, workers, label, as_json, db_path, store_mode,
+          progress, thresholds, abort_on_error_rate, shard, run_id, run_uuid, mask_host):
     """Send load to URL (several URLs, or --targets FILE, are taken in turn) and report
     throughput and latency.
 
@@ -66,7 +69,7 @@ def blast(urls, targets_file, connections, duration, requests, method, headers, 
                           duration=duration, requests=requests, method=method, headers=headers,
                           body=body, body_file=body_file, timeout=timeout, insecure=insecure,
                           rate=rate, ramp_up=ramp_up, workers=workers, label=label,
-                          shard=shard, run_id=run_id)
+                          shard=shard, run_id=run_id, pipeline=pipeline)
         rules = [parse_threshold(text) for text in thresholds]
         abort_rate = parse_share(abort_on_error_rate) if abort_on_error_rate else None
     except (SpecError, ValueError) as exc:

@@ -148,7 +148,7 @@ def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store
             timeout_s=spec.timeout_s, rate_per_s=share["rate_per_s"],
             ramp_up_s=spec.ramp_up_s, phase_s=share["phase_s"],
             worker_index=worker, record_sink=on_records if store_records else None,
-            window_sink=on_window)
+            window_sink=on_window, pipeline=spec.pipeline)
         loop.add_signal_handler(signal.SIGTERM, client.stop, "interrupted")
         loop.add_signal_handler(signal.SIGINT, client.stop, "interrupted")
         if stop_requested:
