@@ -234,3 +234,16 @@ def wait_for(predicate, timeout_s=10.0, interval_s=0.05):
             return True
         time.sleep(interval_s)
     return False
+
+
+def read_only_dirs_are_enforced(tmp_path) -> bool:
+    """False for root with CAP_DAC_OVERRIDE, which writes into 0o500 directories anyway."""
+    probe = tmp_path / "probe"
+    probe.mkdir(mode=0o500)
+    try:
+        (probe / "x").touch()
+    except PermissionError:
+        return True
+    finally:
+        probe.chmod(0o700)
+    return False

@@ -21,7 +21,7 @@ import time
 import pytest
 
 
-from conftest import ROOT, wait_for
+from conftest import ROOT, read_only_dirs_are_enforced, wait_for
 from loadtester import _engine, store
 from loadtester.model import RECORD_FORMAT
 from loadtester.store import RunWriter, open_database
@@ -410,25 +410,13 @@ def test_backup_refuses_a_missing_directory(tmp_path):
     assert not missing.exists()
 
 
-def _read_only_dirs_are_enforced(tmp_path) -> bool:
-    probe = tmp_path / "probe"
-    probe.mkdir(mode=0o500)
-    try:
-        (probe / "x").touch()
-    except PermissionError:
-        return True
-    finally:
-        probe.chmod(0o700)
-    return False
-
-
 def test_reading_commands_work_in_a_read_only_directory(tmp_path):
     ro = tmp_path / "ro-dir"
     ro.mkdir()
     db = ro / "x.db"
     run_id, _ = write_run(db, n_rows=300, label="kept")
     prefix = ()
-    if not _read_only_dirs_are_enforced(tmp_path):
+    if not read_only_dirs_are_enforced(tmp_path):
         # root writes through 0o555 anyway: run the commands without that power
         setpriv = shutil.which("setpriv")
         assert setpriv, "running as root needs setpriv (util-linux) to drop CAP_DAC_OVERRIDE"

@@ -16,7 +16,7 @@ import time
 import apsw
 import pytest
 
-from conftest import ROOT, wait_for
+from conftest import ROOT, read_only_dirs_are_enforced, wait_for
 from loadtester import store
 from loadtester.model import RECORD_FORMAT
 from loadtester.store import RunWriter, StoreError, open_database
@@ -245,21 +245,8 @@ def test_parent_that_is_a_file_is_a_clear_error(tmp_path):
     assert afile.read_text() == "x"
 
 
-def _read_only_dirs_are_enforced(tmp_path) -> bool:
-    """False for root with CAP_DAC_OVERRIDE, which writes into 0o500 directories anyway."""
-    probe = tmp_path / "probe"
-    probe.mkdir(mode=0o500)
-    try:
-        (probe / "x").touch()
-    except PermissionError:
-        return True
-    finally:
-        probe.chmod(0o700)
-    return False
-
-
 def test_read_only_directory_is_a_clear_error(tmp_path):
-    if not _read_only_dirs_are_enforced(tmp_path):
+    if not read_only_dirs_are_enforced(tmp_path):
         # root writes through 0o500 anyway: run this test again without that power
         import shutil
         setpriv = shutil.which("setpriv")
