@@ -247,3 +247,12 @@ def read_only_dirs_are_enforced(tmp_path) -> bool:
     finally:
         probe.chmod(0o700)
     return False
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    """A new, migrated database file (the web tests' store)."""
+    from loadtester import store
+    path = tmp_path / "web.db"
+    store.open_database(path).close()
+    return path

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from conftest import TargetProcess, wait_for
-from loadtester import _engine, store
+from loadtester import _engine
 from loadtester.model import ERROR_KINDS
 from loadtester.store import RunWriter
 from loadtester.web import prometheus
@@ -93,13 +93,6 @@ def _begin(db_path, **columns):
     row.update(columns)
     writer.begin(row)
     return writer
-
-
-@pytest.fixture
-def db_path(tmp_path):
-    path = tmp_path / "web.db"
-    store.open_database(path).close()
-    return path
 
 
 def _families(text):

@@ -281,13 +281,6 @@ def store_run(db_path, *, seconds=3, responses=10, successes=10, connect_errors=
 
 
 @pytest.fixture
-def db_path(tmp_path):
-    path = tmp_path / "web.db"
-    store.open_database(path).close()
-    return path
-
-
-@pytest.fixture
 def client(db_path):
     with TestClient(create_app(ServeContext(db_path=db_path, allow_private=True))) as test_client:
         yield test_client

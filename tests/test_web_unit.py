@@ -367,13 +367,6 @@ def test_token_auth_middleware():
 # --------------------------------------------------------------------------- a real app
 
 @pytest.fixture
-def db_path(tmp_path):
-    path = tmp_path / "web.db"
-    store.open_database(path).close()
-    return path
-
-
-@pytest.fixture
 def make_client(db_path):
     """make_client(**ServeContext fields) -> (TestClient, ServeContext), lifespan running."""
     opened = []
