@@ -193,6 +193,28 @@ def parse_header(text: str) -> tuple[str, str]:
     return name, value
 
 
+def read_headers_file(path: str) -> list[tuple[str, str]]:
+    """`--headers-file`: one 'Name: value' per line (UTF-8; LF or CRLF), each parsed as -H is;
+    blank lines are skipped.  Secrets go through a file so that they never show on a command
+    line (`ps`)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            lines = handle.read().split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read headers file {path!r}: "
+                        f"{getattr(exc, 'strerror', None) or exc}") from None
+    headers = []
+    for number, line in enumerate(lines, 1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        try:
+            headers.append(parse_header(line))
+        except SpecError as exc:
+            raise SpecError(f"{path}:{number}: {exc}") from None
+    return headers
+
+
 def parse_shard(text: str | None) -> tuple[int, int]:
     if not text:
         return (0, 1)
@@ -261,12 +283,13 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
                timeout: str | None = None, insecure: bool = False, rate: str | None = None,
                ramp_up: str | None = None, workers: str | int = 1, label: str = "",
                more_urls=(), targets_file: str | None = None, shard: str | None = None,
-               run_id: str = "", pipeline: int = 1) -> RunSpec:
+               run_id: str = "", pipeline: int = 1, headers_file: str | None = None) -> RunSpec:
     """Validate CLI-shaped input into a RunSpec; every problem is a SpecError.
 
-    Targets are `url` plus `more_urls` (all sent with the same method, headers and
-    body) plus those of `targets_file`; requests go to them in turn. `pipeline` N > 1 writes
-    N requests at once on each connection and waits for their N responses (closed loop)."""
+    Targets are `url` plus `more_urls` (all sent with the same method, headers (`headers`,
+    then those of `headers_file`) and body) plus those of `targets_file`; requests go to them
+    in turn. `pipeline` N > 1 writes N requests at once on each connection and waits for their
+    N responses (closed loop)."""
     urls = ([url] if url else []) + list(more_urls)
     if not urls and not targets_file:
         raise SpecError("give a URL or --targets FILE")
@@ -284,7 +307,8 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
                            method=method, headers=headers, body=body, body_file=body_file,
                            timeout=timeout, insecure=insecure, rate=rate, ramp_up=ramp_up,
                            workers=workers, label=label, targets_file=targets_file,
-                           shard=shard, run_id=run_id, pipeline=pipeline)
+                           shard=shard, run_id=run_id, pipeline=pipeline,
+                           headers_file=headers_file)
     except UnitError as exc:
         raise SpecError(str(exc)) from None
 
@@ -296,7 +320,7 @@ def _check_at_most(seconds: float, what: str, text: str | None) -> None:
 
 def _build_spec(urls, *, connections, duration, requests, method, headers, body, body_file,
                 timeout, insecure, rate, ramp_up, workers, label, targets_file, shard,
-                run_id, pipeline) -> RunSpec:
+                run_id, pipeline, headers_file) -> RunSpec:
     duration_s = None
     if connections > MAX_CONNECTIONS:
         raise SpecError(f"invalid connections {connections}: at most {MAX_CONNECTIONS:,}")
@@ -338,6 +362,8 @@ def _build_spec(urls, *, connections, duration, requests, method, headers, body,
     if not re.fullmatch(r"[A-Z]+", method):
         raise SpecError(f"invalid method {method!r}")
     header_pairs = tuple(parse_header(h) for h in headers)
+    if headers_file is not None:
+        header_pairs += tuple(read_headers_file(headers_file))
     all_targets = [Target(parse_url(u), method, header_pairs, payload) for u in urls]
     if targets_file:
         all_targets += read_targets_file(targets_file)

@@ -3,7 +3,11 @@
 Runs are `loadtester blast` subprocesses of this server, started with PR_SET_PDEATHSIG=SIGKILL
 so that a server killed even with -9 takes its blasts along (the store then marks such a run
 'interrupted' on the next open).  The server picks the run's uuid (uuid4) and hands it to the
-blast (`--uuid`), so POST /api/start answers at once.  stdout and stderr are only drained; the
+blast (`--uuid`), so POST /api/start answers at once.  What may be secret or large - the
+request headers (an Authorization header, an auth's credentials) and the body - goes through
+private files (0600, in a 0700 directory, removed when the blast ends or fails to start),
+never on the blast's command line, which `ps` shows to every user of the machine.  stdout
+and stderr are only drained; the
 tail of stderr is kept to explain a blast that failed before it stored anything.  Stop =
 SIGTERM to the blast, which stops cleanly and stores 'stopped'."""
 from __future__ import annotations
@@ -43,7 +47,7 @@ class RunProcess:
     proc: subprocess.Popen[bytes]
     started_mono: float
     started_at: str
-    body_file: str | None = None
+    private_files: list[str] = field(default_factory=list)    # removed when the blast ends
     returncode: int | None = None
     stderr_tail: str = ""
     stop_requested: bool = False
@@ -58,6 +62,12 @@ class RunProcess:
     def error_line(self) -> str:
         lines = [line.strip() for line in self.stderr_tail.splitlines() if line.strip()]
         return lines[-1] if lines else f"blast exited with status {self.returncode}"
+
+
+def remove_files(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 class RunManager:
@@ -86,16 +96,19 @@ class RunManager:
             return [r for r in self.runs.values()
                     if r.alive and (client is None or r.client == client)]
 
-    def command(self, run_uuid: str, params: StartParams, body_file: str | None) -> list[str]:
-        argv = [sys.executable, "-m", "loadtester", "blast", "-c", str(params.users),
+    python = sys.executable                 # what runs `-m loadtester blast`
+
+    def command(self, run_uuid: str, params: StartParams, *, headers_file: str | None = None,
+                body_file: str | None = None) -> list[str]:
+        argv = [self.python, "-m", "loadtester", "blast", "-c", str(params.users),
                 "-d", f"{plain_number(params.duration_s)}s", "--uuid", run_uuid,
                 "--db", str(self.db_path), "--json", "--no-progress", "-m", params.method]
         if params.rate:
             argv.append(f"--rate={plain_number(params.rate)}")
         if params.ramp_up_s:
             argv.append(f"--ramp-up={plain_number(params.ramp_up_s)}s")
-        for name, value in params.headers:
-            argv.append(f"--header={name}: {value}")
+        if headers_file:
+            argv.append(f"--headers-file={headers_file}")
         if body_file:
             argv.append(f"--body-file={body_file}")
         if params.mask_host:
@@ -109,32 +122,36 @@ class RunManager:
         argv += ["--", params.url]
         return argv
 
+    def private_file(self, name: str, data: bytes) -> str:
+        """A new file only this user can read, in the server's private directory."""
+        path = os.path.join(self.tmpdir, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return path
+
     def spawn(self, params: StartParams, client: str) -> RunProcess:
         run_uuid = str(_uuid.uuid4())
-        body_file = None
-        if params.body:
-            # argv strings are capped at 128 KiB on Linux: bodies go through a private file.
-            body_file = os.path.join(self.tmpdir, f"{run_uuid}.body")
-            fd = os.open(body_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(params.body.encode("utf-8"))
-        env = {k: v for k, v in os.environ.items() if k not in ("LOADTESTER_TOKEN", "DB_PATH")}
-        if (SOURCE_ROOT / "setup.py").exists():       # a source checkout: import this copy
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(SOURCE_ROOT), env.get("PYTHONPATH")) if p)
+        files: list[str] = []
         try:
-            proc = subprocess.Popen(
-                self.command(run_uuid, params, body_file), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True,
-                start_new_session=True, preexec_fn=functools.partial(die_with_parent, os.getpid()))
+            # Headers may carry secrets (`ps` shows every command line), and argv strings are
+            # capped at 128 KiB on Linux (bodies): both go through private files.
+            headers_file = body_file = None
+            if params.headers:
+                lines = "".join(f"{name}: {value}\n" for name, value in params.headers)
+                headers_file = self.private_file(f"{run_uuid}.headers", lines.encode("utf-8"))
+                files.append(headers_file)
+            if params.body:
+                body_file = self.private_file(f"{run_uuid}.body", params.body.encode("utf-8"))
+                files.append(body_file)
+            proc = self._popen(self.command(run_uuid, params, headers_file=headers_file,
+                                                 body_file=body_file))
         except OSError:
-            if body_file:
-                with contextlib.suppress(OSError):
-                    os.unlink(body_file)
+            remove_files(files)
             raise
         run = RunProcess(uuid=run_uuid, client=client, params=params, proc=proc,
                          started_mono=time.monotonic(), started_at=utc_now_iso(),
-                         body_file=body_file)
+                         private_files=files)
         with self.lock:
             self.runs[run_uuid] = run
             self._forget_old()
@@ -142,6 +159,16 @@ class RunManager:
                          daemon=True).start()
         self._ensure_stopper()
         return run
+
+    def _popen(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if k not in ("LOADTESTER_TOKEN", "DB_PATH")}
+        if (SOURCE_ROOT / "setup.py").exists():       # a source checkout: import this copy
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(SOURCE_ROOT), env.get("PYTHONPATH")) if p)
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, close_fds=True, start_new_session=True,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()))
 
     def _forget_old(self) -> None:
         finished = [r for r in self.runs.values() if not r.alive]
@@ -159,9 +186,7 @@ class RunManager:
             run.proc.wait()
         run.returncode = run.proc.returncode
         run.ended_mono = time.monotonic()
-        if run.body_file:
-            with contextlib.suppress(OSError):
-                os.unlink(run.body_file)
+        remove_files(run.private_files)
         if run.returncode != 0:
             # Killed or failed: let the store close out a row left 'running' (it only touches
             # rows whose writer is gone).

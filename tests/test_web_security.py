@@ -1,0 +1,168 @@
+"""Security and operations of the web app (issue 13): secrets never on a command line, masked
+URLs, trusted proxies, a warning when exposed without a token, one name checked and connected.
+
+Real servers on 127.0.0.1 (`loadtester serve`, a header-recording RawServer, `loadtester
+target`), real blasts and real SQLite files; the tests named test_real_* are the slow ones."""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from conftest import children_of, cli, is_alive, wait_for
+from loadtester.spec import SpecError, build_spec, read_headers_file
+from loadtester.web.runs import RunManager
+from loadtester.web.validation import validate_start
+
+SECRETS = ("key-s3cret", "jwt-s3cret", "basic-s3cret")
+
+
+# --------------------------------------------------------------------------- --headers-file
+
+def test_headers_file_is_parsed_as_dash_h(tmp_path):
+    path = tmp_path / "headers"
+    path.write_bytes("Authorization: Bearer abc\r\n\nX-Api-Key:  k 1 \nX-Name: café\n".encode())
+    assert read_headers_file(str(path)) == [("Authorization", "Bearer abc"),
+                                            ("X-Api-Key", "k 1"), ("X-Name", "café")]
+    spec = build_spec("http://127.0.0.1:9/", headers=["X-First: 1"], headers_file=str(path))
+    assert spec.headers[0] == ("X-First", "1") and spec.headers[1:] == tuple(
+        read_headers_file(str(path)))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"X-Ok: 1\nno colon here\n", "{path}:2: invalid header 'no colon here': use 'Name: value'"),
+    (b"Bad Name: 1\n", "{path}:1: invalid header 'Bad Name: 1': the name may hold only letters, "
+                       "digits and !#$%&'*+.^_`|~-"),
+    (b"X-A: a\x00b\n", "{path}:1: invalid header 'X-A: a\\x00b': control characters (CR, LF, "
+                       "NUL, ...) are not allowed in a value"),
+    (b"X-A: \xff\n", "cannot read headers file '{path}': 'utf-8' codec can't decode byte 0xff "
+                     "in position 5: invalid start byte"),
+])
+def test_bad_headers_file_is_one_line(tmp_path, content, message):
+    path = tmp_path / "headers"
+    path.write_bytes(content)
+    with pytest.raises(SpecError) as info:
+        read_headers_file(str(path))
+    assert str(info.value) == message.format(path=path)
+
+
+def test_missing_headers_file_is_a_usage_error(tmp_path):
+    result = cli("blast", "http://127.0.0.1:9/", "--headers-file", tmp_path / "nope", "-n", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip() == \
+        f"loadtester: error: cannot read headers file '{tmp_path / 'nope'}': No such file or directory"
+
+
+def test_real_blast_sends_the_headers_of_the_file(raw_server, tmp_path):
+    seen: set[bytes] = set()
+
+    def answer(conn, head):
+        seen.add(head)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    server = raw_server(answer)
+    path = tmp_path / "headers"
+    path.write_text("Authorization: Bearer file-s3cret\nX-Api-Key: k\n")
+    result = cli("blast", server.url, "-n", "3", "-c", "1", "--headers-file", path, "-H",
+                 "X-Cli: 1", "--db", tmp_path / "runs.db", "--json")
+    assert result.returncode == 0, result.stderr
+    assert len(seen) == 1
+    lines = seen.pop().decode().split("\r\n")
+    assert lines[-3:] == ["X-Cli: 1", "Authorization: Bearer file-s3cret", "X-Api-Key: k"]
+
+
+# --------------------------------------------------------------------------- the web's blasts
+
+def private_files_of(manager: RunManager) -> list[str]:
+    return sorted(os.listdir(manager.tmpdir))
+
+
+def test_secrets_go_to_a_private_file_not_the_command_line(tmp_path):
+    manager = RunManager(tmp_path / "runs.db")
+    params = validate_start({"url": "http://127.0.0.1:9/", "users": 1, "duration": 1,
+                             "headers": {"X-Api-Key": "key-s3cret"}, "body": "b",
+                             "auth": {"type": "jwt", "token": "jwt-s3cret"}})
+    argv = manager.command("00000000-0000-4000-8000-000000000001", params,
+                           headers_file="/x/h", body_file="/x/b")
+    assert "--headers-file=/x/h" in argv and "--body-file=/x/b" in argv
+    assert not any(secret in arg for arg in argv for secret in SECRETS)
+    assert not any(arg.startswith(("-H", "--header=")) for arg in argv)
+
+
+def test_private_files_are_removed_when_the_start_fails(tmp_path):
+    manager = RunManager(tmp_path / "runs.db")
+    manager.python = str(tmp_path / "no-such-python")
+    params = validate_start({"url": "http://127.0.0.1:9/", "users": 1, "duration": 1,
+                             "body": "b", "auth": {"type": "jwt", "token": "jwt-s3cret"}})
+    with pytest.raises(OSError):
+        manager.spawn(params, "127.0.0.1")
+    assert private_files_of(manager) == [] and manager.runs == {}
+
+
+def test_real_private_files_are_removed_when_the_blast_fails(tmp_path):
+    db_dir = tmp_path / "a-directory"
+    db_dir.mkdir()
+    manager = RunManager(db_dir)                      # the blast cannot open its database
+    params = validate_start({"url": "http://127.0.0.1:9/", "users": 1, "duration": 1,
+                             "body": "b", "auth": {"type": "basic", "username": "u",
+                                                   "password": "basic-s3cret"}})
+    run = manager.spawn(params, "127.0.0.1")
+    names = [os.path.basename(p) for p in run.private_files]
+    assert names == [f"{run.uuid}.headers", f"{run.uuid}.body"]
+    for path in run.private_files:
+        if os.path.exists(path):                      # (the blast may be gone already)
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(manager.tmpdir).st_mode) == 0o700
+    assert run.done.wait(60), "the blast did not end"
+    assert run.returncode not in (0, None)
+    assert private_files_of(manager) == []
+    manager.wait_all(1)
+
+
+@pytest.mark.timeout(120)
+def test_real_web_run_keeps_secrets_off_the_command_line(raw_server, tmp_path):
+    from test_serve_api import Server
+    seen: set[bytes] = set()
+
+    def answer(conn, head):
+        seen.add(head)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    target = raw_server(answer)
+    server = Server(tmp_path / "runs.db", "--allow-private")
+    try:
+        bodies = [{"headers": {"X-Api-Key": "key-s3cret"},
+                   "auth": {"type": "jwt", "token": "jwt-s3cret"}},
+                  {"auth": {"type": "basic", "username": "u", "password": "basic-s3cret"}}]
+        for body in bodies:
+            seen.clear()
+            started = server.start(url=target.url, users=1, duration=3, **body)
+            assert started.status == 201, started.body
+            run_uuid = started.json["uuid"]
+            assert wait_for(lambda u=run_uuid: server.get(f"/api/timeseries/{u}").json["seconds"], 15)
+            blasts = server.children()
+            assert len(blasts) == 1
+            processes = [blasts[0], *children_of(blasts[0])]      # the blast and its worker
+            assert len(processes) >= 2
+            command_lines = [open(f"/proc/{pid}/cmdline", "rb").read() for pid in processes]
+            assert all(b"blast" in line for line in command_lines)
+            for line in command_lines:
+                assert not any(secret.encode() in line for secret in SECRETS), line
+            arguments = command_lines[0].split(b"\0")
+            headers_file = next(a for a in arguments if a.startswith(b"--headers-file="))
+            path = headers_file.split(b"=", 1)[1].decode()
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+            server.wait_status(run_uuid, {"completed"}, 30)
+            assert wait_for(lambda p=path: not os.path.exists(p), 5), "headers file left behind"
+            assert not any(is_alive(pid) for pid in processes)
+            assert len(seen) == 1
+            sent = seen.pop().decode()
+            if "headers" in body:
+                assert "\r\nX-Api-Key: key-s3cret\r\nAuthorization: Bearer jwt-s3cret" in sent
+            else:
+                assert "\r\nAuthorization: Basic dTpiYXNpYy1zM2NyZXQ=" in sent
+    finally:
+        server.terminate()
