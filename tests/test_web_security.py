@@ -166,3 +166,45 @@ def test_real_web_run_keeps_secrets_off_the_command_line(raw_server, tmp_path):
                 assert "\r\nAuthorization: Basic dTpiYXNpYy1zM2NyZXQ=" in sent
     finally:
         server.terminate()
+
+
+# --------------------------------------------------------------------------- mask_host
+
+@pytest.mark.timeout(120)
+def test_real_masked_run_hides_host_path_and_query_everywhere(start_target, tmp_path):
+    from test_serve_api import Server, read_sse
+    target = start_target()
+    hidden = ("127.0.0.1", "secret-path", "query-s3cret", "api_key")
+    server = Server(tmp_path / "runs.db", "--allow-private")
+    try:
+        url = f"{target.url}v1/secret-path?api_key=query-s3cret"
+        started = server.start(url=url, users=1, duration=2, mask_host=True, label="masked")
+        assert started.status == 201, started.body
+        run_uuid = started.json["uuid"]
+        assert wait_for(lambda: server.get(f"/api/timeseries/{run_uuid}").json["seconds"], 15)
+        shown = [server.get("/api/running").body, server.get("/metrics").body,
+                 server.get(f"/api/status/{run_uuid}").body,
+                 server.get(f"/api/metrics/{run_uuid}").body]
+        events = read_sse(server, run_uuid, timeout_s=30)
+        assert events[-1][0] == "done" and events[-1][1]["status"] == "completed"
+        shown.append(repr(events).encode())
+        for path in (f"/api/status/{run_uuid}", f"/api/metrics/{run_uuid}", "/api/history",
+                     f"/api/historical-metrics/{run_uuid}", f"/api/timeseries/{run_uuid}",
+                     f"/api/timeseries/{run_uuid}?format=pipeops",
+                     f"/api/compare?a={run_uuid}&b={run_uuid}", f"/report/{run_uuid}",
+                     "/metrics"):
+            response = server.get(path)
+            assert response.status == 200, (path, response.body)
+            shown.append(response.body)
+        status = server.status(run_uuid)
+        assert status["url"] == f"http://12*****.1:{target.port}/***?***"
+        assert status["summary"].startswith("Tested 12*****.1 with 1 virtual users")
+        assert server.get(f"/api/historical-metrics/{run_uuid}").json["host"] == "12*****.1"
+        assert f'url="http://12*****.1:{target.port}/***?***"' in server.get("/metrics").body.decode()
+    finally:
+        server.terminate()
+    for body in shown:
+        for word in hidden:
+            assert word.encode() not in body, (word, body[:2000])
+    logs = server.log_path.read_bytes()          # (they name the clients: 127.0.0.1 is there)
+    assert b"12*****.1" in logs and b"secret-path" not in logs and b"s3cret" not in logs

@@ -21,7 +21,7 @@ from loadtester.store import queries
 from loadtester.units import parse_iso_utc
 from loadtester.web import pipeops, reads
 from loadtester.web.context import ServeContext
-from loadtester.web.display import display_url, mask_host, summary_line
+from loadtester.web.display import display_host, display_url, summary_line
 from loadtester.web.errors import ApiError
 from loadtester.web.runs import RunProcess
 from loadtester.web.series import SeriesSnapshot
@@ -120,13 +120,13 @@ def pending_status(run: RunProcess) -> dict[str, Any]:
     status = "running" if run.alive else "failed"
     payload = {
         "uuid": run.uuid, "id": None, "status": status,
-        "url": display_url(p.url, p.host, p.mask_host), "label": p.label or None,
+        "url": display_url(p.url, p.mask_host), "label": p.label or None,
         "method": p.method, "users": p.users, "duration": p.duration_s,
         "ramp_up": p.ramp_up_s, "rate": p.rate, "mask_host": p.mask_host,
         "elapsed_s": round(elapsed, 3), "remaining_s": round(max(0.0, p.duration_s - elapsed), 3)
         if status == "running" else 0.0,
         "progress": 0.0, "started_at": run.started_at, "completed_at": None,
-        "summary": summary_line(mask_host(p.host) if p.mask_host else p.host, p.users,
+        "summary": summary_line(display_host(p.host, p.mask_host), p.users,
                                 p.duration_s, None, None, None, running=status == "running"),
         "stop_reason": None,
     }
@@ -144,7 +144,7 @@ def status_payload(row: Row | None, run: RunProcess | None, series: SeriesSnapsh
         return pending_status(run)
     elapsed = elapsed_s(row, run)
     masked = bool(row.get("mask_host"))
-    host = mask_host(row.get("host")) if masked else row.get("host")
+    host = display_host(row.get("host"), masked)
     duration = row.get("duration")
     status = row["status"]
     if status == "running":
@@ -156,7 +156,7 @@ def status_payload(row: Row | None, run: RunProcess | None, series: SeriesSnapsh
     numbers = live_numbers(row, series, elapsed)
     payload = {
         "uuid": row["uuid"], "id": row["id"], "status": status,
-        "url": display_url(row.get("url"), row.get("host"), masked), "label": row.get("label"),
+        "url": display_url(row.get("url"), masked), "label": row.get("label"),
         "method": row.get("method"), "users": row.get("total_users"), "duration": duration,
         "ramp_up": row.get("ramp_up_sec") or None, "rate": row.get("rate"), "mask_host": masked,
         "elapsed_s": round(elapsed, 3), "remaining_s": round(remaining, 3),
@@ -177,10 +177,10 @@ def history_entry(row: Row, series: SeriesSnapshot | None,
     """One run of GET /api/history."""
     numbers = live_numbers(row, series, elapsed_s(row, None))
     masked = bool(row.get("mask_host"))
-    host = mask_host(row.get("host")) if masked else row.get("host")
+    host = display_host(row.get("host"), masked)
     return {
         "uuid": row["uuid"], "id": row["id"], "label": row.get("label"),
-        "url": display_url(row.get("url"), row.get("host"), masked),
+        "url": display_url(row.get("url"), masked),
         "method": row.get("method"), "users": row.get("total_users"),
         "duration": row.get("duration"), "status": row["status"],
         "started_at": row.get("started_at"), "completed_at": row.get("completed_at"),
@@ -208,9 +208,9 @@ def run_report(ctx: ServeContext, row_full: Row, series: SeriesSnapshot) -> dict
     report = report_from_row(row, ctx.db_path)
     report.pop("db", None)
     if row.get("mask_host"):
-        report["url"] = display_url(report.get("url"), row.get("host"), True)
+        report["url"] = display_url(report.get("url"), True)
         for target in report.get("targets") or []:
-            target["url"] = display_url(target.get("url"), row.get("host"), True)
+            target["url"] = display_url(target.get("url"), True)
     return report
 
 
@@ -354,7 +354,7 @@ def compare(ctx: ServeContext, a: str, b: str) -> dict[str, Any]:
             result[key]["result_reason"] = verdict["result_reason"]
     for key, row in zip(("a", "b"), rows):
         if row.get("mask_host"):
-            result[key]["url"] = display_url(result[key].get("url"), row.get("host"), True)
+            result[key]["url"] = display_url(result[key].get("url"), True)
     return result
 
 
