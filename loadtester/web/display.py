@@ -1,5 +1,5 @@
-"""How the API shows a run: masked hosts and URLs (one function each), URLs without passwords, the one-line summary and
-numbers as the CLI parses them."""
+"""How the web app shows a run: hosts and URLs (masked when the run asked for it; one
+function each), never a password, the one-line summary and numbers as the CLI parses them."""
 from __future__ import annotations
 
 import urllib.parse
