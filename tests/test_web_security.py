@@ -5,13 +5,19 @@ Real servers on 127.0.0.1 (`loadtester serve`, a header-recording RawServer, `lo
 target`), real blasts and real SQLite files; the tests named test_real_* are the slow ones."""
 from __future__ import annotations
 
+import logging
 import os
 import stat
 
 import pytest
+from starlette.testclient import TestClient
 
 from conftest import children_of, cli, is_alive, wait_for
 from loadtester.spec import SpecError, build_spec, read_headers_file
+from loadtester.web.app import create_app
+from loadtester.web.context import ServeContext
+from loadtester.web.middleware.proxies import parse_trusted_proxies
+from loadtester.web.ratelimit import RateLimiter
 from loadtester.web.runs import RunManager
 from loadtester.web.validation import validate_start
 
@@ -208,3 +214,109 @@ def test_real_masked_run_hides_host_path_and_query_everywhere(start_target, tmp_
             assert word.encode() not in body, (word, body[:2000])
     logs = server.log_path.read_bytes()          # (they name the clients: 127.0.0.1 is there)
     assert b"12*****.1" in logs and b"secret-path" not in logs and b"s3cret" not in logs
+
+
+# --------------------------------------------------------------------------- trusted proxies
+
+@pytest.mark.parametrize(("text", "trusted"), [
+    ("127.0.0.1", ["127.0.0.1"]), (" 10.0.0.1/8 , ::1", ["10.0.0.0/8", "::1"]),
+    ("10.0.0.1,*", ["*"]), ("", []), (" , ", []),
+])
+def test_trusted_proxies_parse(text, trusted):
+    assert parse_trusted_proxies(text) == trusted
+
+
+@pytest.mark.parametrize("text", ["localhost", "10.0.0.0/33", "1.2.3", "127.0.0.1;10.0.0.1"])
+def test_trusted_proxies_bad_text(text):
+    with pytest.raises(ValueError) as info:
+        parse_trusted_proxies(text)
+    item = text.split(",")[0].strip()
+    assert str(info.value) == (f"invalid trusted proxy {item!r}: give IP addresses or networks "
+                               "(127.0.0.1,10.0.0.0/8), * for any, or '' for none")
+
+
+def test_bad_forwarded_allow_ips_is_a_usage_error():
+    result = cli("serve", "--forwarded-allow-ips", "gateway", "--port", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "loadtester: error: Invalid value for '--forwarded-allow-ips': invalid trusted proxy "
+        "'gateway': give IP addresses or networks (127.0.0.1,10.0.0.0/8), * for any, or '' "
+        "for none")
+
+
+def start_from(client, forwarded_for=None):
+    """POST /api/start with a body that passes the limiter and fails validation (400)."""
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    return client.post("/api/start", json={"users": 0}, headers=headers)
+
+
+@pytest.fixture
+def client_from(db_path):
+    """client_from(peer, **ServeContext fields): a TestClient whose requests come from `peer`."""
+    opened = []
+
+    def make(peer, **fields):
+        ctx = ServeContext(db_path=db_path, limiter=RateLimiter.parse("1/min"), **fields)
+        client = TestClient(create_app(ctx), client=(peer, 40000))
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.close()
+
+
+def test_forwarded_for_counts_from_a_trusted_proxy_only(client_from, caplog):
+    caplog.set_level(logging.INFO, logger="loadtester.serve")
+    proxy = client_from("127.0.0.1")                      # trusted by default
+    assert start_from(proxy, "203.0.113.7").status_code == 400
+    refused = start_from(proxy, "203.0.113.7")
+    assert refused.status_code == 429 and "from 203.0.113.7:" in refused.json()["error"]
+    assert start_from(proxy, "203.0.113.8").status_code == 400      # another client behind it
+    # a chain: the client is the last address not itself a trusted proxy
+    assert start_from(proxy, "198.51.100.1, 203.0.113.9, 127.0.0.1").status_code == 400
+    assert start_from(proxy, "198.51.100.2, 203.0.113.9").status_code == 429
+
+    stranger = client_from("192.0.2.50")                  # not a trusted proxy: XFF ignored
+    assert start_from(stranger, "203.0.113.77").status_code == 400
+    refused = start_from(stranger, "203.0.113.78")
+    assert refused.status_code == 429 and "from 192.0.2.50:" in refused.json()["error"]
+    clients = [r.fields["client"] for r in caplog.records if r.msg == "request"]
+    assert clients == ["203.0.113.7"] * 2 + ["203.0.113.8"] + ["203.0.113.9"] * 2 + \
+        ["192.0.2.50"] * 2
+
+
+def test_forwarded_allow_ips_networks_star_and_none(client_from):
+    behind = client_from("10.1.2.3", trusted_proxies=parse_trusted_proxies("10.0.0.0/8"))
+    assert start_from(behind, "203.0.113.1").status_code == 400
+    assert start_from(behind, "203.0.113.2").status_code == 400
+    anyone = client_from("192.0.2.1", trusted_proxies=["*"])
+    assert start_from(anyone, "203.0.113.1").status_code == 400
+    assert start_from(anyone, "203.0.113.2").status_code == 400
+    nobody = client_from("127.0.0.1", trusted_proxies=[])
+    assert start_from(nobody, "203.0.113.1").status_code == 400
+    assert start_from(nobody, "203.0.113.2").status_code == 429
+
+
+@pytest.mark.timeout(60)
+def test_real_server_trusts_forwarded_for_from_its_proxies_only(tmp_path):
+    from test_serve_api import Server
+    server = Server(tmp_path / "runs.db", "--rate-limit", "1/min",
+                    "--forwarded-allow-ips", "127.0.0.1,127.0.0.8/30")
+    try:
+        def start(source, forwarded_for):
+            return server.call("POST", "/api/start", {"users": 0}, source=source,
+                               headers={"X-Forwarded-For": forwarded_for})
+
+        for proxy in ("127.0.0.1", "127.0.0.9"):
+            assert start(proxy, f"203.0.113.{proxy[-1]}").status == 400
+            refused = start(proxy, f"203.0.113.{proxy[-1]}")
+            assert refused.status == 429, refused.body
+            assert f"from 203.0.113.{proxy[-1]}:" in refused.json["error"]
+        assert start("127.0.0.20", "203.0.113.20").status == 400            # untrusted peer
+        refused = start("127.0.0.20", "203.0.113.21")
+        assert refused.status == 429 and "from 127.0.0.20:" in refused.json["error"]
+    finally:
+        server.terminate()
+    logged = {line.get("client") for line in server.log_lines() if line.get("event") == "request"}
+    assert logged == {"203.0.113.1", "203.0.113.9", "127.0.0.20"}

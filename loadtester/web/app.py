@@ -37,10 +37,11 @@ Safety: targets are checked by loadtester.web.ssrf (loopback/private refused unl
 (token bucket, --rate-limit) and capped at --max-per-client running tests per client and
 --max-running in all.  With LOADTESTER_TOKEN set, /api/*, /report/* and /metrics need
 `Authorization: Bearer <token>` (or `?access_token=` on GET, for links and EventSource).
-Unsafe methods with a foreign Origin are refused; bound to a loopback address, only loopback
-Host headers are accepted (DNS rebinding).  Every response carries X-Request-ID; one JSON log
-line per request goes to stderr.  SIGTERM/SIGINT: stop every blast (SIGTERM), wait up to 10 s
-for them to store 'stopped', then exit.
+Behind a proxy in --forwarded-allow-ips (uvicorn's; default 127.0.0.1) the client is the one
+its X-Forwarded-For names.  Unsafe methods with a foreign Origin are refused; bound to a
+loopback address, only loopback Host headers are accepted (DNS rebinding).  Every response
+carries X-Request-ID; one JSON log line per request goes to stderr.  SIGTERM/SIGINT: stop every
+blast (SIGTERM), wait up to 10 s for them to store 'stopped', then exit.
 """
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ from loadtester.web.middleware import (
     SameOriginMiddleware,
     SecurityHeadersMiddleware,
     TokenAuthMiddleware,
+    trust_proxies,
 )
 from loadtester.web.responses import error_response
 from loadtester.web.runs import SHUTDOWN_WAIT_S
@@ -138,4 +140,4 @@ def create_app(ctx: ServeContext) -> ASGIApp:
         app = LoopbackHostMiddleware(app)
     app = AccessLogMiddleware(app)
     app = RequestIdMiddleware(app)
-    return SecurityHeadersMiddleware(app)
+    return trust_proxies(SecurityHeadersMiddleware(app), ctx.trusted_proxies)

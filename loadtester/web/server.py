@@ -11,6 +11,7 @@ from types import FrameType
 from loadtester import store
 from loadtester.web.context import ServeContext
 from loadtester.web.logs import log_event, setup_logging
+from loadtester.web.middleware.proxies import DEFAULT_TRUSTED_PROXIES, parse_trusted_proxies
 from loadtester.web.ratelimit import RateLimiter
 from loadtester.web.runs import SHUTDOWN_WAIT_S
 
@@ -40,6 +41,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 def serve_forever(*, host: str, port: int, db_path: pathlib.Path, allow_private: bool,
                   rate_limit: str = "10/min", max_per_client: int = 3, max_running: int = 10,
+                  forwarded_allow_ips: str = DEFAULT_TRUSTED_PROXIES,
                   announce: Callable[[str], object] = print) -> None:
     import uvicorn
 
@@ -52,7 +54,8 @@ def serve_forever(*, host: str, port: int, db_path: pathlib.Path, allow_private:
     token = os.environ.get("LOADTESTER_TOKEN") or None
     ctx = ServeContext(db_path=db_path, allow_private=allow_private, token=token,
                        limiter=RateLimiter.parse(rate_limit), max_per_client=max_per_client,
-                       max_running=max_running, loopback_only_hosts=is_loopback_bind(host))
+                       max_running=max_running, loopback_only_hosts=is_loopback_bind(host),
+                       trusted_proxies=parse_trusted_proxies(forwarded_allow_ips))
     app = create_app(ctx)
 
     sock = listen(host, port)
@@ -60,7 +63,8 @@ def serve_forever(*, host: str, port: int, db_path: pathlib.Path, allow_private:
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
 
     config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on",
-                            access_log=False, log_config=None, proxy_headers=False,
+                            access_log=False, log_config=None,
+                            proxy_headers=False,         # the app applies them (trust_proxies)
                             server_header=False, timeout_graceful_shutdown=int(SHUTDOWN_WAIT_S),
                             timeout_keep_alive=5)
 
