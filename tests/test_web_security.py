@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 
 import pytest
@@ -320,3 +321,61 @@ def test_real_server_trusts_forwarded_for_from_its_proxies_only(tmp_path):
         server.terminate()
     logged = {line.get("client") for line in server.log_lines() if line.get("event") == "request"}
     assert logged == {"203.0.113.1", "203.0.113.9", "127.0.0.20"}
+
+
+# --------------------------------------------------------------------------- exposed, no token
+
+def serve_briefly(tmp_path, *args, env=None):
+    """`loadtester serve --port 0 ARGS`: (its stderr once it answered /healthz on 127.0.0.1)."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    full_env = {k: v for k, v in os.environ.items() if k != "LOADTESTER_TOKEN"}
+    full_env.update(env or {})
+    errors = open(tmp_path / "serve.err", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "loadtester", "serve", "--port", "0", "--db",
+                             str(tmp_path / "runs.db"), *args], stdout=subprocess.PIPE,
+                            stderr=errors, text=True, env=full_env)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"listening on http://([\d.]+):(\d+)/", line)
+        assert match, line
+        address = "127.0.0.1" if match.group(1) == "0.0.0.0" else match.group(1)
+        assert address.startswith("127.")                     # requests go to loopback only
+        with urllib.request.urlopen(f"http://{address}:{match.group(2)}/healthz",
+                                    timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        proc.stdout.close()
+    errors.seek(0)
+    return line, errors.read()
+
+
+def warnings_in(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("loadtester: warning:")]
+
+
+@pytest.mark.timeout(60)
+def test_real_serve_warns_when_exposed_without_a_token(tmp_path):
+    line, stderr = serve_briefly(tmp_path, "--host", "0.0.0.0")
+    assert line.startswith("loadtester serve listening on http://0.0.0.0:")
+    assert warnings_in(stderr) == [
+        "loadtester: warning: listening on 0.0.0.0, not only on loopback, without "
+        "LOADTESTER_TOKEN: anyone who can reach this port can start load tests from this "
+        "machine; set LOADTESTER_TOKEN"]
+    _line, stderr = serve_briefly(tmp_path, "--host", "0.0.0.0",
+                                  env={"LOADTESTER_TOKEN": "t0ken"})
+    assert warnings_in(stderr) == []
+    for loopback in ("127.0.0.1", "localhost", "127.0.0.2"):
+        _line, stderr = serve_briefly(tmp_path, "--host", loopback)
+        assert warnings_in(stderr) == [], loopback
+
+
+def test_loopback_binds():
+    from loadtester.web.server import is_loopback_bind
+    assert all(map(is_loopback_bind, ("127.0.0.1", "127.9.9.9", "localhost", "::1", "[::1]",
+                                      "0:0:0:0:0:0:0:1")))
+    assert not any(map(is_loopback_bind, ("0.0.0.0", "::", "", "10.0.0.1", "example.com")))

@@ -318,7 +318,7 @@ def test_access_log_middleware(caplog):
 
 @pytest.mark.parametrize(("host", "allowed"), [
     ("127.0.0.1", True), ("127.0.0.1:8080", True), ("localhost", True), ("LOCALHOST:80", True),
-    ("[::1]", True), ("[::1]:8080", True), ("::1", True),
+    ("[::1]", True), ("[::1]:8080", True), ("::1", True), ("127.0.0.2:8080", True),
     ("example.com", False), ("127.0.0.1.nip.io:80", False), ("[::2]:80", False), ("10.0.0.1", False),
 ])
 def test_loopback_host_middleware(host, allowed):

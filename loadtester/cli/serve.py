@@ -48,7 +48,8 @@ def serve_command(host, port, db_path, allow_private, rate_limit, max_per_client
         serve_forever(host=host, port=port, db_path=db_path, allow_private=allow_private,
                       rate_limit=rate_limit, max_per_client=max_per_client,
                       max_running=max_running, forwarded_allow_ips=forwarded_allow_ips,
-                      announce=lambda line: print(line, flush=True))
+                      announce=lambda line: print(line, flush=True),
+                      warn=lambda line: click.echo(line, err=True))
     except (ServeError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
 

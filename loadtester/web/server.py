@@ -2,6 +2,7 @@
 socket, uvicorn, and stopping the blasts on SIGTERM/SIGINT."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import pathlib
 import socket
@@ -21,7 +22,20 @@ class ServeError(Exception):
 
 
 def is_loopback_bind(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    """Whether listening on `host` is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposed_warning(shown_host: str) -> str:
+    """The one line `serve` prints when anyone who reaches the port may start tests."""
+    return (f"loadtester: warning: listening on {shown_host}, not only on loopback, without "
+            "LOADTESTER_TOKEN: anyone who can reach this port can start load tests from this "
+            "machine; set LOADTESTER_TOKEN")
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -42,7 +56,8 @@ def listen(host: str, port: int) -> socket.socket:
 def serve_forever(*, host: str, port: int, db_path: pathlib.Path, allow_private: bool,
                   rate_limit: str = "10/min", max_per_client: int = 3, max_running: int = 10,
                   forwarded_allow_ips: str = DEFAULT_TRUSTED_PROXIES,
-                  announce: Callable[[str], object] = print) -> None:
+                  announce: Callable[[str], object] = print,
+                  warn: Callable[[str], object] = print) -> None:
     import uvicorn
 
     from loadtester.web.app import create_app  # starlette: only once serving
@@ -75,6 +90,8 @@ def serve_forever(*, host: str, port: int, db_path: pathlib.Path, allow_private:
             super().handle_exit(sig, frame)
 
     server = _Server(config)
+    if not token and not is_loopback_bind(host):
+        warn(exposed_warning(shown))
     announce(f"loadtester serve listening on http://{shown}:{bound[1]}/ (db {db_path}"
              f"{', private targets allowed' if allow_private else ''}"
              f"{', token required' if token else ''})")
