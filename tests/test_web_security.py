@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from conftest import children_of, cli, is_alive, wait_for
 from loadtester.spec import SpecError, build_spec, read_headers_file
+from loadtester.web import ssrf
 from loadtester.web.app import create_app
 from loadtester.web.context import ServeContext
 from loadtester.web.middleware.proxies import parse_trusted_proxies
@@ -379,3 +380,34 @@ def test_loopback_binds():
     assert all(map(is_loopback_bind, ("127.0.0.1", "127.9.9.9", "localhost", "::1", "[::1]",
                                       "0:0:0:0:0:0:0:1")))
     assert not any(map(is_loopback_bind, ("0.0.0.0", "::", "", "10.0.0.1", "example.com")))
+
+
+# --------------------------------------------------------------------------- one name
+
+@pytest.mark.timeout(60)
+def test_real_localhost_with_a_trailing_dot_is_checked_as_the_blast_resolves_it(start_target,
+                                                                              tmp_path):
+    """'localhost.' is an absolute DNS name, not /etc/hosts' 'localhost': the check resolves
+    what the engine resolves (here, usually nothing), never the name without its dot."""
+    import socket
+
+    from test_serve_api import Server
+    target = start_target()
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo("localhost.", target.port,
+                                                                 type=socket.SOCK_STREAM)}
+    except socket.gaierror:
+        addresses = set()
+    server = Server(tmp_path / "runs.db", "--allow-private")
+    try:
+        started = server.start(url=f"http://localhost.:{target.port}/", users=1, duration=1)
+        if not addresses:
+            assert started.status == 400
+            assert started.json["error"].startswith("cannot resolve host 'localhost.': ")
+            assert server.children() == []                     # no blast started
+        elif all(ssrf.classify_address(a, True) is None for a in addresses):
+            assert started.status == 201, started.body         # a resolver that knows it
+        else:
+            assert started.status == 400 and "localhost. (" in started.json["error"]
+    finally:
+        server.terminate()
