@@ -317,7 +317,7 @@ def test_results_in_every_payload(client, db_path):
             assert (payload["result"], payload["result_reason"]) == (result, reason), payload
     status, entry, metrics, _side = _everywhere(client, dead.uuid)
     assert status["status"] == "completed"                  # the status stays what it was
-    assert status["error_messages"] == metrics["error_messages"] == \
+    assert status["error_messages"] == metrics["error_messages"] == entry["error_messages"] == \
         {"connect": "connection refused 127.0.0.1:18119"}
     assert status["thresholds"] == [] and status["stopped_by_circuit"] is False
     status, entry, metrics, _side = _everywhere(client, broken.uuid)
@@ -328,6 +328,23 @@ def test_results_in_every_payload(client, db_path):
     html = client.get(f"/report/{dead.uuid}").text
     assert '<span class="status failed"' in html and "connection refused 127.0.0.1:18119" in html
     assert '<span class="status failed"' not in client.get(f"/report/{plain.uuid}").text
+
+
+def test_the_summary_columns_carry_the_verdict(db_path):
+    """queries.WEB_RUN_COLUMNS (what every poll reads) hold thresholds and the first error
+    messages: no second read of the whole row (histogram blobs included) per run."""
+    rules = [{"expression": "p99<1s", "passed": True}]
+    messages = {"connect": "connection refused 127.0.0.1:18119"}
+    writer = store_run(db_path, connect_errors=1, finish={"thresholds": json.dumps(rules),
+                                                          "error_messages": json.dumps(messages)})
+    conn = store.open_database(db_path, readonly=True, create=False)
+    try:
+        rows = [queries.run_summary(conn, writer.uuid), queries.runs_page(conn, 1, 0)[0]]
+    finally:
+        conn.close()
+    for row in rows:
+        assert json.loads(row["thresholds"]) == rules and json.loads(row["error_messages"]) == messages
+        assert json.loads(row["errors_by_kind"]) == {"connect": 3} and "latency_hist" not in row
 
 
 def test_a_running_run_has_no_result_yet(client, db_path):

@@ -19,8 +19,9 @@ IPv6 forms that carry an IPv4 address are judged by that address too: IPv4-mappe
 (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), 6to4 (2002::/16), NAT64 (64:ff9b::/96 and
 64:ff9b:1::/48) and Teredo (2001::/32).  Odd IPv4 spellings (2130706433, 0x7f.1, 127.1) are
 resolved by getaddrinfo exactly as the engine's connect would resolve them, so they are judged
-by the address they mean.  A host that does not resolve is refused.  The name resolved is the one the blast connects to
-(spec.parse_url's host), a trailing dot kept: 'localhost.' is not 'localhost'.
+by the address they mean.  A host that does not resolve is refused.  The name resolved is the
+one the blast connects to (spec.parse_url's host), a trailing dot kept: 'localhost.' is not
+'localhost'.
 
 Redirects: the engine never follows redirects - a 3xx answer is recorded as a response (and
 counted as a success, 1xx-3xx), so a target cannot bounce the load to another host.
