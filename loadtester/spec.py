@@ -297,11 +297,7 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
         raise SpecError(f"invalid connections {connections}: must be at least 1")
     if duration is not None and requests is not None:
         raise SpecError("give either a duration (-d) or a request count (-n), not both")
-    if not 1 <= pipeline <= MAX_PIPELINE:
-        raise SpecError(f"invalid pipeline {pipeline}: from 1 to {MAX_PIPELINE}")
-    if pipeline > 1 and rate is not None:
-        raise SpecError("--rate cannot be combined with --pipeline above 1: a pipelined "
-                        "connection waits for its whole batch, so there is no timetable to keep")
+    check_pipeline(pipeline, open_loop=rate is not None)
     try:
         return _build_spec(urls, connections=connections, duration=duration, requests=requests,
                            method=method, headers=headers, body=body, body_file=body_file,
@@ -311,6 +307,17 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
                            headers_file=headers_file)
     except UnitError as exc:
         raise SpecError(str(exc)) from None
+
+
+def check_pipeline(pipeline: int, *, open_loop: bool, rate_name: str = "--rate",
+                   pipeline_name: str = "--pipeline") -> None:
+    """A pipelining depth: 1 to MAX_PIPELINE, and above 1 only in a closed loop (the names are
+    the options' or, for the web API, its fields')."""
+    if not 1 <= pipeline <= MAX_PIPELINE:
+        raise SpecError(f"invalid {pipeline_name.lstrip('-')} {pipeline}: from 1 to {MAX_PIPELINE}")
+    if pipeline > 1 and open_loop:
+        raise SpecError(f"{rate_name} cannot be combined with {pipeline_name} above 1: a pipelined "
+                        "connection waits for its whole batch, so there is no timetable to keep")
 
 
 def _check_at_most(seconds: float, what: str, text: str | None) -> None:

@@ -18,6 +18,7 @@ from loadtester.spec import SpecError, build_spec, read_headers_file
 from loadtester.web import ssrf
 from loadtester.web.app import create_app
 from loadtester.web.context import ServeContext
+from loadtester.web.errors import ApiError
 from loadtester.web.middleware.proxies import parse_trusted_proxies
 from loadtester.web.ratelimit import RateLimiter
 from loadtester.web.runs import RunManager
@@ -411,3 +412,56 @@ def test_real_localhost_with_a_trailing_dot_is_checked_as_the_blast_resolves_it(
             assert started.status == 400 and "localhost. (" in started.json["error"]
     finally:
         server.terminate()
+
+
+# --------------------------------------------------------------------------- pipeline on the API
+
+OK_START = {"url": "http://127.0.0.1:9/", "users": 2, "duration": 2}
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    ({"pipeline": 0}, "invalid pipeline 0: from 1 to 256"),
+    ({"pipeline": 257}, "invalid pipeline 257: from 1 to 256"),
+    ({"pipeline": 2.5}, "pipeline must be a whole number from 1 to 256"),
+    ({"pipeline": "4"}, "pipeline must be a whole number from 1 to 256"),
+    ({"pipeline": True}, "pipeline must be a whole number from 1 to 256"),
+    ({"pipeline": 4, "rate": 100}, "rate cannot be combined with pipeline above 1: a pipelined "
+                                   "connection waits for its whole batch, so there is no "
+                                   "timetable to keep"),
+])
+def test_bad_pipeline_is_a_400_with_one_line(payload, message, db_path):
+    with pytest.raises(ApiError) as info:
+        validate_start({**OK_START, **payload})
+    assert (info.value.status, info.value.message) == (400, message)
+    with TestClient(create_app(ServeContext(db_path=db_path, allow_private=True))) as client:
+        answer = client.post("/api/start", json={**OK_START, **payload})
+    assert answer.status_code == 400 and answer.json() == {"error": message}
+
+
+def test_pipeline_goes_to_the_blast(tmp_path):
+    manager = RunManager(tmp_path / "runs.db")
+    deep = manager.command("00000000-0000-4000-8000-000000000001",
+                           validate_start({**OK_START, "pipeline": 16.0}))
+    assert "--pipeline=16" in deep
+    assert validate_start({**OK_START, "pipeline": 1, "rate": 50}).pipeline == 1
+    plain = manager.command("00000000-0000-4000-8000-000000000001", validate_start(OK_START))
+    assert not any(a.startswith("--pipeline") for a in plain)
+
+
+@pytest.mark.timeout(60)
+def test_real_pipelined_web_run_counts_what_the_target_served(start_target, tmp_path):
+    from test_serve_api import Server
+    target = start_target()
+    server = Server(tmp_path / "runs.db", "--allow-private")
+    try:
+        started = server.start(url=target.url, users=2, duration=2, pipeline=8)
+        assert started.status == 201, started.body
+        run_uuid = started.json["uuid"]
+        assert server.wait_status(run_uuid, {"completed"}, 30)["result"] == "no thresholds"
+        metrics = server.get(f"/api/metrics/{run_uuid}").json
+    finally:
+        server.terminate()
+    served = target.stats()["served"]
+    assert metrics["pipeline"] == 8 and metrics["requests"] > 0
+    # with -d, requests in flight at the end are not counted: at most -c x depth more served
+    assert metrics["requests"] <= served <= metrics["requests"] + 2 * 8

@@ -3,7 +3,8 @@ uvloop + httptools): its routes, error handlers and middleware stack.
 
 API (JSON; errors are {"error": "..."} with the matching status):
   POST /api/start                 {url, users, duration, ramp_up, method, headers, body, auth,
-                                  mask_host, rate, label, thresholds, abort_on_error_rate}
+                                  mask_host, rate, pipeline, label, thresholds,
+                                  abort_on_error_rate}
                                   -> 201 {uuid, status: "running"}; or the original PipeOps
                                   body {host, ...} -> 201 {test_id, test_uuid, status:
                                   "started", uuid} (loadtester.web.pipeops); unknown fields 400

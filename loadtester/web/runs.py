@@ -107,6 +107,8 @@ class RunManager:
             argv.append(f"--rate={plain_number(params.rate)}")
         if params.ramp_up_s:
             argv.append(f"--ramp-up={plain_number(params.ramp_up_s)}s")
+        if params.pipeline > 1:
+            argv.append(f"--pipeline={params.pipeline}")
         if headers_file:
             argv.append(f"--headers-file={headers_file}")
         if body_file:
