@@ -174,23 +174,39 @@ class RunSpec:
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")     # an HTTP token
 
 
-def parse_header(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition(":")
-    name, value = name.strip(), value.strip()
-    if not sep or not name:
-        raise SpecError(f"invalid header {text!r}: use 'Name: value'")
+class HeaderError(SpecError):
+    """A header that may not go on the wire; `reason` says why without repeating it."""
+
+    def __init__(self, shown: str, reason: str):
+        super().__init__(f"invalid header {shown!r}: {reason}")
+        self.reason = reason
+
+
+def check_header(name: str, value: str, shown: str | None = None) -> tuple[str, str]:
+    """The one header grammar (-H, --headers-file, targets files, the web API's headers and
+    auth): the name an HTTP token, the value Latin-1 without control characters (tab aside),
+    so that nothing can split the request.  `shown`: the header as the user wrote it."""
+    shown = f"{name}: {value}" if shown is None else shown
     if not HEADER_NAME_RE.match(name):
-        raise SpecError(f"invalid header {text!r}: the name may hold only letters, digits "
-                        "and !#$%&'*+.^_`|~-")
+        raise HeaderError(shown, "the name may hold only letters, digits and !#$%&'*+.^_`|~-")
     if CONTROL_RE.search(value):
-        raise SpecError(f"invalid header {text!r}: control characters (CR, LF, NUL, ...) "
-                        "are not allowed in a value")
+        raise HeaderError(shown, "control characters (CR, LF, NUL, ...) are not allowed in a "
+                                 "value")
     try:
         value.encode("latin-1")
     except UnicodeEncodeError:
-        raise SpecError(f"invalid header {text!r}: a value must be Latin-1 text "
-                        "(percent-encode or base64 anything else)") from None
+        raise HeaderError(shown, "a value must be Latin-1 text (percent-encode or base64 "
+                                 "anything else)") from None
     return name, value
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """'Name: value' (as -H takes it), checked by check_header."""
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name:
+        raise HeaderError(text, "use 'Name: value'")
+    return check_header(name, value, shown=text)
 
 
 def read_headers_file(path: str) -> list[tuple[str, str]]:

@@ -112,7 +112,7 @@ SHARE_ERROR = ("abort_on_error_rate must be a share of requests above 0 and at m
     ({**OK, "auth": {"type": "header", "header_name": "X-Key"}},
      "auth.header_name and auth.header_value must be strings (a header name and its value)"),
     ({**OK, "auth": {"type": "header", "header_name": "X Key", "header_value": "v"}},
-     "invalid header name 'X Key'"),
+     "header 'X Key': the name may hold only letters, digits and !#$%&'*+.^_`|~-"),
     ({**OK, "auth": {"type": "header", "header_name": "X-Key", "header_value": "v"},
       "headers": {"x-key": "w"}}, "header 'X-Key' is given both in headers and in auth"),
     ({**OK, "auth": {"type": "header", "header_name": "X-Key", "header_value": "v", "headers": [1]}},

@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest import children_of, cli, is_alive, wait_for
-from loadtester.spec import SpecError, build_spec, read_headers_file
+from loadtester.spec import SpecError, build_spec, parse_header, read_headers_file
 from loadtester.web import ssrf
 from loadtester.web.app import create_app
 from loadtester.web.context import ServeContext
@@ -465,3 +465,35 @@ def test_real_pipelined_web_run_counts_what_the_target_served(start_target, tmp_
     assert metrics["pipeline"] == 8 and metrics["requests"] > 0
     # with -d, requests in flight at the end are not counted: at most -c x depth more served
     assert metrics["requests"] <= served <= metrics["requests"] + 2 * 8
+
+
+# --------------------------------------------------------------------------- one header grammar
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("X-Ok", "v"), ("X-Ok", "tab\tinside"), ("X-Ok", "café"), ("X-Ok", ""), ("!#$%&'*+.^_`|~-", "v"),
+    ("X A", "v"), ("X-A", "a\r\nX-B: b"), ("X-A", "a\x00b"), ("X-A", "del\x7f"), ("X-A", "€"),
+    ("X-A", "s3cret\x01"), ("", "v"), ("X:A", "v"), ("X\nA", "v"),
+])
+def test_web_and_cli_share_one_header_grammar(name, value):
+    from loadtester.spec import HeaderError, check_header
+    try:
+        expected = check_header(name, value)
+        cli_reason = None
+    except HeaderError as exc:
+        cli_reason = exc.reason
+    try:
+        web = validate_start({**OK_START, "headers": {name: value}}).headers
+        web_error = None
+    except ApiError as exc:
+        web_error = exc.message
+    if cli_reason is None:
+        assert web == [(expected[0], expected[1].strip())]
+    else:
+        assert web_error == f"header {name!r}: {cli_reason}"
+        assert value not in web_error or not value                 # the value is not echoed
+    if name and ":" not in name and "\n" not in name:                  # as -H spells it
+        try:
+            assert parse_header(f"{name}: {value}") == (name, value.strip())
+            assert cli_reason is None
+        except HeaderError as exc:
+            assert exc.reason == cli_reason
