@@ -173,6 +173,12 @@ def test_real_web_run_keeps_secrets_off_the_command_line(raw_server, tmp_path):
                 assert "\r\nX-Api-Key: key-s3cret\r\nAuthorization: Bearer jwt-s3cret" in sent
             else:
                 assert "\r\nAuthorization: Basic dTpiYXNpYy1zM2NyZXQ=" in sent
+            # nor does any page or payload show them
+            for path in (f"/api/status/{run_uuid}", f"/api/metrics/{run_uuid}", "/api/history",
+                         f"/api/historical-metrics/{run_uuid}", f"/report/{run_uuid}",
+                         "/metrics"):
+                shown = server.get(path).body
+                assert not any(s.encode() in shown for s in (*SECRETS, "dTpiYXNpYy1zM2NyZXQ")), path
     finally:
         server.terminate()
 
