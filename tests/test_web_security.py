@@ -63,7 +63,9 @@ def test_missing_headers_file_is_a_usage_error(tmp_path):
         f"loadtester: error: cannot read headers file '{tmp_path / 'nope'}': No such file or directory"
 
 
-def test_real_blast_sends_the_headers_of_the_file(raw_server, tmp_path):
+@pytest.fixture
+def recording_target(raw_server):
+    """(a RawServer answering 200 to everything, the set of request heads it saw)."""
     seen: set[bytes] = set()
 
     def answer(conn, head):
@@ -71,7 +73,11 @@ def test_real_blast_sends_the_headers_of_the_file(raw_server, tmp_path):
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         return True
 
-    server = raw_server(answer)
+    return raw_server(answer), seen
+
+
+def test_real_blast_sends_the_headers_of_the_file(recording_target, tmp_path):
+    server, seen = recording_target
     path = tmp_path / "headers"
     path.write_text("Authorization: Bearer file-s3cret\nX-Api-Key: k\n")
     result = cli("blast", server.url, "-n", "3", "-c", "1", "--headers-file", path, "-H",
@@ -131,16 +137,9 @@ def test_real_private_files_are_removed_when_the_blast_fails(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_real_web_run_keeps_secrets_off_the_command_line(raw_server, tmp_path):
+def test_real_web_run_keeps_secrets_off_the_command_line(recording_target, tmp_path):
     from test_serve_api import Server
-    seen: set[bytes] = set()
-
-    def answer(conn, head):
-        seen.add(head)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        return True
-
-    target = raw_server(answer)
+    target, seen = recording_target
     server = Server(tmp_path / "runs.db", "--allow-private")
     try:
         bodies = [{"headers": {"X-Api-Key": "key-s3cret"},
