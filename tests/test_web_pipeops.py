@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import pytest
 from starlette.testclient import TestClient
@@ -142,18 +141,15 @@ def test_auth_types_of_the_original():
 
 def test_blast_command_line_carries_thresholds_and_the_circuit_breaker(tmp_path):
     manager = RunManager(tmp_path / "runs.db")
-    try:
-        params = StartParams(url="http://127.0.0.1:9/", host="127.0.0.1", users=2, duration_s=5,
-                             thresholds=["p99<200ms", "errors<1%"], abort_on_error_rate=0.125)
-        argv = manager.command("00000000-0000-4000-8000-000000000001", params)
-        assert argv[argv.index("--") - 3:argv.index("--")] == [
-            "--threshold=p99<200ms", "--threshold=errors<1%", "--abort-on-error-rate=12.5%"]
-        plain = manager.command("00000000-0000-4000-8000-000000000001",
-                                StartParams(url="http://127.0.0.1:9/", host="127.0.0.1", users=2,
-                                            duration_s=5))
-        assert not any(a.startswith(("--threshold", "--abort-on-error-rate")) for a in plain)
-    finally:
-        shutil.rmtree(manager.tmpdir, ignore_errors=True)
+    params = StartParams(url="http://127.0.0.1:9/", host="127.0.0.1", users=2, duration_s=5,
+                         thresholds=["p99<200ms", "errors<1%"], abort_on_error_rate=0.125)
+    argv = manager.command("00000000-0000-4000-8000-000000000001", params)
+    assert argv[argv.index("--") - 3:argv.index("--")] == [
+        "--threshold=p99<200ms", "--threshold=errors<1%", "--abort-on-error-rate=12.5%"]
+    plain = manager.command("00000000-0000-4000-8000-000000000001",
+                            StartParams(url="http://127.0.0.1:9/", host="127.0.0.1", users=2,
+                                        duration_s=5))
+    assert not any(a.startswith(("--threshold", "--abort-on-error-rate")) for a in plain)
 
 
 # --------------------------------------------------------------------------- the original body

@@ -5,10 +5,10 @@ Real servers on 127.0.0.1 (`loadtester serve`, a header-recording RawServer, `lo
 target`), real blasts and real SQLite files; the tests named test_real_* are the slow ones."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-import stat
 
 import pytest
 from starlette.testclient import TestClient
@@ -21,7 +21,7 @@ from loadtester.web.context import ServeContext
 from loadtester.web.errors import ApiError
 from loadtester.web.middleware.proxies import parse_trusted_proxies
 from loadtester.web.ratelimit import RateLimiter
-from loadtester.web.runs import RunManager
+from loadtester.web.runs import RunManager, memory_file
 from loadtester.web.validation import validate_start
 
 SECRETS = ("key-s3cret", "jwt-s3cret", "basic-s3cret")
@@ -90,33 +90,48 @@ def test_real_blast_sends_the_headers_of_the_file(recording_target, tmp_path):
 
 # --------------------------------------------------------------------------- the web's blasts
 
-def private_files_of(manager: RunManager) -> list[str]:
-    return sorted(os.listdir(manager.tmpdir))
+def memory_files_of(pid: int | str = "self") -> list[str]:
+    """The memfd files process `pid` holds open ('/memfd:loadtester-headers (deleted)', ...)."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("/memfd:"):
+                found.append(link)
+    return found
 
 
-def test_secrets_go_to_a_private_file_not_the_command_line(tmp_path):
+def test_secrets_go_to_a_file_not_the_command_line(tmp_path):
     manager = RunManager(tmp_path / "runs.db")
     params = validate_start({"url": "http://127.0.0.1:9/", "users": 1, "duration": 1,
                              "headers": {"X-Api-Key": "key-s3cret"}, "body": "b",
                              "auth": {"type": "jwt", "token": "jwt-s3cret"}})
     argv = manager.command("00000000-0000-4000-8000-000000000001", params,
-                           headers_file="/x/h", body_file="/x/b")
-    assert "--headers-file=/x/h" in argv and "--body-file=/x/b" in argv
+                           headers_file="/dev/fd/7", body_file="/dev/fd/8")
+    assert "--headers-file=/dev/fd/7" in argv and "--body-file=/dev/fd/8" in argv
     assert not any(secret in arg for arg in argv for secret in SECRETS)
     assert not any(arg.startswith(("-H", "--header=")) for arg in argv)
 
 
-def test_private_files_are_removed_when_the_start_fails(tmp_path):
+def test_memory_files_hold_the_data_and_are_closed_when_the_start_fails(tmp_path):
+    fd = memory_file("loadtester-test", b"X-A: 1\n" * 100_000)      # past a pipe's buffer
+    try:
+        with open(f"/dev/fd/{fd}", "rb") as handle:
+            assert handle.read() == b"X-A: 1\n" * 100_000
+    finally:
+        os.close(fd)
     manager = RunManager(tmp_path / "runs.db")
     manager.python = str(tmp_path / "no-such-python")
     params = validate_start({"url": "http://127.0.0.1:9/", "users": 1, "duration": 1,
                              "body": "b", "auth": {"type": "jwt", "token": "jwt-s3cret"}})
+    before = sorted(os.listdir("/proc/self/fd"))
     with pytest.raises(OSError):
         manager.spawn(params, "127.0.0.1")
-    assert private_files_of(manager) == [] and manager.runs == {}
+    assert manager.runs == {} and memory_files_of() == []
+    assert sorted(os.listdir("/proc/self/fd")) == before
 
 
-def test_real_private_files_are_removed_when_the_blast_fails(tmp_path):
+def test_real_memory_files_are_the_blasts_alone(tmp_path):
     db_dir = tmp_path / "a-directory"
     db_dir.mkdir()
     manager = RunManager(db_dir)                      # the blast cannot open its database
@@ -124,15 +139,9 @@ def test_real_private_files_are_removed_when_the_blast_fails(tmp_path):
                              "body": "b", "auth": {"type": "basic", "username": "u",
                                                    "password": "basic-s3cret"}})
     run = manager.spawn(params, "127.0.0.1")
-    names = [os.path.basename(p) for p in run.private_files]
-    assert names == [f"{run.uuid}.headers", f"{run.uuid}.body"]
-    for path in run.private_files:
-        if os.path.exists(path):                      # (the blast may be gone already)
-            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert stat.S_IMODE(os.stat(manager.tmpdir).st_mode) == 0o700
+    assert memory_files_of() == []                    # the server kept no copy
     assert run.done.wait(60), "the blast did not end"
     assert run.returncode not in (0, None)
-    assert private_files_of(manager) == []
     manager.wait_all(1)
 
 
@@ -161,11 +170,12 @@ def test_real_web_run_keeps_secrets_off_the_command_line(recording_target, tmp_p
                 assert not any(secret.encode() in line for secret in SECRETS), line
             arguments = command_lines[0].split(b"\0")
             headers_file = next(a for a in arguments if a.startswith(b"--headers-file="))
-            path = headers_file.split(b"=", 1)[1].decode()
-            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+            fd = headers_file.removeprefix(b"--headers-file=/dev/fd/").decode()
+            # an anonymous file in memory that only the blast holds: nothing on disk
+            assert os.readlink(f"/proc/{blasts[0]}/fd/{fd}").startswith("/memfd:loadtester-headers")
+            assert memory_files_of(server.proc.pid) == []
             server.wait_status(run_uuid, {"completed"}, 30)
-            assert wait_for(lambda p=path: not os.path.exists(p), 5), "headers file left behind"
-            assert not any(is_alive(pid) for pid in processes)
+            assert wait_for(lambda ps=processes: not any(is_alive(pid) for pid in ps), 5)
             assert len(seen) == 1
             sent = seen.pop().decode()
             if "headers" in body:

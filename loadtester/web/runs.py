@@ -4,10 +4,11 @@ Runs are `loadtester blast` subprocesses of this server, started with PR_SET_PDE
 so that a server killed even with -9 takes its blasts along (the store then marks such a run
 'interrupted' on the next open).  The server picks the run's uuid (uuid4) and hands it to the
 blast (`--uuid`), so POST /api/start answers at once.  What may be secret or large - the
-request headers (an Authorization header, an auth's credentials) and the body - goes through
-private files (0600, in a 0700 directory, removed when the blast ends or fails to start),
-never on the blast's command line, which `ps` shows to every user of the machine.  stdout
-and stderr are only drained; the
+request headers (an Authorization header, an auth's credentials) and the body - goes to the
+blast in anonymous memory files (memfd) it inherits and reads as /dev/fd/N: never on its
+command line, which `ps` shows to every user of the machine, and never on disk, so nothing
+is left behind when the blast ends, fails to start or the server is killed.  stdout and
+stderr are only drained; the
 tail of stderr is kept to explain a blast that failed before it stored anything.  Stop =
 SIGTERM to the blast, which stops cleanly and stores 'stopped'."""
 from __future__ import annotations
@@ -16,11 +17,9 @@ import contextlib
 import functools
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid as _uuid
@@ -47,7 +46,6 @@ class RunProcess:
     proc: subprocess.Popen[bytes]
     started_mono: float
     started_at: str
-    private_files: list[str] = field(default_factory=list)    # removed when the blast ends
     returncode: int | None = None
     stderr_tail: str = ""
     stop_requested: bool = False
@@ -64,10 +62,17 @@ class RunProcess:
         return lines[-1] if lines else f"blast exited with status {self.returncode}"
 
 
-def remove_files(paths: list[str]) -> None:
-    for path in paths:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+def memory_file(name: str, data: bytes) -> int:
+    """An anonymous file in memory holding `data` (a descriptor; gone with its last one)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)      # inherited only where passed (pass_fds)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 class RunManager:
@@ -82,7 +87,6 @@ class RunManager:
         self.db_path = db_path
         self.runs: dict[str, RunProcess] = {}
         self.lock = threading.Lock()
-        self.tmpdir = tempfile.mkdtemp(prefix="loadtester-serve-")
         self.shutting_down = False
         self._stop_wanted = threading.Event()
         self._stopper_thread: threading.Thread | None = None
@@ -124,36 +128,27 @@ class RunManager:
         argv += ["--", params.url]
         return argv
 
-    def private_file(self, name: str, data: bytes) -> str:
-        """A new file only this user can read, in the server's private directory."""
-        path = os.path.join(self.tmpdir, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        return path
-
     def spawn(self, params: StartParams, client: str) -> RunProcess:
         run_uuid = str(_uuid.uuid4())
-        files: list[str] = []
+        fds: list[int] = []
         try:
             # Headers may carry secrets (`ps` shows every command line), and argv strings are
-            # capped at 128 KiB on Linux (bodies): both go through private files.
+            # capped at 128 KiB on Linux (bodies): both go through memory files.
             headers_file = body_file = None
             if params.headers:
                 lines = "".join(f"{name}: {value}\n" for name, value in params.headers)
-                headers_file = self.private_file(f"{run_uuid}.headers", lines.encode("utf-8"))
-                files.append(headers_file)
+                fds.append(memory_file("loadtester-headers", lines.encode("utf-8")))
+                headers_file = f"/dev/fd/{fds[-1]}"
             if params.body:
-                body_file = self.private_file(f"{run_uuid}.body", params.body.encode("utf-8"))
-                files.append(body_file)
+                fds.append(memory_file("loadtester-body", params.body.encode("utf-8")))
+                body_file = f"/dev/fd/{fds[-1]}"
             proc = self._popen(self.command(run_uuid, params, headers_file=headers_file,
-                                                 body_file=body_file))
-        except OSError:
-            remove_files(files)
-            raise
+                                                 body_file=body_file), fds)
+        finally:
+            for fd in fds:              # the blast has its own copies (or never started)
+                os.close(fd)
         run = RunProcess(uuid=run_uuid, client=client, params=params, proc=proc,
-                         started_mono=time.monotonic(), started_at=utc_now_iso(),
-                         private_files=files)
+                         started_mono=time.monotonic(), started_at=utc_now_iso())
         with self.lock:
             self.runs[run_uuid] = run
             self._forget_old()
@@ -162,14 +157,14 @@ class RunManager:
         self._ensure_stopper()
         return run
 
-    def _popen(self, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _popen(self, argv: list[str], fds: list[int]) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if k not in ("LOADTESTER_TOKEN", "DB_PATH")}
         if (SOURCE_ROOT / "setup.py").exists():       # a source checkout: import this copy
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(SOURCE_ROOT), env.get("PYTHONPATH")) if p)
         return subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, close_fds=True, start_new_session=True,
+            env=env, close_fds=True, pass_fds=fds, start_new_session=True,
             preexec_fn=functools.partial(die_with_parent, os.getpid()))
 
     def _forget_old(self) -> None:
@@ -188,7 +183,6 @@ class RunManager:
             run.proc.wait()
         run.returncode = run.proc.returncode
         run.ended_mono = time.monotonic()
-        remove_files(run.private_files)
         if run.returncode != 0:
             # Killed or failed: let the store close out a row left 'running' (it only touches
             # rows whose writer is gone).
@@ -279,4 +273,3 @@ class RunManager:
                 run.proc.kill()
         for run in late:
             run.done.wait(5)
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
