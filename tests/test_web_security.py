@@ -151,7 +151,7 @@ def test_real_web_run_keeps_secrets_off_the_command_line(recording_target, tmp_p
     target, seen = recording_target
     server = Server(tmp_path / "runs.db", "--allow-private")
     try:
-        bodies = [{"headers": {"X-Api-Key": "key-s3cret"},
+        bodies = [{"headers": {"X-Api-Key": "key-s3cret"}, "method": "POST", "body": "b" * 70_000,
                    "auth": {"type": "jwt", "token": "jwt-s3cret"}},
                   {"auth": {"type": "basic", "username": "u", "password": "basic-s3cret"}}]
         for body in bodies:
@@ -180,6 +180,7 @@ def test_real_web_run_keeps_secrets_off_the_command_line(recording_target, tmp_p
             sent = seen.pop().decode()
             if "headers" in body:
                 assert "\r\nX-Api-Key: key-s3cret\r\nAuthorization: Bearer jwt-s3cret" in sent
+                assert sent.startswith("POST / ") and "\r\nContent-Length: 70000" in sent
             else:
                 assert "\r\nAuthorization: Basic dTpiYXNpYy1zM2NyZXQ=" in sent
             # nor does any page or payload show them
