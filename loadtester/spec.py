@@ -174,23 +174,61 @@ class RunSpec:
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")     # an HTTP token
 
 
-def parse_header(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition(":")
-    name, value = name.strip(), value.strip()
-    if not sep or not name:
-        raise SpecError(f"invalid header {text!r}: use 'Name: value'")
+class HeaderError(SpecError):
+    """A header that may not go on the wire; `reason` says why without repeating it."""
+
+    def __init__(self, shown: str, reason: str):
+        super().__init__(f"invalid header {shown!r}: {reason}")
+        self.reason = reason
+
+
+def check_header(name: str, value: str, shown: str | None = None) -> tuple[str, str]:
+    """The one header grammar (-H, --headers-file, targets files, the web API's headers and
+    auth): the name an HTTP token, the value Latin-1 without control characters (tab aside),
+    so that nothing can split the request.  `shown`: the header as the user wrote it."""
+    shown = f"{name}: {value}" if shown is None else shown
     if not HEADER_NAME_RE.match(name):
-        raise SpecError(f"invalid header {text!r}: the name may hold only letters, digits "
-                        "and !#$%&'*+.^_`|~-")
+        raise HeaderError(shown, "the name may hold only letters, digits and !#$%&'*+.^_`|~-")
     if CONTROL_RE.search(value):
-        raise SpecError(f"invalid header {text!r}: control characters (CR, LF, NUL, ...) "
-                        "are not allowed in a value")
+        raise HeaderError(shown, "control characters (CR, LF, NUL, ...) are not allowed in a "
+                                 "value")
     try:
         value.encode("latin-1")
     except UnicodeEncodeError:
-        raise SpecError(f"invalid header {text!r}: a value must be Latin-1 text "
-                        "(percent-encode or base64 anything else)") from None
+        raise HeaderError(shown, "a value must be Latin-1 text (percent-encode or base64 "
+                                 "anything else)") from None
     return name, value
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """'Name: value' (as -H takes it), checked by check_header."""
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name:
+        raise HeaderError(text, "use 'Name: value'")
+    return check_header(name, value, shown=text)
+
+
+def read_headers_file(path: str) -> list[tuple[str, str]]:
+    """`--headers-file`: one 'Name: value' per line (UTF-8; LF or CRLF), each parsed as -H is;
+    blank lines are skipped.  Secrets go through a file so that they never show on a command
+    line (`ps`)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            lines = handle.read().split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read headers file {path!r}: "
+                        f"{getattr(exc, 'strerror', None) or exc}") from None
+    headers = []
+    for number, line in enumerate(lines, 1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        try:
+            headers.append(parse_header(line))
+        except SpecError as exc:
+            raise SpecError(f"{path}:{number}: {exc}") from None
+    return headers
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -261,12 +299,13 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
                timeout: str | None = None, insecure: bool = False, rate: str | None = None,
                ramp_up: str | None = None, workers: str | int = 1, label: str = "",
                more_urls=(), targets_file: str | None = None, shard: str | None = None,
-               run_id: str = "", pipeline: int = 1) -> RunSpec:
+               run_id: str = "", pipeline: int = 1, headers_file: str | None = None) -> RunSpec:
     """Validate CLI-shaped input into a RunSpec; every problem is a SpecError.
 
-    Targets are `url` plus `more_urls` (all sent with the same method, headers and
-    body) plus those of `targets_file`; requests go to them in turn. `pipeline` N > 1 writes
-    N requests at once on each connection and waits for their N responses (closed loop)."""
+    Targets are `url` plus `more_urls` (all sent with the same method, headers (`headers`,
+    then those of `headers_file`) and body) plus those of `targets_file`; requests go to them
+    in turn. `pipeline` N > 1 writes N requests at once on each connection and waits for their
+    N responses (closed loop)."""
     urls = ([url] if url else []) + list(more_urls)
     if not urls and not targets_file:
         raise SpecError("give a URL or --targets FILE")
@@ -274,19 +313,27 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
         raise SpecError(f"invalid connections {connections}: must be at least 1")
     if duration is not None and requests is not None:
         raise SpecError("give either a duration (-d) or a request count (-n), not both")
-    if not 1 <= pipeline <= MAX_PIPELINE:
-        raise SpecError(f"invalid pipeline {pipeline}: from 1 to {MAX_PIPELINE}")
-    if pipeline > 1 and rate is not None:
-        raise SpecError("--rate cannot be combined with --pipeline above 1: a pipelined "
-                        "connection waits for its whole batch, so there is no timetable to keep")
+    check_pipeline(pipeline, open_loop=rate is not None)
     try:
         return _build_spec(urls, connections=connections, duration=duration, requests=requests,
                            method=method, headers=headers, body=body, body_file=body_file,
                            timeout=timeout, insecure=insecure, rate=rate, ramp_up=ramp_up,
                            workers=workers, label=label, targets_file=targets_file,
-                           shard=shard, run_id=run_id, pipeline=pipeline)
+                           shard=shard, run_id=run_id, pipeline=pipeline,
+                           headers_file=headers_file)
     except UnitError as exc:
         raise SpecError(str(exc)) from None
+
+
+def check_pipeline(pipeline: int, *, open_loop: bool, rate_name: str = "--rate",
+                   pipeline_name: str = "--pipeline") -> None:
+    """A pipelining depth: 1 to MAX_PIPELINE, and above 1 only in a closed loop (the names are
+    the options' or, for the web API, its fields')."""
+    if not 1 <= pipeline <= MAX_PIPELINE:
+        raise SpecError(f"invalid {pipeline_name.lstrip('-')} {pipeline}: from 1 to {MAX_PIPELINE}")
+    if pipeline > 1 and open_loop:
+        raise SpecError(f"{rate_name} cannot be combined with {pipeline_name} above 1: a pipelined "
+                        "connection waits for its whole batch, so there is no timetable to keep")
 
 
 def _check_at_most(seconds: float, what: str, text: str | None) -> None:
@@ -296,7 +343,7 @@ def _check_at_most(seconds: float, what: str, text: str | None) -> None:
 
 def _build_spec(urls, *, connections, duration, requests, method, headers, body, body_file,
                 timeout, insecure, rate, ramp_up, workers, label, targets_file, shard,
-                run_id, pipeline) -> RunSpec:
+                run_id, pipeline, headers_file) -> RunSpec:
     duration_s = None
     if connections > MAX_CONNECTIONS:
         raise SpecError(f"invalid connections {connections}: at most {MAX_CONNECTIONS:,}")
@@ -338,6 +385,8 @@ def _build_spec(urls, *, connections, duration, requests, method, headers, body,
     if not re.fullmatch(r"[A-Z]+", method):
         raise SpecError(f"invalid method {method!r}")
     header_pairs = tuple(parse_header(h) for h in headers)
+    if headers_file is not None:
+        header_pairs += tuple(read_headers_file(headers_file))
     all_targets = [Target(parse_url(u), method, header_pairs, payload) for u in urls]
     if targets_file:
         all_targets += read_targets_file(targets_file)

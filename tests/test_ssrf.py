@@ -167,3 +167,32 @@ def test_docstring_covers_redirects_and_rebinding():
     doc = ssrf.__doc__.lower()
     assert "redirect" in doc and "never follows" in doc
     assert "rebinding" in doc
+
+
+@pytest.mark.parametrize(("url", "name"), [
+    ("http://LocalHost.:9/", "localhost."),          # an absolute name: resolved as itself
+    ("http://localhost:9/", "localhost"),
+    ("https://例え.jp./x", "xn--r8jz45g.jp."),
+    ("http://[::1]:9/", "::1"),
+    ("http://2130706433/", "2130706433"),
+])
+def test_the_name_checked_is_the_name_the_engine_connects_to(monkeypatch, url, name):
+    from loadtester.spec import parse_url
+    asked = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        asked.append((host, port))
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("203.0.114.7", port))]
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    check_target(url, False)
+    target = parse_url(url)                          # what the blast's engine connects to
+    assert asked == [(target.host, target.port)] and target.host == name
+
+
+def test_a_trailing_dot_is_not_stripped_before_resolving(monkeypatch):
+    # 'split.test' and 'split.test.' may answer differently (search domains, another resolver)
+    _fake_resolver(monkeypatch, {"split.test": ["203.0.114.7"], "split.test.": ["10.0.0.5"]})
+    check_target("http://split.test/", False)
+    with pytest.raises(BlockedTarget, match=r"split.test. \(10.0.0.5\) is a private address"):
+        check_target("http://split.test./", False)
+

@@ -141,7 +141,7 @@ def test_metrics_of_finished_and_running_runs_parse_as_prometheus_text(db_path):
         "loadtester_run_info": "gauge", "loadtester_requests": "counter", "loadtester_responses": "counter",
         "loadtester_errors": "counter", "loadtester_latency_seconds": "histogram",
         "loadtester_in_flight": "gauge"}
-    finished = {"uuid": done.uuid, "label": 'nightly "A"\\b\nline', "url": "http://ex*****.com:8080/x"}
+    finished = {"uuid": done.uuid, "label": 'nightly "A"\\b\nline', "url": "http://ex*****.com:8080/***"}
     running = {"uuid": live.uuid, "label": "live", "url": "http://127.0.0.1:9/"}
     assert _value(families, "loadtester_run_info", **finished, status="completed",
                   result="no thresholds") == 1

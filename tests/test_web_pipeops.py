@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import pytest
 from starlette.testclient import TestClient
@@ -112,7 +111,7 @@ SHARE_ERROR = ("abort_on_error_rate must be a share of requests above 0 and at m
     ({**OK, "auth": {"type": "header", "header_name": "X-Key"}},
      "auth.header_name and auth.header_value must be strings (a header name and its value)"),
     ({**OK, "auth": {"type": "header", "header_name": "X Key", "header_value": "v"}},
-     "invalid header name 'X Key'"),
+     "header 'X Key': the name may hold only letters, digits and !#$%&'*+.^_`|~-"),
     ({**OK, "auth": {"type": "header", "header_name": "X-Key", "header_value": "v"},
       "headers": {"x-key": "w"}}, "header 'X-Key' is given both in headers and in auth"),
     ({**OK, "auth": {"type": "header", "header_name": "X-Key", "header_value": "v", "headers": [1]}},
@@ -142,18 +141,15 @@ def test_auth_types_of_the_original():
 
 def test_blast_command_line_carries_thresholds_and_the_circuit_breaker(tmp_path):
     manager = RunManager(tmp_path / "runs.db")
-    try:
-        params = StartParams(url="http://127.0.0.1:9/", host="127.0.0.1", users=2, duration_s=5,
-                             thresholds=["p99<200ms", "errors<1%"], abort_on_error_rate=0.125)
-        argv = manager.command("00000000-0000-4000-8000-000000000001", params, None)
-        assert argv[argv.index("--") - 3:argv.index("--")] == [
-            "--threshold=p99<200ms", "--threshold=errors<1%", "--abort-on-error-rate=12.5%"]
-        plain = manager.command("00000000-0000-4000-8000-000000000001",
-                                StartParams(url="http://127.0.0.1:9/", host="127.0.0.1", users=2,
-                                            duration_s=5), None)
-        assert not any(a.startswith(("--threshold", "--abort-on-error-rate")) for a in plain)
-    finally:
-        shutil.rmtree(manager.tmpdir, ignore_errors=True)
+    params = StartParams(url="http://127.0.0.1:9/", host="127.0.0.1", users=2, duration_s=5,
+                         thresholds=["p99<200ms", "errors<1%"], abort_on_error_rate=0.125)
+    argv = manager.command("00000000-0000-4000-8000-000000000001", params)
+    assert argv[argv.index("--") - 3:argv.index("--")] == [
+        "--threshold=p99<200ms", "--threshold=errors<1%", "--abort-on-error-rate=12.5%"]
+    plain = manager.command("00000000-0000-4000-8000-000000000001",
+                            StartParams(url="http://127.0.0.1:9/", host="127.0.0.1", users=2,
+                                        duration_s=5))
+    assert not any(a.startswith(("--threshold", "--abort-on-error-rate")) for a in plain)
 
 
 # --------------------------------------------------------------------------- the original body
@@ -317,7 +313,7 @@ def test_results_in_every_payload(client, db_path):
             assert (payload["result"], payload["result_reason"]) == (result, reason), payload
     status, entry, metrics, _side = _everywhere(client, dead.uuid)
     assert status["status"] == "completed"                  # the status stays what it was
-    assert status["error_messages"] == metrics["error_messages"] == \
+    assert status["error_messages"] == metrics["error_messages"] == entry["error_messages"] == \
         {"connect": "connection refused 127.0.0.1:18119"}
     assert status["thresholds"] == [] and status["stopped_by_circuit"] is False
     status, entry, metrics, _side = _everywhere(client, broken.uuid)
@@ -328,6 +324,23 @@ def test_results_in_every_payload(client, db_path):
     html = client.get(f"/report/{dead.uuid}").text
     assert '<span class="status failed"' in html and "connection refused 127.0.0.1:18119" in html
     assert '<span class="status failed"' not in client.get(f"/report/{plain.uuid}").text
+
+
+def test_the_summary_columns_carry_the_verdict(db_path):
+    """queries.WEB_RUN_COLUMNS (what every poll reads) hold thresholds and the first error
+    messages: no second read of the whole row (histogram blobs included) per run."""
+    rules = [{"expression": "p99<1s", "passed": True}]
+    messages = {"connect": "connection refused 127.0.0.1:18119"}
+    writer = store_run(db_path, connect_errors=1, finish={"thresholds": json.dumps(rules),
+                                                          "error_messages": json.dumps(messages)})
+    conn = store.open_database(db_path, readonly=True, create=False)
+    try:
+        rows = [queries.run_summary(conn, writer.uuid), queries.runs_page(conn, 1, 0)[0]]
+    finally:
+        conn.close()
+    for row in rows:
+        assert json.loads(row["thresholds"]) == rules and json.loads(row["error_messages"]) == messages
+        assert json.loads(row["errors_by_kind"]) == {"connect": 3} and "latency_hist" not in row
 
 
 def test_a_running_run_has_no_result_yet(client, db_path):

@@ -111,14 +111,14 @@ BAD_PAYLOADS = [
     ({**OK, "headers": ["X-A: 1"]}, "headers must be an object of header name -> value (strings)"),
     ({**OK, "headers": {"X-A": 1}}, "headers must be an object of header name -> value (strings)"),
     ({**OK, "headers": {f"X-{i}": "v" for i in range(65)}}, "at most 64 headers"),
-    ({**OK, "headers": {"X-A": "a\r\nX-B: b"}}, "header 'X-A' must not contain CR or LF"),
-    ({**OK, "headers": {"X A": "1"}}, "invalid header name 'X A'"),
-    ({**OK, "headers": {"X-A": "a\x00b"}}, "header 'X-A' has control characters in its value"),
+    ({**OK, "headers": {"X-A": "a\r\nX-B: b"}}, "header 'X-A': control characters (CR, LF, NUL, ...) are not allowed in a value"),
+    ({**OK, "headers": {"X A": "1"}}, "header 'X A': the name may hold only letters, digits and !#$%&'*+.^_`|~-"),
+    ({**OK, "headers": {"X-A": "a\x00b"}}, "header 'X-A': control characters (CR, LF, NUL, ...) are not allowed in a value"),
     ({**OK, "headers": {"X-A": "v" * 8193}}, "header 'X-A' is longer than 8192 characters"),
     ({**OK, "headers": {"Content-Length": "5"}}, "header 'Content-Length' is set by loadtester itself"),
     ({**OK, "headers": {"Transfer-Encoding": "chunked"}},
      "header 'Transfer-Encoding' is set by loadtester itself"),
-    ({**OK, "headers": {"X-A": "\u20ac"}}, "header 'X-A' must be Latin-1 text"),
+    ({**OK, "headers": {"X-A": "\u20ac"}}, "header 'X-A': a value must be Latin-1 text (percent-encode or base64 anything else)"),
     ({**OK, "auth": {"type": "digest"}},
      AUTH_SHAPES),
     ({**OK, "auth": "bearer x"},
@@ -126,10 +126,9 @@ BAD_PAYLOADS = [
     ({**OK, "auth": {"type": "bearer", "token": "t"}, "headers": {"authorization": "Bearer u"}},
      "give either auth or an Authorization header, not both"),
     ({**OK, "auth": {"type": "bearer", "token": ""}},
-     "auth.token must be a non-empty string without control characters"),
-    ({**OK, "auth": {"type": "bearer", "token": "a\nb"}},
-     "auth.token must be a non-empty string without control characters"),
-    ({**OK, "auth": {"type": "bearer", "token": "\u20ac"}}, "auth.token must be Latin-1 text"),
+     "auth.token must be a non-empty string of at most 8192 characters"),
+    ({**OK, "auth": {"type": "bearer", "token": "a\nb"}}, "auth.token: control characters (CR, LF, NUL, ...) are not allowed in a value"),
+    ({**OK, "auth": {"type": "bearer", "token": "\u20ac"}}, "auth.token: a value must be Latin-1 text (percent-encode or base64 anything else)"),
     ({**OK, "auth": {"type": "basic", "username": "a:b"}},
      "auth.username and auth.password must be strings (no ':' in the username, no control characters)"),
     ({**OK, "auth": {"type": "basic", "username": "a", "password": 3}},
@@ -168,14 +167,14 @@ def test_mask_host(host, masked):
 
 
 def test_display_url():
-    assert display_url("http://example.com:8080/p?q#f", "example.com", False) == "http://example.com:8080/p?q#f"
-    assert display_url("http://example.com:8080/p?q#f", "example.com", True) == "http://ex*****.com:8080/p?q#f"
-    assert display_url("https://user:pw@example.com/x", "example.com", False) == "https://example.com/x"
-    assert display_url("https://user:pw@example.com/x", "example.com", True) == "https://ex*****.com/x"
-    assert display_url("http://user@[::1]:81/", "::1", False) == "http://[::1]:81/"
-    assert display_url("http://[::1/", "::1", True) == "ht**********"           # unparsable: masked whole
-    assert display_url("http://[::1/", "::1", False) == "http://[::1/"
-    assert display_url(None, None, True) is None and display_url("", None, True) == ""
+    assert display_url("http://example.com:8080/p?q#f", False) == "http://example.com:8080/p?q#f"
+    assert display_url("http://example.com:8080/p?q#f", True) == "http://ex*****.com:8080/***?***"
+    assert display_url("https://user:pw@example.com/x", False) == "https://example.com/x"
+    assert display_url("https://user:pw@example.com/x", True) == "https://ex*****.com/***"
+    assert display_url("http://user@[::1]:81/", False) == "http://[::1]:81/"
+    assert display_url("http://[::1/", True) == "ht**********"           # unparsable: masked whole
+    assert display_url("http://[::1/", False) == "http://[::1/"
+    assert display_url(None, True) is None and display_url("", True) == ""
 
 
 def test_summary_line_and_numbers():
@@ -318,7 +317,7 @@ def test_access_log_middleware(caplog):
 
 @pytest.mark.parametrize(("host", "allowed"), [
     ("127.0.0.1", True), ("127.0.0.1:8080", True), ("localhost", True), ("LOCALHOST:80", True),
-    ("[::1]", True), ("[::1]:8080", True), ("::1", True),
+    ("[::1]", True), ("[::1]:8080", True), ("::1", True), ("127.0.0.2:8080", True),
     ("example.com", False), ("127.0.0.1.nip.io:80", False), ("[::2]:80", False), ("10.0.0.1", False),
 ])
 def test_loopback_host_middleware(host, allowed):
@@ -636,7 +635,7 @@ def test_api_reads_a_finished_run(make_client, db_path):
     status = client.get(f"/api/status/{run_uuid}").json()
     assert (status["uuid"], status["id"], status["status"], status["progress"], status["remaining_s"]) == \
         (run_uuid, run_id, "completed", 1.0, 0.0)
-    assert status["url"] == "http://ex*****.com:8080/x" and status["mask_host"] is True
+    assert status["url"] == "http://ex*****.com:8080/***" and status["mask_host"] is True
     assert status["summary"] == ("Tested ex*****.com with 4 virtual users for 3s - 96.7% success rate, "
                                  "20.00 RPS, 2.00ms avg latency")
     series = client.get(f"/api/timeseries/{run_uuid}").json()
@@ -655,7 +654,7 @@ def test_api_reads_a_finished_run(make_client, db_path):
     assert html.status_code == 200 and "frame-ancestors 'none'" in html.headers["content-security-policy"]
     assert "nightly" in html.text and "example.com" not in html.text
     compared = client.get(f"/api/compare?a={run_uuid}&b={run_uuid}")
-    assert compared.status_code == 200 and compared.json()["a"]["url"] == "http://ex*****.com:8080/x"
+    assert compared.status_code == 200 and compared.json()["a"]["url"] == "http://ex*****.com:8080/***"
 
 
 def test_api_stream_of_a_finished_run(make_client, db_path):

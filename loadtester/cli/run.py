@@ -26,6 +26,9 @@ from loadtester.spec import SpecError, build_spec
 @click.option("-n", "--requests", type=int, help="Send exactly this many requests, then stop.")
 @click.option("-m", "--method", default="GET", show_default=True)
 @click.option("-H", "--header", "headers", multiple=True, help="'Name: value', repeatable.")
+@click.option("--headers-file",
+              help="More headers, one 'Name: value' a line (keeps secrets such as an "
+                   "Authorization header off the command line, where `ps` shows them).")
 @click.option("--body", help="Request body.")
 @click.option("--body-file", help="Read the request body from this file.")
 @click.option("--timeout", help="Per-request timeout (default 10s).")
@@ -55,7 +58,8 @@ from loadtester.spec import SpecError, build_spec
 @click.option("--mask-host", is_flag=True, help="Show this run's host masked in the web UI.")
 def blast(urls, targets_file, connections, duration, requests, method, headers, body, body_file,
           timeout, insecure, rate, ramp_up, pipeline, workers, label, as_json, db_path, store_mode,
-          progress, thresholds, abort_on_error_rate, shard, run_id, run_uuid, mask_host):
+          progress, thresholds, abort_on_error_rate, shard, run_id, run_uuid, mask_host,
+          headers_file):
     """Send load to URL (several URLs, or --targets FILE, are taken in turn) and report
     throughput and latency.
 
@@ -69,7 +73,8 @@ def blast(urls, targets_file, connections, duration, requests, method, headers, 
                           duration=duration, requests=requests, method=method, headers=headers,
                           body=body, body_file=body_file, timeout=timeout, insecure=insecure,
                           rate=rate, ramp_up=ramp_up, workers=workers, label=label,
-                          shard=shard, run_id=run_id, pipeline=pipeline)
+                          shard=shard, run_id=run_id, pipeline=pipeline,
+                          headers_file=headers_file)
         rules = [parse_threshold(text) for text in thresholds]
         abort_rate = parse_share(abort_on_error_rate) if abort_on_error_rate else None
     except (SpecError, ValueError) as exc:

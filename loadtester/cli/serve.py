@@ -5,6 +5,7 @@ import click
 
 from loadtester.cli.options import db_option
 from loadtester.store import StoreError
+from loadtester.web.middleware.proxies import DEFAULT_TRUSTED_PROXIES, parse_trusted_proxies
 from loadtester.web.ratelimit import RateLimiter
 from loadtester.web.server import ServeError, serve_forever
 
@@ -23,7 +24,13 @@ from loadtester.web.server import ServeError, serve_forever
               help="Running tests per client address.")
 @click.option("--max-running", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Running tests in all.")
-def serve_command(host, port, db_path, allow_private, rate_limit, max_per_client, max_running):
+@click.option("--forwarded-allow-ips", default=DEFAULT_TRUSTED_PROXIES, show_default=True,
+              envvar="FORWARDED_ALLOW_IPS",
+              help="Proxies (addresses or networks, comma-separated; * for any, '' for none) "
+                   "whose X-Forwarded-For / -Proto name the client, as in uvicorn: per-client "
+                   "limits then see the client behind an ingress. [env: FORWARDED_ALLOW_IPS]")
+def serve_command(host, port, db_path, allow_private, rate_limit, max_per_client, max_running,
+                  forwarded_allow_ips):
     """Web UI and JSON API: start, watch, stop and compare runs (stored in the database).
 
     Set LOADTESTER_TOKEN to require `Authorization: Bearer <token>` on /api/* and /report/*.
@@ -32,11 +39,17 @@ def serve_command(host, port, db_path, allow_private, rate_limit, max_per_client
         RateLimiter.parse(rate_limit)                # fail early on a bad value
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--rate-limit'") from None
+    try:
+        parse_trusted_proxies(forwarded_allow_ips)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--forwarded-allow-ips'") from None
     db_path = db_path.absolute()
     try:
         serve_forever(host=host, port=port, db_path=db_path, allow_private=allow_private,
                       rate_limit=rate_limit, max_per_client=max_per_client,
-                      max_running=max_running, announce=lambda line: print(line, flush=True))
+                      max_running=max_running, forwarded_allow_ips=forwarded_allow_ips,
+                      announce=lambda line: print(line, flush=True),
+                      warn=lambda line: click.echo(line, err=True))
     except (ServeError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
 

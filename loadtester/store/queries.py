@@ -196,7 +196,10 @@ def has_rows(conn: apsw.Connection, table: str, run_id: int) -> bool:
 WEB_RUN_COLUMNS = ("id, uuid, host, mask_host, total_users, ramp_up_sec, duration, status, started_at, "
                    "completed_at, total_requests, success_count, error_count, avg_latency, rps, method, "
                    "url, mode, rate, workers, p50, p99, label, stop_reason, measured_duration, "
-                   "requests_limit")
+                   "requests_limit, "
+                   # the verdict's (JSON text): pass/fail per threshold, the first message of
+                   # each error kind, errors per kind, workers that died
+                   "thresholds, error_messages, errors_by_kind, worker_errors")
 
 
 def run_by_uuid(conn: apsw.Connection, run_uuid: str) -> dict[str, Any] | None:

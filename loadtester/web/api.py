@@ -19,9 +19,9 @@ from loadtester.analysis import aggregate
 from loadtester.analysis.report import report_from_row
 from loadtester.store import queries
 from loadtester.units import parse_iso_utc
-from loadtester.web import pipeops, reads
+from loadtester.web import pipeops
 from loadtester.web.context import ServeContext
-from loadtester.web.display import display_url, mask_host, summary_line
+from loadtester.web.display import display_host, display_url, summary_line
 from loadtester.web.errors import ApiError
 from loadtester.web.runs import RunProcess
 from loadtester.web.series import SeriesSnapshot
@@ -90,24 +90,22 @@ def successes_of(row: Row, series: SeriesSnapshot | None) -> int | None:
     return row.get("success_count")
 
 
-def verdict_fields(row: Row, run: RunProcess | None, successes: int | None,
-                   extras: Row | None = None) -> dict[str, Any]:
+def verdict_fields(row: Row, run: RunProcess | None, successes: int | None) -> dict[str, Any]:
     """result (verdict.judge), result_reason, thresholds (pass/fail; while running, the ones
     asked for, unjudged), error_messages (kind -> first message), stopped_by_circuit and
-    abort_on_error_rate (known for runs this server started).  `extras`: the verdict columns
-    the row may lack (reads.verdict_columns)."""
-    full = {**row, **(extras or {})}
-    verdict = judge(full, successes, run.error_line() if run is not None else None)
-    thresholds = stored_json(full.get("thresholds"), [])
-    if not thresholds and run is not None and full.get("status") == "running":
+    abort_on_error_rate (known for runs this server started).  `row`: the summary columns
+    (queries.WEB_RUN_COLUMNS, the verdict's included) or the whole row."""
+    verdict = judge(row, successes, run.error_line() if run is not None else None)
+    thresholds = stored_json(row.get("thresholds"), [])
+    if not thresholds and run is not None and row.get("status") == "running":
         thresholds = [{"expression": t, "passed": None} for t in run.params.thresholds]
     fields: dict[str, Any] = {
         "result": verdict.result, "result_reason": verdict.reason, "thresholds": thresholds,
-        "error_messages": stored_json(full.get("error_messages"), {}),
-        "stopped_by_circuit": full.get("stop_reason") == CIRCUIT_BREAKER_STOP,
+        "error_messages": stored_json(row.get("error_messages"), {}),
+        "stopped_by_circuit": row.get("stop_reason") == CIRCUIT_BREAKER_STOP,
         "abort_on_error_rate": run.params.abort_on_error_rate if run is not None else None,
     }
-    deaths = stored_json(full.get("worker_errors"), [])
+    deaths = stored_json(row.get("worker_errors"), [])
     if deaths:
         fields["worker_errors"] = deaths
     return fields
@@ -120,13 +118,13 @@ def pending_status(run: RunProcess) -> dict[str, Any]:
     status = "running" if run.alive else "failed"
     payload = {
         "uuid": run.uuid, "id": None, "status": status,
-        "url": display_url(p.url, p.host, p.mask_host), "label": p.label or None,
+        "url": display_url(p.url, p.mask_host), "label": p.label or None,
         "method": p.method, "users": p.users, "duration": p.duration_s,
         "ramp_up": p.ramp_up_s, "rate": p.rate, "mask_host": p.mask_host,
         "elapsed_s": round(elapsed, 3), "remaining_s": round(max(0.0, p.duration_s - elapsed), 3)
         if status == "running" else 0.0,
         "progress": 0.0, "started_at": run.started_at, "completed_at": None,
-        "summary": summary_line(mask_host(p.host) if p.mask_host else p.host, p.users,
+        "summary": summary_line(display_host(p.host, p.mask_host), p.users,
                                 p.duration_s, None, None, None, running=status == "running"),
         "stop_reason": None,
     }
@@ -136,15 +134,15 @@ def pending_status(run: RunProcess) -> dict[str, Any]:
     return payload
 
 
-def status_payload(row: Row | None, run: RunProcess | None, series: SeriesSnapshot | None,
-                   extras: Row | None = None) -> dict[str, Any]:
+def status_payload(row: Row | None, run: RunProcess | None,
+                   series: SeriesSnapshot | None) -> dict[str, Any]:
     """GET /api/status: from the stored row (and its windows), else from the RunProcess."""
     if row is None:
         assert run is not None, "a run is stored or was started here"
         return pending_status(run)
     elapsed = elapsed_s(row, run)
     masked = bool(row.get("mask_host"))
-    host = mask_host(row.get("host")) if masked else row.get("host")
+    host = display_host(row.get("host"), masked)
     duration = row.get("duration")
     status = row["status"]
     if status == "running":
@@ -156,7 +154,7 @@ def status_payload(row: Row | None, run: RunProcess | None, series: SeriesSnapsh
     numbers = live_numbers(row, series, elapsed)
     payload = {
         "uuid": row["uuid"], "id": row["id"], "status": status,
-        "url": display_url(row.get("url"), row.get("host"), masked), "label": row.get("label"),
+        "url": display_url(row.get("url"), masked), "label": row.get("label"),
         "method": row.get("method"), "users": row.get("total_users"), "duration": duration,
         "ramp_up": row.get("ramp_up_sec") or None, "rate": row.get("rate"), "mask_host": masked,
         "elapsed_s": round(elapsed, 3), "remaining_s": round(remaining, 3),
@@ -165,22 +163,21 @@ def status_payload(row: Row | None, run: RunProcess | None, series: SeriesSnapsh
         "summary": summary_line(host, row.get("total_users"), duration, numbers["success_rate"],
                                 numbers["rps"], numbers["avg_ms"], running=status == "running"),
         "stop_reason": row.get("stop_reason"),
-        **verdict_fields(row, run, successes_of(row, series), extras),
+        **verdict_fields(row, run, successes_of(row, series)),
     }
     if run is not None and run.stop_requested and status == "running":
         payload["stopping"] = True
     return payload
 
 
-def history_entry(row: Row, series: SeriesSnapshot | None,
-                  extras: Row | None = None) -> dict[str, Any]:
+def history_entry(row: Row, series: SeriesSnapshot | None) -> dict[str, Any]:
     """One run of GET /api/history."""
     numbers = live_numbers(row, series, elapsed_s(row, None))
     masked = bool(row.get("mask_host"))
-    host = mask_host(row.get("host")) if masked else row.get("host")
+    host = display_host(row.get("host"), masked)
     return {
         "uuid": row["uuid"], "id": row["id"], "label": row.get("label"),
-        "url": display_url(row.get("url"), row.get("host"), masked),
+        "url": display_url(row.get("url"), masked),
         "method": row.get("method"), "users": row.get("total_users"),
         "duration": row.get("duration"), "status": row["status"],
         "started_at": row.get("started_at"), "completed_at": row.get("completed_at"),
@@ -190,8 +187,9 @@ def history_entry(row: Row, series: SeriesSnapshot | None,
         "summary": summary_line(host, row.get("total_users"), row.get("duration"),
                                 numbers["success_rate"], numbers["rps"],
                                 numbers["avg_ms"], running=row["status"] == "running"),
-        **{k: v for k, v in verdict_fields(row, None, successes_of(row, series), extras).items()
-           if k in ("result", "result_reason", "thresholds", "stopped_by_circuit")},
+        **{k: v for k, v in verdict_fields(row, None, successes_of(row, series)).items()
+           if k in ("result", "result_reason", "thresholds", "error_messages",
+                    "stopped_by_circuit")},
     }
 
 
@@ -208,9 +206,9 @@ def run_report(ctx: ServeContext, row_full: Row, series: SeriesSnapshot) -> dict
     report = report_from_row(row, ctx.db_path)
     report.pop("db", None)
     if row.get("mask_host"):
-        report["url"] = display_url(report.get("url"), row.get("host"), True)
+        report["url"] = display_url(report.get("url"), True)
         for target in report.get("targets") or []:
-            target["url"] = display_url(target.get("url"), row.get("host"), True)
+            target["url"] = display_url(target.get("url"), True)
     return report
 
 
@@ -233,9 +231,7 @@ def status(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
         row, run = lookup(ctx, conn, run_uuid)
         series = ctx.cache.get(conn, row) if row is not None and row["status"] in FROM_WINDOWS \
             else None
-        extras = reads.verdict_columns(conn, run_uuid) \
-            if row is not None and row["status"] != "running" else None
-        return status_payload(row, run, series, extras)
+        return status_payload(row, run, series)
 
 
 def metrics(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
@@ -331,9 +327,7 @@ def history(ctx: ServeContext, page: int, per_page: int) -> dict[str, Any]:
         runs = []
         for row in queries.runs_page(conn, limit=per_page, offset=(page - 1) * per_page):
             series = ctx.cache.get(conn, row) if row["status"] in FROM_WINDOWS else None
-            extras = reads.verdict_columns(conn, row["uuid"]) if row["status"] != "running" \
-                else None
-            runs.append(history_entry(row, series, extras))
+            runs.append(history_entry(row, series))
     return {"runs": runs, "page": page, "per_page": per_page, "total": total}
 
 
@@ -354,7 +348,7 @@ def compare(ctx: ServeContext, a: str, b: str) -> dict[str, Any]:
             result[key]["result_reason"] = verdict["result_reason"]
     for key, row in zip(("a", "b"), rows):
         if row.get("mask_host"):
-            result[key]["url"] = display_url(result[key].get("url"), row.get("host"), True)
+            result[key]["url"] = display_url(result[key].get("url"), True)
     return result
 
 
@@ -366,7 +360,7 @@ def report_data(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
             raise ApiError(409, f"run {run_uuid} has not stored anything yet")
         series = ctx.cache.get(conn, row)
         report = run_report(ctx, row, series)
-        state = status_payload(row, run, series, row)
+        state = status_payload(row, run, series)
     return {"uuid": row["uuid"], "run_id": row["id"], "label": row.get("label"),
             "url": state["url"], "method": row.get("method"), "status": row["status"],
             "result": state["result"], "result_reason": state["result_reason"],
@@ -383,8 +377,7 @@ def stream_poll(ctx: ServeContext, run_uuid: str,
         if row is None:
             return status_payload(None, run, None), []
         series = ctx.cache.get(conn, row)
-        extras = reads.verdict_columns(conn, run_uuid) if row["status"] != "running" else None
-        state = status_payload(row, run, series, extras)
+        state = status_payload(row, run, series)
         rows = series.closed if row["status"] == "running" else series.rows
         return state, [r for r in rows if r["second"] > since]
 

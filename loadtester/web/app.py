@@ -3,7 +3,8 @@ uvloop + httptools): its routes, error handlers and middleware stack.
 
 API (JSON; errors are {"error": "..."} with the matching status):
   POST /api/start                 {url, users, duration, ramp_up, method, headers, body, auth,
-                                  mask_host, rate, label, thresholds, abort_on_error_rate}
+                                  mask_host, rate, pipeline, label, thresholds,
+                                  abort_on_error_rate}
                                   -> 201 {uuid, status: "running"}; or the original PipeOps
                                   body {host, ...} -> 201 {test_id, test_uuid, status:
                                   "started", uuid} (loadtester.web.pipeops); unknown fields 400
@@ -37,10 +38,11 @@ Safety: targets are checked by loadtester.web.ssrf (loopback/private refused unl
 (token bucket, --rate-limit) and capped at --max-per-client running tests per client and
 --max-running in all.  With LOADTESTER_TOKEN set, /api/*, /report/* and /metrics need
 `Authorization: Bearer <token>` (or `?access_token=` on GET, for links and EventSource).
-Unsafe methods with a foreign Origin are refused; bound to a loopback address, only loopback
-Host headers are accepted (DNS rebinding).  Every response carries X-Request-ID; one JSON log
-line per request goes to stderr.  SIGTERM/SIGINT: stop every blast (SIGTERM), wait up to 10 s
-for them to store 'stopped', then exit.
+Behind a proxy in --forwarded-allow-ips (uvicorn's; default 127.0.0.1) the client is the one
+its X-Forwarded-For names.  Unsafe methods with a foreign Origin are refused; bound to a
+loopback address, only loopback Host headers are accepted (DNS rebinding).  Every response
+carries X-Request-ID; one JSON log line per request goes to stderr.  SIGTERM/SIGINT: stop every
+blast (SIGTERM), wait up to 10 s for them to store 'stopped', then exit.
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ from loadtester.web.middleware import (
     SameOriginMiddleware,
     SecurityHeadersMiddleware,
     TokenAuthMiddleware,
+    trust_proxies,
 )
 from loadtester.web.responses import error_response
 from loadtester.web.runs import SHUTDOWN_WAIT_S
@@ -138,4 +141,4 @@ def create_app(ctx: ServeContext) -> ASGIApp:
         app = LoopbackHostMiddleware(app)
     app = AccessLogMiddleware(app)
     app = RequestIdMiddleware(app)
-    return SecurityHeadersMiddleware(app)
+    return trust_proxies(SecurityHeadersMiddleware(app), ctx.trusted_proxies)

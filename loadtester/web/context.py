@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, cast
 
 from loadtester import store
 from loadtester.web.errors import ApiError
+from loadtester.web.middleware.proxies import DEFAULT_TRUSTED_PROXIES
 from loadtester.web.ratelimit import RateLimiter
 from loadtester.web.runs import RunManager
 from loadtester.web.series import SeriesCache
@@ -32,6 +33,7 @@ class ServeContext:
     max_running: int = 10
     web_dir: pathlib.Path = WEB_DIR
     loopback_only_hosts: bool = False
+    trusted_proxies: list[str] = field(default_factory=lambda: [DEFAULT_TRUSTED_PROXIES])
     manager: RunManager = field(init=False)
     cache: SeriesCache = field(default_factory=SeriesCache)
 

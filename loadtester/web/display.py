@@ -1,5 +1,5 @@
-"""How the API shows a run: masked hosts, URLs without passwords, the one-line summary and
-numbers as the CLI parses them."""
+"""How the web app shows a run: hosts and URLs (masked when the run asked for it; one
+function each), never a password, the one-line summary and numbers as the CLI parses them."""
 from __future__ import annotations
 
 import urllib.parse
@@ -21,8 +21,19 @@ def mask_host(host: str | None) -> str | None:
     return head + "*" * max(1, len(host) - len(head) - len(tail)) + tail
 
 
-def display_url(url: str | None, host: str | None, masked: bool) -> str | None:
-    """The URL as the API shows it: host masked when the run asked for it; never a password."""
+HIDDEN = "***"                      # what a masked URL shows for its path and its query
+
+
+def display_host(host: str | None, masked: bool) -> str | None:
+    """The host as the API shows it: masked when the run asked for it."""
+    return mask_host(host) if masked else host
+
+
+def display_url(url: str | None, masked: bool) -> str | None:
+    """The URL as everything that shows a run shows it (the API's payloads, the run list,
+    the pages, both reports, /metrics labels, the PipeOps responses, the logs): never a
+    password; when the run asked for masking (mask_host), the host masked and the path and
+    query hidden too, since they may carry keys: 'https://ex*****.com:8443/***?***'."""
     if not url:
         return url
     try:
@@ -32,11 +43,16 @@ def display_url(url: str | None, host: str | None, masked: bool) -> str | None:
         return mask_host(url) if masked else url
     if not masked and "@" not in parts.netloc:
         return url
-    shown = (mask_host(hostname) or "") if masked else hostname
-    if ":" in shown and not masked:
+    shown = display_host(hostname, masked) or ""
+    if ":" in shown:
         shown = f"[{shown}]"
     netloc = shown + (f":{port}" if port else "")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    if not masked:
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query,
+                                        parts.fragment))
+    path = "/" + HIDDEN if parts.path.strip("/") else parts.path
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, HIDDEN if parts.query else "",
+                                    ""))
 
 
 def summary_line(host: str | None, users: int | None, duration: float | None,

@@ -103,7 +103,7 @@ async def api_start(request: Request) -> Response:
     except OSError as exc:
         return error_response(500, f"cannot start the test: {exc.strerror or exc}")
     log_event("run_started", uuid=run.uuid, client=client, pid=run.proc.pid,
-              url=display_url(params.url, params.host, params.mask_host),
+              url=display_url(params.url, params.mask_host),
               users=params.users, duration=params.duration_s, pipeops_body=pipeops_body)
     headers = {"Location": f"/api/status/{run.uuid}"}
     if pipeops_body:

@@ -204,7 +204,7 @@ def collect(ctx: ServeContext, conn: apsw.Connection, finished: int) -> list[dic
         if row is None:                                   # deleted in between
             continue
         base = {"uuid": row["uuid"], "label": row.get("label") or "",
-                "url": display_url(row.get("url"), row.get("host"), bool(row.get("mask_host")))
+                "url": display_url(row.get("url"), bool(row.get("mask_host")))
                 or ""}
         runs.append({"labels": base, **_run_numbers(ctx, conn, row)})
     return runs

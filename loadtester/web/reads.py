@@ -1,5 +1,6 @@
-"""Reads the web app needs beyond the summary columns (queries.WEB_RUN_COLUMNS), made only of
-loadtester.store.queries functions (no SQL here).  Each takes an open apsw connection."""
+"""Reads the web app needs beyond the summary columns (queries.WEB_RUN_COLUMNS, which hold the
+verdict's columns too), made only of loadtester.store.queries functions (no SQL here).  Each
+takes an open apsw connection."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,15 +8,6 @@ from typing import Any
 import apsw
 
 from loadtester.store import queries
-
-# What a run's verdict needs that the summary columns do not hold (verdict.judge).
-VERDICT_COLUMNS = ("thresholds", "error_messages", "errors_by_kind", "worker_errors")
-
-
-def verdict_columns(conn: apsw.Connection, run_uuid: str) -> dict[str, Any]:
-    """The VERDICT_COLUMNS of the run (JSON text as stored); {} when there is no such run."""
-    row = queries.run_by_uuid(conn, run_uuid)
-    return {key: row.get(key) for key in VERDICT_COLUMNS} if row is not None else {}
 
 
 def run_id_of(conn: apsw.Connection, run_uuid: str) -> int | None:

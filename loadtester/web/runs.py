@@ -3,7 +3,12 @@
 Runs are `loadtester blast` subprocesses of this server, started with PR_SET_PDEATHSIG=SIGKILL
 so that a server killed even with -9 takes its blasts along (the store then marks such a run
 'interrupted' on the next open).  The server picks the run's uuid (uuid4) and hands it to the
-blast (`--uuid`), so POST /api/start answers at once.  stdout and stderr are only drained; the
+blast (`--uuid`), so POST /api/start answers at once.  What may be secret or large - the
+request headers (an Authorization header, an auth's credentials) and the body - goes to the
+blast in anonymous memory files (memfd) it inherits and reads as /dev/fd/N: never on its
+command line, which `ps` shows to every user of the machine, and never on disk, so nothing
+is left behind when the blast ends, fails to start or the server is killed.  stdout and
+stderr are only drained; the
 tail of stderr is kept to explain a blast that failed before it stored anything.  Stop =
 SIGTERM to the blast, which stops cleanly and stores 'stopped'."""
 from __future__ import annotations
@@ -12,11 +17,9 @@ import contextlib
 import functools
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid as _uuid
@@ -43,7 +46,6 @@ class RunProcess:
     proc: subprocess.Popen[bytes]
     started_mono: float
     started_at: str
-    body_file: str | None = None
     returncode: int | None = None
     stderr_tail: str = ""
     stop_requested: bool = False
@@ -60,6 +62,19 @@ class RunProcess:
         return lines[-1] if lines else f"blast exited with status {self.returncode}"
 
 
+def memory_file(name: str, data: bytes) -> int:
+    """An anonymous file in memory holding `data` (a descriptor; gone with its last one)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)      # inherited only where passed (pass_fds)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 class RunManager:
     """The blast subprocesses this server started.
 
@@ -72,7 +87,6 @@ class RunManager:
         self.db_path = db_path
         self.runs: dict[str, RunProcess] = {}
         self.lock = threading.Lock()
-        self.tmpdir = tempfile.mkdtemp(prefix="loadtester-serve-")
         self.shutting_down = False
         self._stop_wanted = threading.Event()
         self._stopper_thread: threading.Thread | None = None
@@ -86,16 +100,21 @@ class RunManager:
             return [r for r in self.runs.values()
                     if r.alive and (client is None or r.client == client)]
 
-    def command(self, run_uuid: str, params: StartParams, body_file: str | None) -> list[str]:
-        argv = [sys.executable, "-m", "loadtester", "blast", "-c", str(params.users),
+    python = sys.executable                 # what runs `-m loadtester blast`
+
+    def command(self, run_uuid: str, params: StartParams, *, headers_file: str | None = None,
+                body_file: str | None = None) -> list[str]:
+        argv = [self.python, "-m", "loadtester", "blast", "-c", str(params.users),
                 "-d", f"{plain_number(params.duration_s)}s", "--uuid", run_uuid,
                 "--db", str(self.db_path), "--json", "--no-progress", "-m", params.method]
         if params.rate:
             argv.append(f"--rate={plain_number(params.rate)}")
         if params.ramp_up_s:
             argv.append(f"--ramp-up={plain_number(params.ramp_up_s)}s")
-        for name, value in params.headers:
-            argv.append(f"--header={name}: {value}")
+        if params.pipeline > 1:
+            argv.append(f"--pipeline={params.pipeline}")
+        if headers_file:
+            argv.append(f"--headers-file={headers_file}")
         if body_file:
             argv.append(f"--body-file={body_file}")
         if params.mask_host:
@@ -111,30 +130,25 @@ class RunManager:
 
     def spawn(self, params: StartParams, client: str) -> RunProcess:
         run_uuid = str(_uuid.uuid4())
-        body_file = None
-        if params.body:
-            # argv strings are capped at 128 KiB on Linux: bodies go through a private file.
-            body_file = os.path.join(self.tmpdir, f"{run_uuid}.body")
-            fd = os.open(body_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(params.body.encode("utf-8"))
-        env = {k: v for k, v in os.environ.items() if k not in ("LOADTESTER_TOKEN", "DB_PATH")}
-        if (SOURCE_ROOT / "setup.py").exists():       # a source checkout: import this copy
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(SOURCE_ROOT), env.get("PYTHONPATH")) if p)
+        fds: list[int] = []
         try:
-            proc = subprocess.Popen(
-                self.command(run_uuid, params, body_file), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, close_fds=True,
-                start_new_session=True, preexec_fn=functools.partial(die_with_parent, os.getpid()))
-        except OSError:
-            if body_file:
-                with contextlib.suppress(OSError):
-                    os.unlink(body_file)
-            raise
+            # Headers may carry secrets (`ps` shows every command line), and argv strings are
+            # capped at 128 KiB on Linux (bodies): both go through memory files.
+            headers_file = body_file = None
+            if params.headers:
+                lines = "".join(f"{name}: {value}\n" for name, value in params.headers)
+                fds.append(memory_file("loadtester-headers", lines.encode("utf-8")))
+                headers_file = f"/dev/fd/{fds[-1]}"
+            if params.body:
+                fds.append(memory_file("loadtester-body", params.body.encode("utf-8")))
+                body_file = f"/dev/fd/{fds[-1]}"
+            proc = self._popen(self.command(run_uuid, params, headers_file=headers_file,
+                                                 body_file=body_file), fds)
+        finally:
+            for fd in fds:              # the blast has its own copies (or never started)
+                os.close(fd)
         run = RunProcess(uuid=run_uuid, client=client, params=params, proc=proc,
-                         started_mono=time.monotonic(), started_at=utc_now_iso(),
-                         body_file=body_file)
+                         started_mono=time.monotonic(), started_at=utc_now_iso())
         with self.lock:
             self.runs[run_uuid] = run
             self._forget_old()
@@ -142,6 +156,16 @@ class RunManager:
                          daemon=True).start()
         self._ensure_stopper()
         return run
+
+    def _popen(self, argv: list[str], fds: list[int]) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if k not in ("LOADTESTER_TOKEN", "DB_PATH")}
+        if (SOURCE_ROOT / "setup.py").exists():       # a source checkout: import this copy
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(SOURCE_ROOT), env.get("PYTHONPATH")) if p)
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, close_fds=True, pass_fds=fds, start_new_session=True,
+            preexec_fn=functools.partial(die_with_parent, os.getpid()))
 
     def _forget_old(self) -> None:
         finished = [r for r in self.runs.values() if not r.alive]
@@ -159,9 +183,6 @@ class RunManager:
             run.proc.wait()
         run.returncode = run.proc.returncode
         run.ended_mono = time.monotonic()
-        if run.body_file:
-            with contextlib.suppress(OSError):
-                os.unlink(run.body_file)
         if run.returncode != 0:
             # Killed or failed: let the store close out a row left 'running' (it only touches
             # rows whose writer is gone).
@@ -252,4 +273,3 @@ class RunManager:
                 run.proc.kill()
         for run in late:
             run.done.wait(5)
-        shutil.rmtree(self.tmpdir, ignore_errors=True)

@@ -2,6 +2,7 @@
 socket, uvicorn, and stopping the blasts on SIGTERM/SIGINT."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import pathlib
 import socket
@@ -11,6 +12,7 @@ from types import FrameType
 from loadtester import store
 from loadtester.web.context import ServeContext
 from loadtester.web.logs import log_event, setup_logging
+from loadtester.web.middleware.proxies import DEFAULT_TRUSTED_PROXIES, parse_trusted_proxies
 from loadtester.web.ratelimit import RateLimiter
 from loadtester.web.runs import SHUTDOWN_WAIT_S
 
@@ -20,7 +22,20 @@ class ServeError(Exception):
 
 
 def is_loopback_bind(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    """Whether listening on `host` is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposed_warning(shown_host: str) -> str:
+    """The one line `serve` prints when anyone who reaches the port may start tests."""
+    return (f"loadtester: warning: listening on {shown_host}, not only on loopback, without "
+            "LOADTESTER_TOKEN: anyone who can reach this port can start load tests from this "
+            "machine; set LOADTESTER_TOKEN")
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -40,7 +55,9 @@ def listen(host: str, port: int) -> socket.socket:
 
 def serve_forever(*, host: str, port: int, db_path: pathlib.Path, allow_private: bool,
                   rate_limit: str = "10/min", max_per_client: int = 3, max_running: int = 10,
-                  announce: Callable[[str], object] = print) -> None:
+                  forwarded_allow_ips: str = DEFAULT_TRUSTED_PROXIES,
+                  announce: Callable[[str], object] = print,
+                  warn: Callable[[str], object] = print) -> None:
     import uvicorn
 
     from loadtester.web.app import create_app  # starlette: only once serving
@@ -52,7 +69,8 @@ def serve_forever(*, host: str, port: int, db_path: pathlib.Path, allow_private:
     token = os.environ.get("LOADTESTER_TOKEN") or None
     ctx = ServeContext(db_path=db_path, allow_private=allow_private, token=token,
                        limiter=RateLimiter.parse(rate_limit), max_per_client=max_per_client,
-                       max_running=max_running, loopback_only_hosts=is_loopback_bind(host))
+                       max_running=max_running, loopback_only_hosts=is_loopback_bind(host),
+                       trusted_proxies=parse_trusted_proxies(forwarded_allow_ips))
     app = create_app(ctx)
 
     sock = listen(host, port)
@@ -60,7 +78,8 @@ def serve_forever(*, host: str, port: int, db_path: pathlib.Path, allow_private:
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
 
     config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on",
-                            access_log=False, log_config=None, proxy_headers=False,
+                            access_log=False, log_config=None,
+                            proxy_headers=False,         # the app applies them (trust_proxies)
                             server_header=False, timeout_graceful_shutdown=int(SHUTDOWN_WAIT_S),
                             timeout_keep_alive=5)
 
@@ -71,6 +90,8 @@ def serve_forever(*, host: str, port: int, db_path: pathlib.Path, allow_private:
             super().handle_exit(sig, frame)
 
     server = _Server(config)
+    if not token and not is_loopback_bind(host):
+        warn(exposed_warning(shown))
     announce(f"loadtester serve listening on http://{shown}:{bound[1]}/ (db {db_path}"
              f"{', private targets allowed' if allow_private else ''}"
              f"{', token required' if token else ''})")

@@ -19,7 +19,9 @@ IPv6 forms that carry an IPv4 address are judged by that address too: IPv4-mappe
 (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), 6to4 (2002::/16), NAT64 (64:ff9b::/96 and
 64:ff9b:1::/48) and Teredo (2001::/32).  Odd IPv4 spellings (2130706433, 0x7f.1, 127.1) are
 resolved by getaddrinfo exactly as the engine's connect would resolve them, so they are judged
-by the address they mean.  A host that does not resolve is refused.
+by the address they mean.  A host that does not resolve is refused.  The name resolved is the
+one the blast connects to (spec.parse_url's host), a trailing dot kept: 'localhost.' is not
+'localhost'.
 
 Redirects: the engine never follows redirects - a 3xx answer is recorded as a response (and
 counted as a success, 1xx-3xx), so a target cannot bounce the load to another host.
@@ -34,7 +36,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+
+from loadtester.spec import SpecError, parse_url
 
 __all__ = ["BlockedTarget", "check_target", "classify_address", "METADATA_HOSTS"]
 
@@ -111,25 +114,20 @@ def classify_address(address: str, allow_private: bool = False) -> str | None:
     return _classify_one(ip, allow_private)
 
 
-def _normal_host(host: str) -> str:
-    return host.strip().strip("[]").rstrip(".").lower()
-
-
 def check_target(url: str, allow_private: bool) -> None:
-    """Raise BlockedTarget unless every address url's host resolves to may be tested."""
+    """Raise BlockedTarget unless every address url's host resolves to may be tested.
+
+    The name resolved here is the very one the blast's engine resolves and connects to
+    (spec.parse_url's host: IDNA-encoded, lower case, a trailing dot kept): 'localhost.' is
+    an absolute DNS name that need not mean what 'localhost' does, so it is checked as itself.
+    Only the comparison with the metadata names ignores a trailing dot."""
     try:
-        parts = urlsplit(str(url).strip())
-        port = parts.port
-    except ValueError:
-        raise BlockedTarget(f"invalid URL {url!r}") from None
-    if parts.scheme not in ("http", "https"):
-        raise BlockedTarget(f"invalid URL {url!r}: scheme must be http or https")
-    host = _normal_host(parts.hostname or "")
-    if not host:
-        raise BlockedTarget(f"invalid URL {url!r}: no host")
-    if host in METADATA_HOSTS:
+        target = parse_url(str(url))
+    except SpecError as exc:
+        raise BlockedTarget(str(exc)) from None
+    host, port = target.host, target.port
+    if host.rstrip(".") in METADATA_HOSTS:
         raise BlockedTarget(f"target {host} is a cloud metadata service; refused")
-    port = port or (443 if parts.scheme == "https" else 80)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, OSError) as exc:

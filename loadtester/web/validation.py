@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadtester.analysis.thresholds import ThresholdError, parse_threshold
-from loadtester.spec import SpecError, parse_rate, parse_url
+from loadtester.spec import MAX_PIPELINE, SpecError, check_pipeline, parse_rate, parse_url
 from loadtester.units import UnitError, parse_duration_s
 from loadtester.web.display import plain_number
 from loadtester.web.errors import ApiError
@@ -31,8 +31,8 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 DEFAULT_USERS = 10
 DEFAULT_DURATION_S = 30.0
 
-START_FIELDS = ("url", "users", "duration", "ramp_up", "rate", "method", "headers", "body", "auth",
-                "mask_host", "label", "thresholds", "abort_on_error_rate")
+START_FIELDS = ("url", "users", "duration", "ramp_up", "rate", "pipeline", "method", "headers",
+                "body", "auth", "mask_host", "label", "thresholds", "abort_on_error_rate")
 # PipeOps' names for fields this body spells differently (for the error message)
 OUR_NAME_FOR = {"host": "url", "ramp_up_sec": "ramp_up", "max_concurrent_requests": "rate",
                 "error_threshold": "abort_on_error_rate"}
@@ -46,6 +46,7 @@ class StartParams:
     duration_s: float
     ramp_up_s: float | None = None
     rate: float | None = None
+    pipeline: int = 1                                       # the CLI's --pipeline
     method: str = "GET"
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: str | None = None
@@ -144,6 +145,23 @@ def _check_rate(payload: dict[str, Any]) -> float | None:
     if rate > MAX_RATE:
         raise _bad(f"rate must be at most {MAX_RATE} requests per second")
     return float(rate)
+
+
+def _check_pipeline(payload: dict[str, Any], rate: float | None) -> int:
+    """`pipeline`: requests written at once on each connection (the CLI's --pipeline)."""
+    depth = payload.get("pipeline")
+    if depth is None:
+        return 1
+    if isinstance(depth, float) and depth.is_integer():
+        depth = int(depth)
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise _bad(f"pipeline must be a whole number from 1 to {MAX_PIPELINE}")
+    try:
+        check_pipeline(depth, open_loop=rate is not None, rate_name="rate",
+                       pipeline_name="pipeline")
+    except SpecError as exc:
+        raise _bad(str(exc)) from None
+    return depth
 
 
 def _check_method(payload: dict[str, Any]) -> str:
@@ -252,6 +270,7 @@ def validate_start(payload: object) -> StartParams:
     users = check_users(payload)
     duration, ramp_up = _check_timing(payload)
     rate = _check_rate(payload)
+    pipeline = _check_pipeline(payload, rate)
     method = _check_method(payload)
     headers = check_headers(payload.get("headers") or {})
     auth = payload.get("auth")
@@ -272,6 +291,6 @@ def validate_start(payload: object) -> StartParams:
     abort_rate = share_value(payload.get("abort_on_error_rate"), "abort_on_error_rate", "0.5")
 
     return StartParams(url=url, host=host, users=users, duration_s=duration,
-                       ramp_up_s=ramp_up, rate=rate, method=method, headers=headers, body=body,
-                       mask_host=masked, label=label.strip(), thresholds=thresholds,
-                       abort_on_error_rate=abort_rate)
+                       ramp_up_s=ramp_up, rate=rate, pipeline=pipeline, method=method,
+                       headers=headers, body=body, mask_host=masked, label=label.strip(),
+                       thresholds=thresholds, abort_on_error_rate=abort_rate)

@@ -1,6 +1,7 @@
 """The ASGI middlewares around the app, one per file, pure ASGI so that streaming responses
 pass straight through.  create_app stacks them, outermost first:
 
+    trust_proxies               the client from X-Forwarded-For of trusted proxies (uvicorn's)
     SecurityHeadersMiddleware   nosniff, DENY, no-referrer on every response; no-store on /api/*
     RequestIdMiddleware         X-Request-ID: the client's (when sane) or a new one
     AccessLogMiddleware         one JSON line per request (id, method, path, status, ms, client)
@@ -15,7 +16,9 @@ from loadtester.web.middleware.auth import TokenAuthMiddleware
 from loadtester.web.middleware.headers import SecurityHeadersMiddleware
 from loadtester.web.middleware.hosts import LoopbackHostMiddleware
 from loadtester.web.middleware.origin import SameOriginMiddleware
+from loadtester.web.middleware.proxies import trust_proxies
 from loadtester.web.middleware.requestid import RequestIdMiddleware
 
 __all__ = ["AccessLogMiddleware", "LoopbackHostMiddleware", "RequestIdMiddleware",
-           "SameOriginMiddleware", "SecurityHeadersMiddleware", "TokenAuthMiddleware"]
+           "SameOriginMiddleware", "SecurityHeadersMiddleware", "TokenAuthMiddleware",
+           "trust_proxies"]
