@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,12 +31,14 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 @pytest.fixture(scope="module")
 def stored_run(tmp_path_factory):
     """A database with three real runs against the built-in target: closed loop (labelled
-    with markup), open loop, and one against a dead port (no response at all)."""
+    with markup), open loop with a threshold it breaks, and one against a dead port (no
+    response at all)."""
     db = tmp_path_factory.mktemp("reports") / "runs.db"
     target = TargetProcess("--delay", "1ms")
     try:
         closed = blast_json(target.url, "-c", "4", "-d", "2s", "--label", "<b>closed</b> ✓", db=db)
-        rate = blast_json(target.url, "--rate", "300", "-d", "2s", "-c", "4", db=db)
+        rate = blast_json(target.url, "--rate", "300", "-d", "2s", "-c", "4",
+                          "--threshold", "p99<0.001ms", db=db, exit_code=1)
     finally:
         target.stop()
     dead = blast_json(f"http://127.0.0.1:{free_port()}/", "-n", "40", "-c", "2", db=db,
@@ -79,6 +82,66 @@ def test_show_writes_the_reports_serve_gives(stored_run, tmp_path, which):
         assert f"{report['requests']:,}" in text and f"{report['attempts']:,}" in text
     if which == "closed":
         assert "&lt;b&gt;closed&lt;/b&gt; ✓" in served_html.text and "<b>closed</b>" not in served_html.text
+
+
+@pytest.mark.parametrize("which", ["closed", "rate", "dead"])
+def test_reports_read_as_the_dashboard(stored_run, tmp_path, which):
+    """Verdict, p95, units, UTC times, the errors line and 'no responses' in both reports."""
+    db, report = stored_run["db"], stored_run[which]
+    html_path, pdf_path = tmp_path / "report.html", tmp_path / "report.pdf"
+    assert cli("show", report["uuid"][:8], "--db", db, "--html", html_path, "--pdf", pdf_path).returncode == 0
+    page = html_path.read_text(encoding="utf-8")
+    text = _pdf_text(pdf_path.read_bytes(), tmp_path, "r")
+    flat = " ".join(text.split())
+    assert "<td>p95</td>" in page and " p95 " in flat                   # latency table
+    assert "Latency p95" in page and "Latency p95" in flat              # key numbers
+    assert "times in UTC" in page and "Times in UTC" in flat
+    started = report["started_at"][:19].replace("T", " ") + " UTC"
+    assert f"started {started}" in page and f"started {started}" in flat
+    assert "errors/s" in page and "errors/s" in flat                    # throughput: errors too
+    assert not re.search(r"\d us\b", page + flat)                    # µs, as the dashboard
+    verdict_pill = '<span class="status failed"'
+    if which == "closed":
+        assert verdict_pill not in page and '<span class="status neutral"' in page
+        assert "No thresholds" in flat and "Failed" not in flat
+        assert "no responses" not in page and "no responses" not in flat
+    elif which == "rate":                                                # a broken threshold
+        assert verdict_pill in page and "Failed: threshold not met: p99&lt;0.001ms" in page
+        assert "Failed: threshold not met: p99<0.001ms" in flat
+        assert '<td class="fail">FAIL</td>' in page and "p99<0.001ms FAIL" in flat
+        assert "Uncorrected" in page
+    else:                                                                # no response at all
+        assert verdict_pill in page and '<span class="status completed"' not in page  # never green
+        assert "Failed: no successful response: connect 40" in flat
+        assert "connection refused 127.0.0.1:" in page and "connection refused 127.0.0.1:" in flat
+        # the latency chart is a note, not blank axes; the throughput chart shows the errors
+        assert page.count("<svg") == 2 and page.count('class="chart empty"') == 1
+        assert "Latency per second (p50 / p95 / p99): no responses" in page
+        assert flat.count("no responses") == 1
+
+
+def test_html_report_fits_a_phone_and_has_a_dark_mode(stored_run, tmp_path, browser):
+    for which in ("closed", "rate", "dead"):
+        out = tmp_path / f"{which}.html"
+        assert cli("show", str(stored_run[which]["run_id"]), "--db", stored_run["db"], "--html", out).returncode == 0
+        browser.set_window_size(390, 844)
+        browser.get(out.as_uri())
+        width, scroll, wider = browser.execute_script(
+            "const w = document.documentElement.clientWidth;"
+            "return [w, document.documentElement.scrollWidth,"
+            " [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > w + 0.5)"
+            "   .map(e => e.tagName + '.' + e.className.baseVal + e.className).slice(0, 5)]")
+        assert width == 390 and scroll <= 390 and wider == [], (which, scroll, wider)
+        assert _console_errors(browser) == []
+        background = "return getComputedStyle(document.body).backgroundColor"
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+            "features": [{"name": "prefers-color-scheme", "value": "light"}]})
+        assert browser.execute_script(background) == "rgb(249, 250, 251)"
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+            "features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        assert browser.execute_script(background) == "rgb(11, 16, 32)"
+        browser.save_screenshot(str(tmp_path / f"{which}-phone-dark.png"))
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
 
 def test_show_json_still_prints_with_html(stored_run, tmp_path):
@@ -166,6 +229,14 @@ def test_plot_draws_every_run_in_chromium(stored_run, tmp_path, browser):
 
 
 # ---------------------------------------------------------------------------- in-process runs
+
+def test_report_numbers_are_formatted_as_the_dashboard_shows_them():
+    from loadtester.reports.content import fmt_ms
+    from loadtester.units import format_utc
+    assert (fmt_ms(0.5), fmt_ms(12.345), fmt_ms(1234.5), fmt_ms(None)) == ("500 µs", "12.35 ms", "1.23 s", "-")
+    assert format_utc("2026-12-01T10:34:17.977Z") == "2026-12-01 10:34:17 UTC"
+    assert format_utc("2026-12-01T11:34:17+01:00") == "2026-12-01 10:34:17 UTC" and format_utc(None) == "-"
+
 
 def _window(second: int, worker: int, latency_us: int) -> dict:
     hist = _engine.Histogram()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-COLORS = {"rps": "#2563eb", "p50": "#16a34a", "p95": "#d97706", "p99": "#dc2626",
-          "success": "#7c3aed"}
+COLORS = {"rps": "#2563eb", "errors": "#e11d48", "p50": "#16a34a", "p95": "#d97706",
+          "p99": "#dc2626", "success": "#7c3aed"}
 
 
 def nice_ceiling(value: float) -> float:
@@ -96,11 +96,13 @@ class Chart:
 
 
 def chart_series(seconds: list[dict]) -> dict:
-    """The three charts' series from timeseries rows."""
+    """The three charts' series from timeseries rows: throughput (responses and errors per
+    second), latency (p50, p95, p99) and success rate."""
     xs = [s["second"] for s in seconds]
     return {
         "xs": xs,
-        "rps": [("req/s", COLORS["rps"], [s.get("rps") for s in seconds])],
+        "rps": [("req/s", COLORS["rps"], [s.get("rps") for s in seconds]),
+                ("errors/s", COLORS["errors"], [s.get("errors") for s in seconds])],
         "latency": [("p50", COLORS["p50"], [s.get("p50_ms") for s in seconds]),
                     ("p95", COLORS["p95"], [s.get("p95_ms") for s in seconds]),
                     ("p99", COLORS["p99"], [s.get("p99_ms") for s in seconds])],
@@ -108,3 +110,8 @@ def chart_series(seconds: list[dict]) -> dict:
                      [None if s.get("success_rate") is None else s["success_rate"] * 100
                       for s in seconds])],
     }
+
+
+def has_values(series: list) -> bool:
+    """Whether a chart has anything to draw (else it says 'no responses', not blank axes)."""
+    return any(v is not None for _, _, ys in series for v in ys)

@@ -6,12 +6,29 @@ from __future__ import annotations
 import html
 
 from loadtester import __version__
-from loadtester.reports.charts import Chart, chart_series, tick_label
-from loadtester.reports.content import LATENCY_KEYS, key_numbers, latency_rows, status_rows
+from loadtester.reports.charts import Chart, chart_series, has_values, tick_label
+from loadtester.reports.content import (
+    LATENCY_KEYS,
+    NO_RESPONSES,
+    key_numbers,
+    latency_rows,
+    result_line,
+    run_times,
+    status_rows,
+    threshold_rows,
+)
+
+
+def empty_chart(title: str, note: str) -> str:
+    e = html.escape
+    return (f'<div class="chart empty" role="img" aria-label="{e(title)}: {e(note)}">'
+            f'<b>{e(title)}</b><span>{e(note)}</span></div>')
 
 
 def svg_chart(title: str, unit: str, xs: list, series, *, y_max=None, width: int = 760,
               height: int = 240) -> str:
+    if not has_values(series):
+        return empty_chart(title, NO_RESPONSES if xs else "no per-second data stored")
     chart = Chart(xs, series, y_max=y_max, left=58, top=30, width=width - 58 - 16,
                   height=height - 30 - 34)
     e = html.escape
@@ -42,10 +59,8 @@ def svg_chart(title: str, unit: str, xs: list, series, *, y_max=None, width: int
     parts.append(f'<text x="{chart.left + chart.width}" y="{height - 2}" class="xl">second of '
                  f'the run</text><text x="{chart.left - 6}" y="{chart.top - 8}" class="yl">'
                  f'{e(unit)}</text>')
-    drawn = False
     for name, color, ys in series:
         for seg in chart.segments(ys):
-            drawn = True
             if len(seg) == 1:
                 parts.append(f'<circle cx="{seg[0][0]:.1f}" cy="{seg[0][1]:.1f}" r="3" '
                              f'fill="{color}"/>')
@@ -54,84 +69,122 @@ def svg_chart(title: str, unit: str, xs: list, series, *, y_max=None, width: int
             parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" '
                          f'stroke-linejoin="round" points="{points}"><title>{e(name)}</title>'
                          f'</polyline>')
-    if not drawn:
-        parts.append(f'<text x="{chart.left + chart.width / 2}" y="{chart.top + chart.height / 2}" '
-                     f'class="empty">no per-second data</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
+# Light and dark (prefers-color-scheme) as the dashboard has them; narrow screens (a 390 px
+# phone) get one column and tables that fit.
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#111827;
- background:#f9fafb;margin:0}
+:root{color-scheme:light dark;--fg:#111827;--muted:#6b7280;--bg:#f9fafb;--card:#fff;
+ --line:#e5e7eb;--head:#f3f4f6;--grid:#eef0f3;--axis:#9ca3af;--accent:#4f46e5;--accent-bg:#eef2ff;
+ --good:#166534;--good-bg:#dcfce7;--bad:#991b1b;--bad-bg:#fee2e2;--warn-bg:#fef9c3;
+ --info-bg:#dbeafe;--neutral-bg:#e5e7eb}
+@media (prefers-color-scheme:dark){:root{--fg:#e5e7eb;--muted:#9ca3af;--bg:#0b1020;--card:#111827;
+ --line:#374151;--head:#1f2937;--grid:#1f2937;--axis:#6b7280;--accent:#818cf8;
+ --accent-bg:#1e1b4b;--good:#86efac;--good-bg:#14532d;--bad:#fca5a5;--bad-bg:#7f1d1d;
+ --warn-bg:#713f12;--info-bg:#1e3a8a;--neutral-bg:#374151}}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);
+ background:var(--bg);margin:0}
 main{max-width:840px;margin:0 auto;padding:24px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
-.meta{color:#6b7280;font-size:13px;word-break:break-all}
-.summary{background:#eef2ff;border-left:4px solid #4f46e5;padding:10px 14px;margin:16px 0;
- font-weight:600}
-.status{display:inline-block;padding:1px 8px;border-radius:9px;font-size:12px;
- background:#e5e7eb;text-transform:uppercase;letter-spacing:.03em}
-.status.completed{background:#dcfce7}.status.stopped{background:#fef9c3}
-.status.failed,.status.interrupted{background:#fee2e2}.status.running{background:#dbeafe}
-.grid4{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:8px}
-.kv{background:#fff;border:1px solid #e5e7eb;border-radius:6px;padding:8px 10px}
-.kv b{display:block;font-size:17px}.kv span{color:#6b7280;font-size:12px}
-table{border-collapse:collapse;background:#fff;width:100%}
-th,td{border:1px solid #e5e7eb;padding:5px 8px;text-align:right;font-variant-numeric:tabular-nums}
-th:first-child,td:first-child{text-align:left}th{background:#f3f4f6;font-weight:600}
-.chart{background:#fff;border:1px solid #e5e7eb;border-radius:6px;margin:6px 0 14px}
-.chart .ct{font-size:13px;font-weight:600;fill:#111827}.chart .lg{font-size:11px;fill:#374151}
-.chart .grid{stroke:#eef0f3}.chart .axis{stroke:#9ca3af}
-.chart .yt{font-size:10px;fill:#6b7280;text-anchor:end}
-.chart .xt{font-size:10px;fill:#6b7280;text-anchor:middle}
-.chart .xl{font-size:10px;fill:#6b7280;text-anchor:end}
-.chart .yl{font-size:10px;fill:#6b7280;text-anchor:end}
-.chart .empty{font-size:12px;fill:#9ca3af;text-anchor:middle}
-footer{color:#9ca3af;font-size:12px;margin-top:28px}
+h1{font-size:22px;margin:0 0 4px;overflow-wrap:anywhere}h2{font-size:16px;margin:28px 0 8px}
+.meta{color:var(--muted);font-size:13px;overflow-wrap:anywhere}
+.summary{background:var(--accent-bg);border-left:4px solid var(--accent);padding:10px 14px;
+ margin:16px 0;font-weight:600;overflow-wrap:anywhere}
+.verdict{border-left:4px solid var(--bad);background:var(--bad-bg);color:var(--fg);
+ padding:10px 14px;margin:16px 0;font-weight:600;overflow-wrap:anywhere}
+.status{display:inline-block;padding:1px 8px;border-radius:9px;font-size:12px;color:var(--fg);
+ background:var(--neutral-bg);text-transform:uppercase;letter-spacing:.03em;vertical-align:middle}
+.status.completed,.status.passed{background:var(--good-bg)}.status.stopped{background:var(--warn-bg)}
+.status.failed,.status.interrupted{background:var(--bad-bg)}.status.running{background:var(--info-bg)}
+.status.failed{color:var(--bad);font-weight:700}
+.grid4{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:8px}
+.kv{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px 10px}
+.kv b{display:block;font-size:17px;overflow-wrap:anywhere}.kv span{color:var(--muted);font-size:12px}
+.kv.bad b{color:var(--bad)}.kv.good b{color:var(--good)}
+table{border-collapse:collapse;background:var(--card);width:100%}
+th,td{border:1px solid var(--line);padding:5px 8px;text-align:right;
+ font-variant-numeric:tabular-nums}
+th:first-child,td:first-child{text-align:left;overflow-wrap:anywhere}
+th{background:var(--head);font-weight:600}td.fail{color:var(--bad);font-weight:700}
+.chart{display:block;background:var(--card);border:1px solid var(--line);border-radius:6px;
+ margin:6px 0 14px}
+.chart.empty{padding:12px 14px}.chart.empty b{display:block;font-size:13px}
+.chart.empty span{display:block;color:var(--muted);text-align:center;padding:28px 0}
+.chart .ct{font-size:13px;font-weight:600;fill:var(--fg)}.chart .lg{font-size:11px;fill:var(--fg)}
+.chart .grid{stroke:var(--grid)}.chart .axis{stroke:var(--axis)}
+.chart .yt,.chart .xt,.chart .xl,.chart .yl{font-size:10px;fill:var(--muted)}
+.chart .yt,.chart .xl,.chart .yl{text-anchor:end}.chart .xt{text-anchor:middle}
+footer{color:var(--muted);font-size:12px;margin-top:28px}
+@media (max-width:600px){main{padding:12px}h1{font-size:19px}}
 """
+
+
+def _table(head: list[str], rows: list[list[str]], classes: list[list[str]] | None = None) -> str:
+    e = html.escape
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{e(c)}">{e(v)}</td>' if c else f"<td>{e(v)}</td>"
+                         for v, c in zip(row, (classes[i] if classes else [""] * len(row))))
+        + "</tr>" for i, row in enumerate(rows))
+    return "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>" + body + "</table>"
 
 
 def render_html(data: dict) -> str:
     e = html.escape
     r = data["report"]
     status = str(data.get("status") or r.get("status") or "")
-    verdict = (f' <span class="status failed" title="{e(data.get("result_reason") or "")}">'
-               'failed</span>') if data.get("result") == "failed" else ""
+    verdict = result_line(data)
+    failed = verdict is not None and verdict[1] == "bad"
+    status_class = "" if failed and status == "completed" else status   # never green if failed
+    pill = ""
+    verdict_box = ""
+    if verdict is not None:
+        title_, tone, reason = verdict
+        css = {"bad": "failed", "good": "passed"}.get(tone, "neutral")
+        pill = f' <span class="status {css}" title="{e(reason)}">{e(title_)}</span>'
+        if failed:
+            verdict_box = f'<div class="verdict">Failed: {e(reason)}</div>'
     title = f"Load test {data.get('label') or data['uuid'][:8]}"
-    cards = "".join(f'<div class="kv"><span>{e(k)}</span><b>{e(v)}</b></div>'
+    tones = {"Result": (verdict[1] if verdict else "")}
+    cards = "".join(f'<div class="kv {tones.get(k, "")}"><span>{e(k)}</span><b>{e(v)}</b></div>'
                     for k, v in key_numbers(data))
-    lat_head = "".join(f"<th>{e(name)}</th>" for _, name in LATENCY_KEYS)
-    lat_body = "".join(f"<tr><td>{e(title_)}</td>" + "".join(f"<td>{e(v)}</td>" for v in values)
-                       + "</tr>" for title_, values in latency_rows(r))
+    # percentiles down, one column per latency kind: fits a phone
+    lat = latency_rows(r)
+    lat_table = _table(["percentile"] + [t for t, _ in lat],
+                       [[name] + [values[i] for _, values in lat]
+                        for i, (_, name) in enumerate(LATENCY_KEYS)])
     codes = status_rows(r)
-    codes_html = ("<table><tr><th>status / error</th><th>count</th></tr>"
-                  + "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in codes)
-                  + "</table>") if codes else "<p class=meta>no responses</p>"
+    codes_html = _table(["status / error", "count"], [list(c) for c in codes]) if codes \
+        else f"<p class=meta>{NO_RESPONSES}</p>"
+    checks = threshold_rows(r)
+    thresholds_html = ("<h2>Thresholds</h2>" + _table(
+        ["threshold", "result", "actual"], [list(c) for c in checks],
+        [["", "fail" if c[1] == "FAIL" else "", ""] for c in checks])) if checks else ""
     series = chart_series(data.get("seconds") or [])
-    charts = (svg_chart("Throughput per second", "req/s", series["xs"], series["rps"])
+    charts = (svg_chart("Throughput per second (responses, errors)", "req/s", series["xs"],
+                        series["rps"])
               + svg_chart("Latency per second (p50 / p95 / p99)", "ms", series["xs"],
                           series["latency"])
               + svg_chart("Success rate per second", "%", series["xs"], series["success"],
                           y_max=100.0))
-    started = data.get("started_at") or "-"
-    completed = data.get("completed_at") or "-"
     rule = r.get("success_rule") or ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{e(title)}</title><style>{_CSS}</style></head>
 <body><main>
-<h1>{e(title)} <span class="status {e(status)}">{e(status)}</span>{verdict}</h1>
+<h1>{e(title)} <span class="status {e(status_class)}">{e(status)}</span>{pill}</h1>
 <div class="meta">{e(data.get('method') or r.get('method') or 'GET')} {e(data.get('url') or '')}</div>
 <div class="meta">run {e(str(data.get('run_id') or ''))} &middot; {e(data['uuid'])} &middot;
-started {e(started)} &middot; ended {e(completed)}</div>
-<div class="summary">{e(data.get('summary') or '')}</div>
+{e(run_times(data))}</div>
+{verdict_box}<div class="summary">{e(data.get('summary') or '')}</div>
 <h2>Key numbers</h2><div class="grid4">{cards}</div>
-<h2>Latency</h2><table><tr><th></th>{lat_head}</tr>{lat_body}</table>
+<h2>Latency</h2>{lat_table}
 <h2>Status codes and errors</h2>{codes_html}
-<p class="meta">{e(rule)}</p>
+<p class="meta">{e(rule)}</p>{thresholds_html}
 <h2>Per second</h2>{charts}
-<footer>loadtester {e(__version__)} &middot; latency measured from the request's first byte
-written (intended send time in open loop) to the response's last byte read.</footer>
+<footer>loadtester {e(__version__)} &middot; times in UTC &middot; latency measured from the
+request's first byte written (intended send time in open loop) to the response's last byte
+read.</footer>
 </main></body></html>
 """

@@ -3,9 +3,11 @@ htmlreport (loadtester.reports.data.report_data).  The core Helvetica font: text
 Latin-1 (anything else becomes '?')."""
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from loadtester import __version__
-from loadtester.reports.charts import Chart, chart_series, tick_label
-from loadtester.reports.content import LATENCY_KEYS, key_numbers, latency_rows, status_rows
+from loadtester.reports import content
+from loadtester.reports.charts import Chart, chart_series, has_values, tick_label
 
 
 def _latin1(text) -> str:
@@ -17,22 +19,43 @@ def _hex_rgb(color: str) -> tuple[int, int, int]:
     return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16)
 
 
-def _pdf_table(pdf, rows: list[list[str]], widths: list[float]) -> None:
-    """rows[0] is the header; the first column is left-aligned, the others right-aligned."""
+RED = (153, 27, 27)
+TONE_FILL = {"bad": (254, 226, 226), "good": (220, 252, 231), "neutral": (229, 231, 235)}
+
+
+def _fit(pdf, text: str, width: float) -> str:
+    """text cut (with '...') to fit `width` in the current font."""
+    text = _latin1(text)
+    if pdf.get_string_width(text) <= width:
+        return text
+    while text and pdf.get_string_width(text + "...") > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def _pdf_table(pdf, rows: list[list[str]], widths: list[float], size: float = 9,
+               red_cells: Collection[tuple[int, int]] = ()) -> None:
+    """rows[0] is the header; the first column is left-aligned, the others right-aligned;
+    red_cells: (row, column) shown in red."""
     line_h = 5.5
     for index, row in enumerate(rows):
         is_header = index == 0
-        pdf.set_font("Helvetica", "B" if is_header else "", 9)
+        pdf.set_font("Helvetica", "B" if is_header else "", size)
         if is_header:
             pdf.set_fill_color(243, 244, 246)
         for col, (cell, w) in enumerate(zip(row, widths)):
-            pdf.cell(w, line_h, _latin1(cell), border=1, align="L" if col == 0 else "R",
-                     fill=is_header)
+            pdf.set_text_color(*(RED if (index, col) in red_cells else (17, 24, 39)))
+            pdf.cell(w, line_h, _fit(pdf, cell, w - 2), border=1,
+                     align="L" if col == 0 else "R", fill=is_header)
         pdf.ln(line_h)
+    pdf.set_text_color(17, 24, 39)
 
 
 def _pdf_chart(pdf, title: str, unit: str, xs: list, series, *, y_max=None,
                height: float = 54) -> None:
+    empty = not has_values(series)
+    if empty:
+        height = 22
     if pdf.get_y() + height + 14 > pdf.h - pdf.b_margin:
         pdf.add_page()
     x0 = pdf.l_margin
@@ -41,6 +64,18 @@ def _pdf_chart(pdf, title: str, unit: str, xs: list, series, *, y_max=None,
     pdf.set_font("Helvetica", "B", 10)
     pdf.set_text_color(17, 24, 39)
     pdf.text(x0, top + 4, _latin1(title))
+    if empty:                                   # a note, not blank axes
+        pdf.set_draw_color(229, 231, 235)
+        pdf.rect(x0, top + 7, width, height - 9)
+        pdf.set_font("Helvetica", "I", 9)
+        pdf.set_text_color(107, 114, 128)
+        note = content.NO_RESPONSES if xs else "no per-second data stored"
+        pdf.text(x0 + width / 2 - pdf.get_string_width(note) / 2, top + 7 + (height - 9) / 2 + 1,
+                 note)
+        pdf.set_text_color(17, 24, 39)
+        pdf.set_draw_color(0, 0, 0)
+        pdf.set_y(top + height + 4)
+        return
     # legend, right-aligned
     pdf.set_font("Helvetica", "", 8)
     lx = x0 + width
@@ -73,23 +108,16 @@ def _pdf_chart(pdf, title: str, unit: str, xs: list, series, *, y_max=None,
     pdf.text(chart.left - 12, chart.top - 1.5, _latin1(unit))
     caption = "second of the run"
     pdf.text(chart.left + chart.width - pdf.get_string_width(caption), base + 8, caption)
-    drawn = False
     for _name, color, ys in series:
         pdf.set_draw_color(*_hex_rgb(color))
         pdf.set_fill_color(*_hex_rgb(color))
         pdf.set_line_width(0.5)
         for seg in chart.segments(ys):
-            drawn = True
             if len(seg) == 1:
                 pdf.circle(x=seg[0][0], y=seg[0][1], radius=0.8, style="F")
             else:
                 for (xa, ya), (xb, yb) in zip(seg, seg[1:]):
                     pdf.line(xa, ya, xb, yb)
-    if not drawn:
-        pdf.set_font("Helvetica", "I", 9)
-        text = "no per-second data"
-        pdf.text(chart.left + chart.width / 2 - pdf.get_string_width(text) / 2,
-                 chart.top + chart.height / 2, text)
     pdf.set_text_color(17, 24, 39)
     pdf.set_draw_color(0, 0, 0)
     pdf.set_line_width(0.2)
@@ -117,11 +145,20 @@ def render_pdf(data: dict) -> bytes:
                                      f"{data.get('url') or ''}"), new_x="LMARGIN", new_y="NEXT",
                    align="L")
     pdf.multi_cell(width, 5, _latin1(f"run {data.get('run_id')}  {data['uuid']}  status "
-                                     f"{data.get('status')}  started {data.get('started_at') or '-'}"
-                                     f"  ended {data.get('completed_at') or '-'}"),
+                                     f"{data.get('status')}  {content.run_times(data)}"),
                    new_x="LMARGIN", new_y="NEXT", align="L")
     pdf.set_text_color(17, 24, 39)
     pdf.ln(3)
+    verdict = content.result_line(data)
+    if verdict is not None:
+        title_, tone, reason = verdict
+        pdf.set_fill_color(*TONE_FILL[tone])
+        pdf.set_text_color(*(RED if tone == "bad" else (17, 24, 39)))
+        pdf.set_font("Helvetica", "B", 11)
+        pdf.multi_cell(width, 6, _latin1(f"{title_}: {reason}" if reason else title_), fill=True,
+                       new_x="LMARGIN", new_y="NEXT", padding=2, align="L")
+        pdf.set_text_color(17, 24, 39)
+        pdf.ln(2)
     pdf.set_fill_color(238, 242, 255)
     pdf.set_font("Helvetica", "B", 10)
     pdf.multi_cell(width, 6, _latin1(data.get("summary") or ""), fill=True, new_x="LMARGIN",
@@ -130,7 +167,7 @@ def render_pdf(data: dict) -> bytes:
 
     pdf.set_font("Helvetica", "B", 12)
     pdf.cell(width, 7, "Key numbers", new_x="LMARGIN", new_y="NEXT")
-    numbers = key_numbers(data)
+    numbers = content.key_numbers(data)
     half = (len(numbers) + 1) // 2
     rows = [["Metric", "Value", "Metric", "Value"]]
     for i in range(half):
@@ -150,30 +187,43 @@ def render_pdf(data: dict) -> bytes:
 
     pdf.set_font("Helvetica", "B", 12)
     pdf.cell(width, 7, "Latency percentiles", new_x="LMARGIN", new_y="NEXT")
-    lat = latency_rows(r)
-    first_w = 34 if len(lat) > 1 else 22
-    other_w = (width - first_w) / len(LATENCY_KEYS)
-    _pdf_table(pdf, [[""] + [name for _, name in LATENCY_KEYS]]
-               + [[t] + values for t, values in lat], [first_w] + [other_w] * len(LATENCY_KEYS))
+    lat = content.latency_rows(r)
+    first_w = 32 if len(lat) > 1 else 20
+    other_w = (width - first_w) / len(content.LATENCY_KEYS)
+    _pdf_table(pdf, [[""] + [name for _, name in content.LATENCY_KEYS]]
+               + [[t] + values for t, values in lat],
+               [first_w] + [other_w] * len(content.LATENCY_KEYS),
+               size=8)
     pdf.ln(4)
 
     pdf.set_font("Helvetica", "B", 12)
     pdf.cell(width, 7, "Status codes and errors", new_x="LMARGIN", new_y="NEXT")
-    codes = status_rows(r)
+    codes = content.status_rows(r)
     if codes:
-        _pdf_table(pdf, [["Status / error", "Count"]] + [list(c) for c in codes], [50, 40])
+        _pdf_table(pdf, [["Status / error", "Count"]] + [list(c) for c in codes],
+                   [width - 30, 30])
     else:
         pdf.set_font("Helvetica", "I", 9)
-        pdf.cell(width, 6, "no responses", new_x="LMARGIN", new_y="NEXT")
+        pdf.cell(width, 6, content.NO_RESPONSES, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(5)
 
+    checks = content.threshold_rows(r)
+    if checks:
+        pdf.set_font("Helvetica", "B", 12)
+        pdf.cell(width, 7, "Thresholds", new_x="LMARGIN", new_y="NEXT")
+        _pdf_table(pdf, [["Threshold", "Result", "Actual"]] + [list(c) for c in checks],
+                   [width - 70, 25, 45],
+                   red_cells={(i + 1, 1) for i, c in enumerate(checks) if c[1] == "FAIL"})
+        pdf.ln(5)
+
     series = chart_series(data.get("seconds") or [])
-    _pdf_chart(pdf, "Throughput per second", "req/s", series["xs"], series["rps"])
-    _pdf_chart(pdf, "Latency per second (p50 / p99)", "ms", series["xs"],
-               [s for s in series["latency"] if s[0] in ("p50", "p99")])
+    _pdf_chart(pdf, "Throughput per second (responses, errors)", "req/s", series["xs"],
+               series["rps"])
+    _pdf_chart(pdf, "Latency per second (p50 / p95 / p99)", "ms", series["xs"], series["latency"])
     pdf.set_font("Helvetica", "", 7)
     pdf.set_text_color(156, 163, 175)
     pdf.multi_cell(width, 4, _latin1(f"loadtester {__version__}. {r.get('success_rule') or ''}. "
                                      "Latency: first byte written (intended send time in open "
-                                     "loop) to last byte read."), new_x="LMARGIN", new_y="NEXT")
+                                     "loop) to last byte read. Times in UTC."),
+                   new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
