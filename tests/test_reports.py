@@ -215,10 +215,11 @@ def test_plot_draws_every_run_in_chromium(stored_run, tmp_path, browser):
     charts = {c["title"].split(" (")[0]: c for c in drawn["charts"]}
     assert set(charts) == {"Latency over time", "Throughput over time", "Latency by percentile"}
     assert all(c["width"] > 200 for c in charts.values())
-    # every run in the throughput chart, with a point per stored second
-    assert [s["label"] for s in charts["Throughput over time"]["series"]] == names
+    # every run in the throughput chart (responses and errors), a point per stored second
+    assert [s["label"] for s in charts["Throughput over time"]["series"]] == \
+        [label for name in names for label in (name, f"{name} errors")]
     throughput = [s["points"] for s in charts["Throughput over time"]["series"]]
-    assert throughput[0] >= 2 and throughput[1] >= 2 and throughput[2] >= 1
+    assert throughput[0] >= 2 and throughput[2] >= 2 and throughput[4] >= 1 and throughput[5] >= 1
     # latency: the runs that had responses (the dead port had none), p99 and p50 each
     latency = {s["label"]: s["points"] for s in charts["Latency over time"]["series"]}
     assert latency[f"{names[0]} p99"] >= 2 and latency[f"{names[1]} p50"] >= 2
@@ -281,6 +282,8 @@ def test_plot_of_a_long_run_stays_small(tmp_path):
     assert short_run["bucket_s"] == 1 and len(short_run["points"]) == 3
     assert long_run["curve"][-1][1] == pytest.approx((1000 + 3 * MAX_POINTS + 6) / 1000, rel=0.01)
     assert len(page) < 250_000, len(page)
+    to_stdout = cli("plot", short[:8], "--db", db)                    # no -o: the page on stdout
+    assert to_stdout.returncode == 0 and to_stdout.stdout.startswith("<!doctype html>")
 
 
 def test_plot_and_show_refuse_bad_input_in_one_line(tmp_path):

@@ -180,9 +180,13 @@ def render_pdf(data: dict) -> bytes:
         pdf.set_font("Helvetica", "B" if is_header else "", 9)
         pdf.set_fill_color(243, 244, 246)
         for c, cell in enumerate(row):
+            failed = c % 2 == 1 and row[c - 1] == "Result" and verdict is not None \
+                and verdict[1] == "bad"
+            pdf.set_text_color(*(RED if failed else (17, 24, 39)))
             pdf.cell(col, 5.5, _latin1(cell), border=1, align="L" if c % 2 == 0 else "R",
                      fill=is_header or c % 2 == 0)
         pdf.ln(5.5)
+    pdf.set_text_color(17, 24, 39)
     pdf.ln(4)
 
     pdf.set_font("Helvetica", "B", 12)

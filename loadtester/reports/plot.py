@@ -41,14 +41,13 @@ def _ms(value_us: float) -> float:
 
 def _bucket_point(start_s: int, width_s: int, totals: aggregate.Totals) -> dict[str, Any]:
     """One point of the time charts: the bucket's end (seconds since the run's start), its
-    responses per second, errors per second and latency percentiles (ms)."""
+    responses and errors (attempts that were not successes) per second, p50 and p99 (ms)."""
     latency = totals.latency
     known = latency.total > 0
     return {"t": start_s + width_s, "rps": round(totals.counters.responses / width_s, 3),
             "errors": round((totals.requests - totals.counters.successes) / width_s, 3),
-            **{key: _ms(latency.value_at_percentile(p)) if known else None
-               for key, p in (("p50", 50), ("p90", 90), ("p99", 99))},
-            "max": _ms(latency.max_us) if known else None}
+            "p50": _ms(latency.value_at_percentile(50)) if known else None,
+            "p99": _ms(latency.value_at_percentile(99)) if known else None}
 
 
 def percentile_curve(totals: aggregate.Totals) -> list[tuple[float, float]]:
@@ -173,14 +172,17 @@ SCRIPT = """
                        {label: run.name + " p50", stroke: color, width: 1, dash: [6, 4], spanGaps: true});
     latencyLists.push(pts.filter(p => p.p99 !== null).map(p => [p.t, p.p99]),
                       pts.filter(p => p.p50 !== null).map(p => [p.t, p.p50]));
-    rpsSeries.push({label: run.name, stroke: color, width: 2, spanGaps: true});
-    rpsLists.push(pts.map(p => [p.t, p.rps]));
+    rpsSeries.push({label: run.name, stroke: color, width: 2, spanGaps: true},
+                   {label: run.name + " errors", stroke: color, width: 1, dash: [2, 3],
+                    spanGaps: true});
+    rpsLists.push(pts.map(p => [p.t, p.rps]), pts.map(p => [p.t, p.errors]));
     curveSeries.push({label: run.name, stroke: color, width: 2, spanGaps: true});
     curveLists.push(run.curve);
   });
   draw("latency", "Latency over time (p99 solid, p50 dashed)", "seconds since start", "ms",
        latencySeries, latencyLists);
-  draw("throughput", "Throughput over time", "seconds since start", "responses/s",
+  draw("throughput", "Throughput over time (responses solid, errors dotted)",
+       "seconds since start", "per second",
        rpsSeries, rpsLists);
   const percent = x => {
     const p = 100 * (1 - 1 / x);
