@@ -25,8 +25,7 @@ from loadtester.store import queries
 Row = dict[str, Any]
 
 MAX_POINTS = 1000                   # per run and time chart
-CURVE_STEPS_PER_DECADE = 10         # points of the percentile curve per "nine" (90, 99, 99.9 ...)
-CURVE_DECADES = 6                   # up to p99.9999
+CURVE_STEP = 10 ** 0.1              # the spacing of aggregate.CURVE_PERCENTILES on the x axis
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563")
 VENDOR = ("web", "static", "vendor")
 
@@ -51,20 +50,14 @@ def _bucket_point(start_s: int, width_s: int, totals: aggregate.Totals) -> dict[
 
 
 def percentile_curve(totals: aggregate.Totals) -> list[tuple[float, float]]:
-    """[(1 / (1 - percentile/100), latency ms)]: the x of HdrHistogram's percentile plots (a
-    log axis where 90, 99, 99.9 ... are evenly spaced), up to the last percentile the count can
-    tell apart, then the maximum."""
-    latency = totals.latency
-    if not latency.total:
-        return []
+    """[(x, latency ms)] of aggregate.percentile_curve, x = 1 / (1 - percentile/100): the axis
+    of HdrHistogram's percentile plots (log, 90, 99, 99.9 ... evenly spaced); the maximum (p100)
+    one step past the last percentile."""
     points: list[tuple[float, float]] = []
-    last_x = float(latency.total)                       # past 1 - 1/total: the maximum
-    for step in range(CURVE_DECADES * CURVE_STEPS_PER_DECADE + 1):
-        x = 10 ** (step / CURVE_STEPS_PER_DECADE)
-        if x >= last_x:
-            break
-        points.append((round(x, 4), _ms(latency.value_at_percentile(100 * (1 - 1 / x)))))
-    points.append((round(last_x, 4), _ms(latency.max_us)))
+    for point in aggregate.percentile_curve(totals.latency):
+        p = point["percentile"]
+        x = 1 / (1 - p / 100) if p < 100 else points[-1][0] * CURVE_STEP
+        points.append((round(x, 4), round(point["ms"], 3)))
     return points
 
 
