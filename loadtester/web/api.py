@@ -18,7 +18,6 @@ from loadtester.analysis import aggregate
 from loadtester.analysis.series import SeriesSnapshot
 from loadtester.analysis.verdict import CIRCUIT_BREAKER_STOP, judge, stored_json
 from loadtester.reports import data as reports_data
-from loadtester.reports.data import run_report, seconds_since_start
 from loadtester.reports.display import display_url, mask_host, summary_line
 from loadtester.store import queries
 from loadtester.units import parse_iso_utc
@@ -47,7 +46,7 @@ def elapsed_s(row: Row | None, run: RunProcess | None) -> float:
         end = run.ended_mono if run.ended_mono is not None else time.monotonic()
         return max(0.0, end - run.started_mono)
     if row["status"] == "running":
-        return seconds_since_start(row)
+        return reports_data.seconds_since_start(row)
     if row.get("measured_duration") is not None:
         return float(row["measured_duration"])
     started, ended = parse_iso_utc(row.get("started_at")), parse_iso_utc(row.get("completed_at"))
@@ -190,6 +189,11 @@ def history_entry(row: Row, series: SeriesSnapshot | None,
     }
 
 
+def run_report(ctx: ServeContext, row_full: Row, series: SeriesSnapshot) -> dict[str, Any]:
+    """reports.data.run_report of this server's database."""
+    return reports_data.run_report(row_full, series, ctx.db_path)
+
+
 # --------------------------------------------------------------------------- endpoint bodies
 # (each opens its own read-only connection; they run in Starlette's thread pool)
 
@@ -226,7 +230,7 @@ def metrics(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
                        **{k: payload[k] for k in VERDICT_KEYS if k in payload}}
             return {**pipeops.flat_metrics(pending, None, payload["duration"]), **pending}
         series = ctx.cache.get(conn, row)
-        report = run_report(row, series, ctx.db_path)
+        report = run_report(ctx, row, series)
         report.update(verdict_fields(row, run, successes_of(row, series)))
         rows = series.rows
         report["live"] = row["status"] == "running"
