@@ -23,15 +23,16 @@ def parse_duration_s(text: str, what: str = "duration", *, unit_required: bool =
     return float(match.group(1)) * _DURATION_UNITS_S[unit.lower() if unit else None]
 
 
-def format_ms(value: float | None, sep: str = "") -> str:
-    """Milliseconds for people: 1.23s, 4.56ms, 789us (`sep` goes before the unit)."""
+def format_ms(value: float | None, sep: str = "", micro: str = "us") -> str:
+    """Milliseconds for people: 1.23s, 4.56ms, 789us (`sep` goes before the unit; `micro` is
+    the microseconds' unit: "us" for terminals, "\u00b5s" in reports)."""
     if value is None:
         return "-"
     if value >= 1000:
-        return f"{value / 1000:.2f}{sep}s"
+        return f"{value / 1000:,.2f}{sep}s"
     if value >= 1:
         return f"{value:.2f}{sep}ms"
-    return f"{value * 1000:.0f}{sep}us"
+    return f"{value * 1000:.0f}{sep}{micro}"
 
 
 def format_bytes(n: float | None, sep: str = " ", digits: int = 1) -> str:
@@ -60,6 +61,13 @@ def parse_iso_utc(text: object) -> _dt.datetime | None:
     except ValueError:
         return None
     return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
+
+
+def format_utc(text: object) -> str:
+    """A stored timestamp for people, labelled as UTC: 2025-11-25 01:40:00 UTC ('-' when
+    unknown)."""
+    value = parse_iso_utc(text)
+    return value.astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
 
 
 def utc_now_iso() -> str:

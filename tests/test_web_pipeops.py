@@ -24,7 +24,7 @@ from loadtester.web.context import ServeContext
 from loadtester.web.errors import ApiError
 from loadtester.web.runs import RunManager
 from loadtester.web.validation import MAX_JSON_DEPTH, START_FIELDS, StartParams, validate_start
-from loadtester.web.verdict import judge
+from loadtester.analysis.verdict import judge
 
 # --------------------------------------------------------------------------- verdicts
 

@@ -23,7 +23,7 @@ from loadtester.store import RunWriter, queries
 from loadtester.web import ratelimit
 from loadtester.web.app import create_app
 from loadtester.web.context import ServeContext
-from loadtester.web.display import display_url, mask_host, plain_number, summary_line
+from loadtester.reports.display import display_url, mask_host, plain_number, summary_line
 from loadtester.web.errors import ApiError
 from loadtester.web.middleware import (
     AccessLogMiddleware,
@@ -35,7 +35,7 @@ from loadtester.web.middleware import (
 )
 from loadtester.web.middleware.hosts import host_of
 from loadtester.web.ratelimit import RateLimiter
-from loadtester.web.series import SeriesCache
+from loadtester.analysis.series import SeriesCache
 from loadtester.web.targetauth import AUTH_SHAPES
 from loadtester.web.validation import MAX_JSON_BYTES, StartParams, validate_start
 

@@ -14,7 +14,7 @@ from loadtester.units import format_bytes, format_ms
 if TYPE_CHECKING:
     from _typeshed import StrPath
 
-PERCENTILES = (50, 75, 90, 99, 99.9)
+PERCENTILES = (50, 75, 90, 95, 99, 99.9)
 SUCCESS_RULE = "success = a response with status 1xx-3xx"
 
 

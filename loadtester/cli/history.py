@@ -1,4 +1,5 @@
-"""Stored runs: `runs`, `show`, `export` — reports rebuilt from the database."""
+"""Stored runs: `runs`, `show` (also as HTML/PDF files), `export`, `plot` — reports rebuilt
+from the database."""
 from __future__ import annotations
 
 import contextlib
@@ -67,13 +68,27 @@ def runs(db_path, limit, as_json):
 @store_errors
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--windows/--no-windows", default=True, help="Include the per-second table.")
-def show(run, db_path, as_json, windows):
-    """One run's full report, rebuilt from the database (RUN: id, uuid prefix, last)."""
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Write the report serve gives as HTML (one self-contained file) here.")
+@click.option("--pdf", "pdf_path", type=click.Path(dir_okay=False),
+              help="Write the report serve gives as PDF here.")
+def show(run, db_path, as_json, windows, html_path, pdf_path):
+    """One run's full report, rebuilt from the database (RUN: id, uuid prefix, last).
+
+    With --html and/or --pdf, writes the same report files `serve` gives (no server needed)
+    and prints where (add --json for the JSON report as well)."""
     conn = open_existing(db_path, readonly=True)
     try:
         row, stored_windows, report = _run_report(conn, run, db_path, windows)
+        if html_path or pdf_path:
+            from loadtester.reports.data import load_report_data
+            data = load_report_data(conn, row, db_path)
     finally:
         conn.close()
+    if html_path or pdf_path:
+        _write_reports(data, html_path, pdf_path)
+        if not as_json:
+            return
     seconds = merged_seconds(stored_windows) if windows else []
     if as_json:
         report["seconds"] = seconds
@@ -123,6 +138,42 @@ def export(run, db_path, fmt, with_requests, output):
         conn.close()
 
 
+@click.command()
+@click.argument("runs", nargs=-1, required=True)
+@db_option
+@store_errors
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the page here (default: stdout).")
+def plot(runs, db_path, output):
+    """Plot runs on one self-contained HTML page: latency and throughput over time and the
+    latency distribution (percentile curve) of each RUN (id, uuid prefix, last, last~1)."""
+    from loadtester.reports.plot import render_plot, run_plot_data
+    conn = open_existing(db_path, readonly=True)
+    try:
+        rows = store.settle_dead_runs(conn, [find_run(conn, ref) for ref in runs])
+        page = render_plot([run_plot_data(conn, row) for row in rows])
+    finally:
+        conn.close()
+    if output:
+        _write_file(Path(output), lambda out: out.write(page))
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(page, nl=False)
+
+
+def _write_reports(data, html_path, pdf_path) -> None:
+    """The HTML and PDF reports of `data` (reports.data) written to their paths."""
+    from loadtester.reports import htmlreport, pdfreport
+    if html_path:
+        page = htmlreport.render_html(data)
+        _write_file(Path(html_path), lambda out: out.write(page))
+        click.echo(f"wrote {html_path}")
+    if pdf_path:
+        document = pdfreport.render_pdf(data)
+        _write_file(Path(pdf_path), lambda out: out.write(document), binary=True)
+        click.echo(f"wrote {pdf_path}")
+
+
 def _run_report(conn, ref, db_path, with_windows):
     """(the run's row as a writable open would leave it, its windows if read, its report)."""
     row = store.settle_dead_runs(conn, [find_run(conn, ref)])[0]
@@ -133,7 +184,7 @@ def _run_report(conn, ref, db_path, with_windows):
     return row, stored_windows, report
 
 
-def _write_file(output: Path, write) -> None:
+def _write_file(output: Path, write, binary: bool = False) -> None:
     """write(file) into a temporary file next to `output`, renamed over it once complete: a
     failed export (no such directory, a full disk) leaves nothing, and no half file."""
     if output.is_dir():
@@ -144,7 +195,8 @@ def _write_file(output: Path, write) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
-        with open(fd, "w", newline="", buffering=1 << 20) as out:
+        text = {"mode": "w", "newline": "", "encoding": "utf-8", "buffering": 1 << 20}
+        with open(fd, **({"mode": "wb"} if binary else text)) as out:
             write(out)
         os.replace(tmp, output)
         tmp = None
@@ -209,5 +261,5 @@ def _csv_formatter(columns):
 
 
 def register(cli: click.Group) -> None:
-    for command in (runs, show, export):
+    for command in (runs, show, export, plot):
         cli.add_command(command)

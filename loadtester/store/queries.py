@@ -71,7 +71,11 @@ def run_windows(conn: apsw.Connection, run_id: int, after_second: int = -1) -> l
     columns as stored (JSON as text), plus `counters`, `latency` and `service` in the shape
     RunWriter.submit_window() takes (counters["status"] has int keys; counters["errors"] is
     indexed by error kind)."""
-    out: list[Window] = []
+    return list(iter_run_windows(conn, run_id, after_second))
+
+
+def iter_run_windows(conn: apsw.Connection, run_id: int, after_second: int = -1) -> Iterator[Window]:
+    """run_windows, read as they are used (a long run's windows never all in memory)."""
     with translated(conn_path(conn)):
         cursor = conn.execute("SELECT * FROM metric_windows WHERE test_run_id = ? AND second > ? "
                               "ORDER BY second, worker", (int(run_id), int(after_second)))
@@ -93,8 +97,7 @@ def run_windows(conn: apsw.Connection, run_id: int, after_second: int = -1) -> l
                 "status": status,
                 "max_wait_us": row["max_wait_us"] or 0,
             }
-            out.append(cast(Window, row))
-    return out
+            yield cast(Window, row)
 
 
 # A run's request rows in seq order (one parameter: the run id); each caller picks its columns.
@@ -188,6 +191,14 @@ def has_rows(conn: apsw.Connection, table: str, run_id: int) -> bool:
         return bool(conn.execute(
             f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE test_run_id = ? LIMIT 1)",
             (int(run_id),)).get)
+
+
+def window_second_span(conn: apsw.Connection, run_id: int) -> tuple[int, int] | None:
+    """(first, last) second of the run's stored windows (0-based); None without windows."""
+    with translated(conn_path(conn)):
+        span = conn.execute("SELECT min(second), max(second) FROM metric_windows "
+                            "WHERE test_run_id = ?", (int(run_id),)).fetchone()
+    return None if span is None or span[0] is None else (int(span[0]), int(span[1]))
 
 
 # --------------------------------------------------------------------------- reads for the web app

@@ -6,15 +6,16 @@ reads through loadtester.store (queries) and runs blasts as subprocesses.
     context     ServeContext: configuration and state of one app
     endpoints   the /api/*, /metrics and /healthz handlers;  pages: the UI pages, reports
     api         the JSON payloads, read from the database (blocking; run in the thread pool)
-    series      a run's per-second rows, merged from its windows and cached
     runs        RunManager: the blast subprocesses (spawn, watch, stop)
     validation  the POST /api/start body (requestheaders: its headers; targetauth: its auth);
                 params: path/query/body checks;  errors: ApiError
     pipeops     the original PipeOps body and response shapes (the drop-in)
-    verdict     a run's result: failed / passed / no thresholds
     reads       reads beyond the summary columns, made of store.queries functions
     prometheus  GET /metrics: the runs in the Prometheus text format
-    display     masked hosts, URLs, the summary line;  responses: JSON, errors, SSE
+    responses   JSON, errors, SSE
     ratelimit   RateLimiter;  logs: JSON log lines;  middleware/: one ASGI middleware per file
-    ssrf        which targets are refused;  htmlreport: the report as HTML and PDF
+    ssrf        which targets are refused
+
+The report files, per-second series, verdicts and display strings it shows live below it, in
+loadtester.reports and loadtester.analysis (the command line shows the same).
 """

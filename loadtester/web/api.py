@@ -7,7 +7,6 @@ blast's pipes; a run this server started that has not stored its row yet is desc
 RunProcess.  These functions block: the endpoints run them in Starlette's thread pool."""
 from __future__ import annotations
 
-import datetime as _dt
 import time
 import urllib.parse
 from typing import Any
@@ -16,16 +15,16 @@ import apsw
 
 from loadtester import store
 from loadtester.analysis import aggregate
-from loadtester.analysis.report import report_from_row
+from loadtester.analysis.series import SeriesSnapshot
+from loadtester.analysis.verdict import CIRCUIT_BREAKER_STOP, judge, stored_json
+from loadtester.reports import data as reports_data
+from loadtester.reports.display import display_host, display_url, summary_line
 from loadtester.store import queries
 from loadtester.units import parse_iso_utc
 from loadtester.web import pipeops
 from loadtester.web.context import ServeContext
-from loadtester.web.display import display_host, display_url, summary_line
 from loadtester.web.errors import ApiError
 from loadtester.web.runs import RunProcess
-from loadtester.web.series import SeriesSnapshot
-from loadtester.web.verdict import CIRCUIT_BREAKER_STOP, judge, stored_json
 
 Row = dict[str, Any]
 
@@ -35,10 +34,6 @@ FROM_WINDOWS = ("running", "interrupted", "failed")
 
 RUNNING_KEYS = ("uuid", "id", "url", "label", "users", "duration", "elapsed_s", "remaining_s",
                 "progress", "status", "result", "started_at")
-
-
-def _now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.UTC)
 
 
 # --------------------------------------------------------------------------- payload builders
@@ -51,8 +46,7 @@ def elapsed_s(row: Row | None, run: RunProcess | None) -> float:
         end = run.ended_mono if run.ended_mono is not None else time.monotonic()
         return max(0.0, end - run.started_mono)
     if row["status"] == "running":
-        started = parse_iso_utc(row.get("started_at"))
-        return max(0.0, (_now() - started).total_seconds()) if started else 0.0
+        return reports_data.seconds_since_start(row)
     if row.get("measured_duration") is not None:
         return float(row["measured_duration"])
     started, ended = parse_iso_utc(row.get("started_at")), parse_iso_utc(row.get("completed_at"))
@@ -194,22 +188,8 @@ def history_entry(row: Row, series: SeriesSnapshot | None) -> dict[str, Any]:
 
 
 def run_report(ctx: ServeContext, row_full: Row, series: SeriesSnapshot) -> dict[str, Any]:
-    """history.report_from_row, fed from the windows when the run has no stored summary yet."""
-    row = dict(row_full)
-    if row["status"] == "running" or (row.get("latency_hist") is None and series.rows):
-        totals = series.totals
-        row.update(totals.summary_columns())
-        if row["status"] == "running":
-            row["measured_duration"] = elapsed_s(row, None)
-        elif not row.get("measured_duration"):
-            row["measured_duration"] = float(len(series.rows))
-    report = report_from_row(row, ctx.db_path)
-    report.pop("db", None)
-    if row.get("mask_host"):
-        report["url"] = display_url(report.get("url"), True)
-        for target in report.get("targets") or []:
-            target["url"] = display_url(target.get("url"), True)
-    return report
+    """reports.data.run_report of this server's database."""
+    return reports_data.run_report(row_full, series, ctx.db_path)
 
 
 # --------------------------------------------------------------------------- endpoint bodies
@@ -353,20 +333,14 @@ def compare(ctx: ServeContext, a: str, b: str) -> dict[str, Any]:
 
 
 def report_data(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
-    """The `data` htmlreport.render_html / render_pdf take."""
+    """The `data` the reports take (reports.data.report_data), from the series cache."""
     with ctx.reader() as conn:
         row, run = lookup(ctx, conn, run_uuid, full=True)
         if row is None:
             raise ApiError(409, f"run {run_uuid} has not stored anything yet")
         series = ctx.cache.get(conn, row)
-        report = run_report(ctx, row, series)
-        state = status_payload(row, run, series)
-    return {"uuid": row["uuid"], "run_id": row["id"], "label": row.get("label"),
-            "url": state["url"], "method": row.get("method"), "status": row["status"],
-            "result": state["result"], "result_reason": state["result_reason"],
-            "started_at": row.get("started_at"), "completed_at": row.get("completed_at"),
-            "users": row.get("total_users"), "duration": row.get("duration"),
-            "summary": state["summary"], "report": report, "seconds": series.rows}
+    return reports_data.report_data(row, series, ctx.db_path,
+                                    run.error_line() if run is not None else None)
 
 
 def stream_poll(ctx: ServeContext, run_uuid: str,

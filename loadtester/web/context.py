@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from loadtester import store
+from loadtester.analysis.series import SeriesCache
 from loadtester.web.errors import ApiError
 from loadtester.web.middleware.proxies import DEFAULT_TRUSTED_PROXIES
 from loadtester.web.ratelimit import RateLimiter
 from loadtester.web.runs import RunManager
-from loadtester.web.series import SeriesCache
 
 if TYPE_CHECKING:
     import apsw

@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from loadtester import store
+from loadtester.reports.display import display_url, plain_number
 from loadtester.web import api, pipeops, prometheus, reads, ssrf
 from loadtester.web.context import ServeContext, context_of
-from loadtester.web.display import display_url, plain_number
 from loadtester.web.errors import ApiError
 from loadtester.web.logs import log_event
 from loadtester.web.params import check_uuid, client_address, int_param, read_body

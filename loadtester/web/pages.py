@@ -9,7 +9,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from loadtester.web import api, htmlreport
+from loadtester.reports import htmlreport, pdfreport
+from loadtester.web import api
 from loadtester.web.context import context_of
 from loadtester.web.endpoints import in_thread
 from loadtester.web.params import check_uuid
@@ -21,7 +22,7 @@ REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
 async def api_report_pdf(request: Request) -> Response:
     run_uuid = check_uuid(request.path_params["uuid"])
     data = await in_thread(api.report_data, context_of(request), run_uuid)
-    pdf = await run_in_threadpool(htmlreport.render_pdf, data)
+    pdf = await run_in_threadpool(pdfreport.render_pdf, data)
     return Response(pdf, media_type="application/pdf", headers={
         "Content-Disposition": f"attachment; filename=loadtest-{run_uuid[:8]}.pdf"})
 

@@ -32,12 +32,12 @@ import apsw
 
 from loadtester import _engine
 from loadtester.analysis import aggregate
+from loadtester.analysis.verdict import judge
 from loadtester.model import ERROR_KINDS
+from loadtester.reports.display import display_url
 from loadtester.store import queries
 from loadtester.web import reads
 from loadtester.web.context import ServeContext
-from loadtester.web.display import display_url
-from loadtester.web.verdict import judge
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FINISHED_RUNS = 20

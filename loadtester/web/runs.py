@@ -26,9 +26,9 @@ import uuid as _uuid
 from dataclasses import dataclass, field
 
 from loadtester import store
+from loadtester.reports.display import plain_number
 from loadtester.run.proc import catches_sigterm, children, die_with_parent
 from loadtester.units import utc_now_iso
-from loadtester.web.display import plain_number
 from loadtester.web.logs import log_event
 from loadtester.web.validation import StartParams
 

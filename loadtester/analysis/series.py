@@ -1,5 +1,5 @@
-"""A run's per-second series as the API shows it, merged from its stored windows
-(analysis.aggregate) and cached per run so that each poll reads only the newer windows."""
+"""A run's per-second series as the web app and the reports show it, merged from its stored
+windows (analysis.aggregate) and cached per run so that each poll reads only the newer windows."""
 from __future__ import annotations
 
 import collections
