@@ -1,0 +1,217 @@
+"""HTTPS as the engine drives it (engine/tls.pyx: OpenSSL over memory BIOs): exact counts
+over keep-alive, close-per-request and pipelining, session resumption seen from the
+server, and every handshake failure told in one line (a connect error, exit 1)."""
+import socket
+import ssl
+import struct
+import threading
+
+import pytest
+
+from conftest import blast_json, self_signed_cert
+
+CLOSE_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+
+class TlsServer:
+    """A threaded HTTPS server on 127.0.0.1 (Python's ssl) that answers each request and
+    closes the connection; it counts requests, and handshakes full and resumed."""
+
+    def __init__(self, cert, key):
+        self.cert = cert
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.requests = self.full_handshakes = self.resumed_handshakes = 0
+        self.lock = threading.Lock()
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}/"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw):
+        raw.settimeout(10)
+        try:
+            with self.context.wrap_socket(raw, server_side=True) as conn:
+                with self.lock:
+                    if conn.session_reused:
+                        self.resumed_handshakes += 1
+                    else:
+                        self.full_handshakes += 1
+                seen = b""
+                while b"\r\n\r\n" not in seen:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    seen += data
+                with self.lock:
+                    self.requests += 1
+                conn.sendall(CLOSE_RESPONSE)
+        except OSError:                 # (ssl.SSLError included)
+            return
+
+    def close(self):
+        self.sock.close()
+
+
+class HandshakeBreaker:
+    """Accepts TCP on 127.0.0.1 and, per connection, reads the ClientHello and then resets
+    the connection (SO_LINGER 0), or never answers (silent=True)."""
+
+    def __init__(self, silent=False):
+        self.silent = silent
+        self.accepted = 0
+        self.held = []
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}/"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.silent:
+                self.held.append(conn)
+                continue
+            try:
+                conn.recv(65536)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    servers = []
+
+    def start(san="IP:127.0.0.1"):
+        server = TlsServer(*self_signed_cert(tmp_path, san, name=f"server{len(servers)}"))
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def breaker():
+    servers = []
+
+    def start(**kwargs):
+        server = HandshakeBreaker(**kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_keep_alive_count_and_bytes_exact_over_large_responses(start_target, tmp_path, db):
+    # 100 kB bodies span several TLS records and reads: each is decrypted and parsed.
+    target = start_target(*tls_target_args(tmp_path), "--body-size", "100000")
+    report = blast_json(target.url, "-n", "600", "-c", "6", "--insecure", db=db)
+    assert report["requests"] == 600 == target.stats()["served"]
+    assert report["errors"] == 0
+    assert report["status_codes"] == {"200": 600}
+    assert report["bytes"] >= 600 * 100_000
+
+
+def test_pipelining_over_tls_is_exact(start_target, tmp_path, db):
+    target = start_target(*tls_target_args(tmp_path))
+    report = blast_json(target.url, "-n", "20000", "-c", "8", "--pipeline", "16", "--insecure",
+                        db=db)
+    assert report["requests"] == 20000 == target.stats()["served"]
+    assert report["errors"] == 0
+
+
+def test_close_per_request_is_exact_and_resumes_sessions(tls_server, db):
+    server = tls_server()
+    report = blast_json(server.url, "-n", "300", "-c", "4", "--workers", "1", "--insecure", db=db)
+    assert report["requests"] == 300 == server.requests
+    assert report["errors"] == 0
+    # Only the first connections (none has ended yet) have no session to offer. (A
+    # connection may reconnect after its last response, before the run sees it is spent.)
+    assert server.full_handshakes <= 4, (server.full_handshakes, server.resumed_handshakes)
+    assert 300 <= server.full_handshakes + server.resumed_handshakes <= 300 + 4
+
+
+def test_verified_without_insecure_when_the_ca_is_trusted(tls_server, db, monkeypatch):
+    server = tls_server("IP:127.0.0.1")
+    # Python's default context (the one blast uses) reads trusted CAs from SSL_CERT_FILE.
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))
+    report = blast_json(server.url, "-n", "20", "-c", "2", db=db)
+    assert report["requests"] == 20 == server.requests
+    assert report["errors"] == 0
+
+
+def test_hostname_mismatch_is_reported(tls_server, db, monkeypatch):
+    server = tls_server("DNS:localhost")          # trusted, but not for 127.0.0.1
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))
+    report = blast_json(server.url, "-n", "5", "-c", "1", db=db, exit_code=1)
+    assert report["requests"] == 0 and server.requests == 0
+    assert report["errors_by_kind"] == {"connect": 5}
+    port = server.url.rsplit(":", 1)[1].rstrip("/")
+    assert report["error_messages"]["connect"] == (
+        f"TLS: certificate verify failed: IP address mismatch (127.0.0.1:{port})")
+
+
+def test_self_signed_refused_then_accepted_with_insecure(tls_server, db):
+    server = tls_server()
+    refused = blast_json(server.url, "-n", "6", "-c", "2", db=db, exit_code=1)
+    assert refused["errors_by_kind"] == {"connect": 6} and server.requests == 0
+    assert refused["error_messages"]["connect"].startswith(
+        "TLS: certificate verify failed: self-signed certificate (127.0.0.1:")
+    accepted = blast_json(server.url, "-n", "6", "-c", "2", "--insecure", db=db)
+    assert accepted["requests"] == 6 == server.requests
+
+
+def test_reset_during_handshake_is_a_connect_error(breaker, db):
+    server = breaker()
+    report = blast_json(server.url, "-n", "5", "-c", "1", "--insecure", db=db, exit_code=1)
+    assert report["requests"] == 0
+    assert report["errors_by_kind"] == {"connect": 5}
+    assert server.accepted == 5
+    port = server.url.rsplit(":", 1)[1].rstrip("/")
+    assert report["error_messages"]["connect"] == (
+        f"TLS: connection reset by peer during the handshake (127.0.0.1:{port})")
+
+
+def test_handshake_that_never_ends_times_out_as_connect_error(breaker, db):
+    server = breaker(silent=True)
+    report = blast_json(server.url, "-n", "2", "-c", "1", "--timeout", "1s", "--insecure",
+                        db=db, exit_code=1)
+    assert report["requests"] == 0
+    assert report["errors_by_kind"] == {"connect": 2}
+    assert report["error_messages"]["connect"].startswith("connect timed out 127.0.0.1:")
+
+
+def test_plain_http_server_behind_https_url_is_told(start_target, db):
+    target = start_target()                        # plain HTTP
+    url = target.url.replace("http://", "https://")
+    report = blast_json(url, "-n", "3", "-c", "1", "--insecure", db=db, exit_code=1)
+    assert report["errors_by_kind"] == {"connect": 3}
+    assert report["error_messages"]["connect"].startswith("TLS: ")
+
+
+def tls_target_args(directory):
+    cert, key = self_signed_cert(directory, name="target")
+    return ["--tls-cert", cert, "--tls-key", key]
+
+
