@@ -14,17 +14,19 @@ CLOSE_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n
 
 
 class TlsServer:
-    """A threaded HTTPS server on 127.0.0.1 (Python's ssl) that answers each request and
-    closes the connection; it counts requests, and handshakes full and resumed."""
+    """A threaded HTTPS server on 127.0.0.1 or ::1 (Python's ssl) that answers each request
+    and closes the connection; it counts requests, and handshakes full and resumed."""
 
-    def __init__(self, cert, key):
+    def __init__(self, cert, key, host="127.0.0.1"):
         self.cert = cert
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
         self.requests = self.full_handshakes = self.resumed_handshakes = 0
         self.lock = threading.Lock()
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}/"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host, 0), family=family, backlog=128)
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"https://{shown}:{self.sock.getsockname()[1]}/"
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -99,8 +101,8 @@ class HandshakeBreaker:
 def tls_server(tmp_path):
     servers = []
 
-    def start(san="IP:127.0.0.1"):
-        server = TlsServer(*self_signed_cert(tmp_path, san, name=f"server{len(servers)}"))
+    def start(san="IP:127.0.0.1", host="127.0.0.1"):
+        server = TlsServer(*self_signed_cert(tmp_path, san, name=f"server{len(servers)}"), host)
         servers.append(server)
         return server
 
@@ -155,6 +157,14 @@ def test_close_per_request_is_exact_and_resumes_sessions(tls_server, db):
 def test_verified_without_insecure_when_the_ca_is_trusted(tls_server, db, monkeypatch):
     server = tls_server("IP:127.0.0.1")
     # Python's default context (the one blast uses) reads trusted CAs from SSL_CERT_FILE.
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))
+    report = blast_json(server.url, "-n", "20", "-c", "2", db=db)
+    assert report["requests"] == 20 == server.requests
+    assert report["errors"] == 0
+
+
+def test_ipv6_loopback_verified_by_its_address(tls_server, db, monkeypatch):
+    server = tls_server("IP:::1", host="::1")
     monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))
     report = blast_json(server.url, "-n", "20", "-c", "2", db=db)
     assert report["requests"] == 20 == server.requests
