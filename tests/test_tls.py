@@ -13,65 +13,17 @@ from conftest import blast_json, self_signed_cert
 CLOSE_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 
 
-class TlsServer:
-    """A threaded HTTPS server on 127.0.0.1 or ::1 (Python's ssl) that answers each request
-    and closes the connection; it counts requests, and handshakes full and resumed."""
+class Listener:
+    """A TCP listener on 127.0.0.1 or ::1 whose accepted connections are handled one per
+    thread by the subclass's handle(conn)."""
 
-    def __init__(self, cert, key, host="127.0.0.1"):
-        self.cert = cert
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(cert, key)
-        self.requests = self.full_handshakes = self.resumed_handshakes = 0
-        self.lock = threading.Lock()
+    def __init__(self, host="127.0.0.1"):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.create_server((host, 0), family=family, backlog=128)
         shown = f"[{host}]" if ":" in host else host
         self.url = f"https://{shown}:{self.sock.getsockname()[1]}/"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
-
-    def _serve(self, raw):
-        raw.settimeout(10)
-        try:
-            with self.context.wrap_socket(raw, server_side=True) as conn:
-                with self.lock:
-                    if conn.session_reused:
-                        self.resumed_handshakes += 1
-                    else:
-                        self.full_handshakes += 1
-                seen = b""
-                while b"\r\n\r\n" not in seen:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    seen += data
-                with self.lock:
-                    self.requests += 1
-                conn.sendall(CLOSE_RESPONSE)
-        except OSError:                 # (ssl.SSLError included)
-            return
-
-    def close(self):
-        self.sock.close()
-
-
-class HandshakeBreaker:
-    """Accepts TCP on 127.0.0.1 and, per connection, reads the ClientHello and then resets
-    the connection (SO_LINGER 0), or never answers (silent=True)."""
-
-    def __init__(self, silent=False):
-        self.silent = silent
         self.accepted = 0
         self.held = []
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}/"
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -81,20 +33,69 @@ class HandshakeBreaker:
             except OSError:
                 return
             self.accepted += 1
-            if self.silent:
-                self.held.append(conn)
-                continue
-            try:
-                conn.recv(65536)
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-            conn.close()
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn):
+        raise NotImplementedError
 
     def close(self):
         self.sock.close()
         for conn in self.held:
             conn.close()
+
+
+class TlsServer(Listener):
+    """An HTTPS server (Python's ssl) that answers each request and closes the connection;
+    it counts requests, and handshakes full and resumed."""
+
+    def __init__(self, cert, key, host="127.0.0.1"):
+        self.cert = cert
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert, key)
+        self.requests = self.full_handshakes = self.resumed_handshakes = 0
+        self.lock = threading.Lock()
+        super().__init__(host)
+
+    def handle(self, conn):
+        conn.settimeout(10)
+        try:
+            with self.context.wrap_socket(conn, server_side=True) as tls:
+                with self.lock:
+                    if tls.session_reused:
+                        self.resumed_handshakes += 1
+                    else:
+                        self.full_handshakes += 1
+                seen = b""
+                while b"\r\n\r\n" not in seen:
+                    data = tls.recv(65536)
+                    if not data:
+                        return
+                    seen += data
+                with self.lock:
+                    self.requests += 1
+                tls.sendall(CLOSE_RESPONSE)
+        except OSError:                 # (ssl.SSLError included)
+            return
+
+
+class HandshakeBreaker(Listener):
+    """Per connection: reads the ClientHello and then resets the connection (SO_LINGER 0),
+    or never answers (silent=True)."""
+
+    def __init__(self, silent=False):
+        self.silent = silent
+        super().__init__()
+
+    def handle(self, conn):
+        if self.silent:
+            self.held.append(conn)
+            return
+        try:
+            conn.recv(65536)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        conn.close()
 
 
 @pytest.fixture
