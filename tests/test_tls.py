@@ -1,6 +1,7 @@
 """HTTPS as the engine drives it (engine/tls.pyx: OpenSSL over memory BIOs): exact counts
 over keep-alive, close-per-request and pipelining, session resumption seen from the
 server, and every handshake failure told in one line (a connect error, exit 1)."""
+import json
 import socket
 import ssl
 import struct
@@ -8,7 +9,7 @@ import threading
 
 import pytest
 
-from conftest import blast_json, self_signed_cert
+from conftest import blast_json, cli, self_signed_cert
 
 CLOSE_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 
@@ -179,8 +180,12 @@ def test_hostname_mismatch_is_reported(tls_server, db, monkeypatch):
     assert report["requests"] == 0 and server.requests == 0
     assert report["errors_by_kind"] == {"connect": 5}
     port = server.url.rsplit(":", 1)[1].rstrip("/")
-    assert report["error_messages"]["connect"] == (
-        f"TLS: certificate verify failed: IP address mismatch (127.0.0.1:{port})")
+    message = f"TLS: certificate verify failed: IP address mismatch (127.0.0.1:{port})"
+    assert report["error_messages"] == {"connect": message}
+    # the stored run and its text report say the same
+    stored = json.loads(cli("show", "last", "--json", "--no-windows", "--db", db).stdout)
+    assert stored["error_messages"] == {"connect": message}
+    assert f"first connect: {message}" in cli("show", "last", "--no-windows", "--db", db).stdout
 
 
 def test_self_signed_refused_then_accepted_with_insecure(tls_server, db):
