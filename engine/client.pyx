@@ -68,8 +68,6 @@ cdef class Origin:
     take turns sending there."""
     cdef readonly str host
     cdef readonly int port
-    cdef object ssl_context
-    cdef object server_hostname
     cdef TlsOrigin tls                 # None: plain TCP
     cdef list requests                 # bytes, one per target at this origin
     cdef list heads                    # bool per target: a HEAD request
@@ -90,8 +88,6 @@ cdef class Origin:
     def __init__(self, str host, int port, ssl_context=None, server_hostname=None):
         self.host = host
         self.port = port
-        self.ssl_context = ssl_context
-        self.server_hostname = server_hostname
         self.tls = None if ssl_context is None else TlsOrigin(ssl_context, server_hostname or host)
         self.requests = []
         self.heads = []
