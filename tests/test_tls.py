@@ -2,6 +2,7 @@
 over keep-alive, close-per-request and pipelining, session resumption seen from the
 server, and every handshake failure told in one line (a connect error, exit 1)."""
 import json
+import os
 import socket
 import ssl
 import struct
@@ -49,8 +50,9 @@ class TlsServer(Listener):
     """An HTTPS server (Python's ssl) that answers each request and closes the connection;
     it counts requests, and handshakes full and resumed."""
 
-    def __init__(self, cert, key, host="127.0.0.1"):
+    def __init__(self, cert, key, host="127.0.0.1", plain_answer=False):
         self.cert = cert
+        self.plain_answer = plain_answer      # answer outside TLS, on the raw socket
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
         self.requests = self.full_handshakes = self.resumed_handshakes = 0
@@ -74,7 +76,10 @@ class TlsServer(Listener):
                     seen += data
                 with self.lock:
                     self.requests += 1
-                tls.sendall(CLOSE_RESPONSE)
+                if self.plain_answer:
+                    os.write(tls.fileno(), CLOSE_RESPONSE)
+                else:
+                    tls.sendall(CLOSE_RESPONSE)
         except OSError:                 # (ssl.SSLError included)
             return
 
@@ -103,8 +108,9 @@ class HandshakeBreaker(Listener):
 def tls_server(tmp_path):
     servers = []
 
-    def start(san="IP:127.0.0.1", host="127.0.0.1"):
-        server = TlsServer(*self_signed_cert(tmp_path, san, name=f"server{len(servers)}"), host)
+    def start(san="IP:127.0.0.1", host="127.0.0.1", plain_answer=False):
+        server = TlsServer(*self_signed_cert(tmp_path, san, name=f"server{len(servers)}"), host,
+                           plain_answer)
         servers.append(server)
         return server
 
@@ -196,6 +202,15 @@ def test_self_signed_refused_then_accepted_with_insecure(tls_server, db):
         "TLS: certificate verify failed: self-signed certificate (127.0.0.1:")
     accepted = blast_json(server.url, "-n", "6", "-c", "2", "--insecure", db=db)
     assert accepted["requests"] == 6 == server.requests
+
+
+def test_answer_outside_tls_is_a_read_error_told(tls_server, db):
+    server = tls_server(plain_answer=True)
+    report = blast_json(server.url, "-n", "4", "-c", "1", "--insecure", db=db, exit_code=1)
+    assert server.requests == 4
+    assert report["requests"] == 0
+    assert report["errors_by_kind"] == {"read": 4}
+    assert report["error_messages"]["read"].startswith("TLS: "), report["error_messages"]
 
 
 def test_reset_during_handshake_is_a_connect_error(breaker, db):
