@@ -149,6 +149,8 @@ ctypedef void BIO
 ctypedef void BIO_METHOD
 ctypedef void X509_VERIFY_PARAM
 
+ctypedef void (*keylog_callback)(const SSL*, const char* line) noexcept nogil
+
 cdef struct OpenSslApi:
     SSL* (*SSL_new)(SSL_CTX*) noexcept nogil
     void (*SSL_free)(SSL*) noexcept nogil
@@ -173,6 +175,7 @@ cdef struct OpenSslApi:
     const char* (*X509_verify_cert_error_string)(long) noexcept nogil
     int (*SSL_CTX_get_verify_mode)(const SSL_CTX*) noexcept nogil
     uint64_t (*SSL_CTX_get_options)(const SSL_CTX*) noexcept nogil
+    void (*SSL_CTX_set_keylog_callback)(SSL_CTX*, keylog_callback) noexcept nogil
     const BIO_METHOD* (*BIO_s_mem)() noexcept nogil
     BIO* (*BIO_new)(const BIO_METHOD*) noexcept nogil
     int (*BIO_write)(BIO*, const void* buf, int size) noexcept nogil

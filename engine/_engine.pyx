@@ -6,7 +6,8 @@ cimport cython
 from libc.math cimport ceil, sqrt
 from libc.stdint cimport int64_t, uint64_t, uint32_t, uint16_t, uint8_t, UINT64_MAX, UINT32_MAX
 from libc.stdlib cimport calloc, malloc, free
-from libc.string cimport memset, memcpy, memcmp
+from libc.string cimport memset, memcpy, memcmp, strlen
+from posix.unistd cimport write
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING

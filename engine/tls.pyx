@@ -14,6 +14,9 @@
 # An import-time check reads a known context's verify mode and options through that
 # pointer and refuses a Python whose SSLContext layout differs.
 #
+# SSLKEYLOGFILE (as Python's default context honours it): the engine writes the key log
+# itself, one write(2) per line on a file opened once per process with O_APPEND.
+#
 # Session resumption: when a connection ends, its session (if resumable) becomes its
 # origin's; the next connection to that origin offers it (abbreviated handshake), which
 # is what a new-connection-per-request run spends most of its time on.
@@ -52,6 +55,29 @@ cdef struct PySSLContextHead:
     SSL_CTX* ctx
 
 
+cdef int KEYLOG_FD = -1
+
+
+cdef void write_keylog_line(const SSL* ssl, const char* line) noexcept nogil:
+    cdef char buffer[1024]
+    cdef size_t size = strlen(line)
+    if size >= sizeof(buffer):
+        return
+    memcpy(buffer, line, size)
+    buffer[size] = 10                  # a line each, whole: workers append to the same file
+    write(KEYLOG_FD, buffer, size + 1)
+
+
+cdef void use_keylog(SSL_CTX* ctx) except *:
+    global KEYLOG_FD
+    path = os.environ.get("SSLKEYLOGFILE")
+    if not path or sys.flags.ignore_environment:
+        return
+    if KEYLOG_FD < 0:
+        KEYLOG_FD = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    OPENSSL.SSL_CTX_set_keylog_callback(ctx, write_keylog_line)
+
+
 class TlsHandshakeError(Exception):
     """A TLS handshake that failed: the one-line reason (certificate verify failed:
     ..., wrong version number, connection reset during the handshake)."""
@@ -67,6 +93,7 @@ cdef class TlsOrigin:
                              "_msg_callback on the SSLContext")
         self.context = context
         self.ctx = (<PySSLContextHead*><PyObject*>context).ctx
+        use_keylog(self.ctx)
         check_ip = is_ip_address(host)
         # As Python's ssl: SNI only for a name, the certificate checked for the name or IP.
         self.server_name = None if check_ip else host.encode("idna")
@@ -301,6 +328,8 @@ cdef void bind_openssl() except *:
         library, b"SSL_CTX_get_verify_mode")
     OPENSSL.SSL_CTX_get_options = <uint64_t (*)(const SSL_CTX*) noexcept nogil>openssl_symbol(
         library, b"SSL_CTX_get_options")
+    OPENSSL.SSL_CTX_set_keylog_callback = <void (*)(SSL_CTX*, keylog_callback) noexcept nogil>openssl_symbol(
+        library, b"SSL_CTX_set_keylog_callback")
     OPENSSL.BIO_s_mem = <const BIO_METHOD* (*)() noexcept nogil>openssl_symbol(
         library, b"BIO_s_mem")
     OPENSSL.BIO_new = <BIO* (*)(const BIO_METHOD*) noexcept nogil>openssl_symbol(

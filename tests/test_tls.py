@@ -162,6 +162,19 @@ def test_close_per_request_is_exact_and_resumes_sessions(tls_server, db):
     assert 300 <= server.full_handshakes + server.resumed_handshakes <= 300 + 4
 
 
+def test_sslkeylogfile_gets_the_secrets_of_every_connection(tls_server, db, tmp_path,
+                                                           monkeypatch):
+    server = tls_server()
+    keylog = tmp_path / "keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
+    report = blast_json(server.url, "-n", "6", "-c", "2", "--insecure", db=db)
+    assert report["requests"] == 6 == server.requests
+    lines = [line for line in keylog.read_text().splitlines() if not line.startswith("#")]
+    # TLS 1.3: one CLIENT_TRAFFIC_SECRET_0 line per connection, each "LABEL random secret"
+    assert sum(line.startswith("CLIENT_TRAFFIC_SECRET_0 ") for line in lines) >= 6
+    assert all(len(line.split()) == 3 for line in lines), lines[:3]
+
+
 def test_verified_without_insecure_when_the_ca_is_trusted(tls_server, db, monkeypatch):
     server = tls_server("IP:127.0.0.1")
     # Python's default context (the one blast uses) reads trusted CAs from SSL_CERT_FILE.

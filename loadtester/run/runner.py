@@ -75,8 +75,8 @@ def _cpu_seconds() -> float:
 
 def _ssl_context(insecure: bool):
     context = ssl.create_default_context()
-    # The engine drives OpenSSL itself on this context's SSL_CTX (engine/tls.pyx); Python's
-    # key-log callback (SSLKEYLOGFILE) expects Python's own socket object on each connection.
+    # The engine drives OpenSSL itself on this context's SSL_CTX (engine/tls.pyx) and writes
+    # SSLKEYLOGFILE itself; Python's key-log callback expects Python's own socket objects.
     context.keylog_filename = None  # type: ignore[assignment]  # (None turns it off)
     if insecure:
         context.check_hostname = False
