@@ -39,7 +39,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +50,10 @@ STORED = "loadtester (store=requests)"
 PREVIOUS = "loadtester previous build (store=none)"
 WRK_PIPELINED = "wrk pipelined"          # wrk -s pipeline.lua (wrk's own way)
 PIPELINED = "loadtester pipelined"       # loadtester blast --pipeline N --store none
+WRK_HTTPS = "wrk https"                  # the same rows over TLS (nginx only), keep-alive
+HTTPS = "loadtester https"               # ... --insecure (the certificate is self-signed)
+HEY_HTTPS_CLOSE = "hey https close"      # a new TLS connection per request
+HTTPS_CLOSE = "loadtester https close"   # (nginx keepalive_timeout 0)
 DEFAULT_PIPELINE = 16                    # the depth of TechEmpower's plaintext test
 PAUSE_BETWEEN_RUNS_S = 0.5
 GOALS = [  # (label, numerator row, denominator row, goal)
@@ -57,7 +61,11 @@ GOALS = [  # (label, numerator row, denominator row, goal)
     ("loadtester/hey", BASELINE, "hey", 2.0),
     ("store=requests/store=none", STORED, BASELINE, 0.90),
     ("loadtester pipelined/wrk pipelined", PIPELINED, WRK_PIPELINED, 0.90),
+    ("loadtester https/wrk https", HTTPS, WRK_HTTPS, 0.90),
+    ("loadtester https close/hey https close", HTTPS_CLOSE, HEY_HTTPS_CLOSE, 0.90),
 ]
+# CPU seconds per request, judged "at most": (label, numerator row, denominator row, goal)
+CPU_GOALS = [("CPU per request: loadtester https/wrk https", HTTPS, WRK_HTTPS, 1.20)]
 # Judged only with --previous EXE: this build against an earlier one, same command.
 PREVIOUS_GOAL = ("this build/previous build", BASELINE, PREVIOUS, 0.97)
 
@@ -239,6 +247,8 @@ class Ctx:
     tmpdir: Path
     wrk2_rate: int
     pipeline: int = DEFAULT_PIPELINE
+    https_url: str | None = None         # nginx only: the same response over TLS
+    https_close_url: str | None = None   # ... closing the connection after each response
 
 
 @dataclass
@@ -249,6 +259,7 @@ class Tool:
     argv: Callable[[list[str], Ctx], list[str]]
     parse: Callable[[str], dict]
     db: bool = False                # a loadtester row: clean its database after each run
+    needs: str = "url"              # the Ctx URL it loads (None there: the target has none)
 
 
 def _which(*names: str) -> Callable[[], list[str] | None]:
@@ -317,13 +328,44 @@ def _wrk_pipeline_argv(cmd: list[str], ctx: Ctx) -> list[str]:
             "--latency", "-s", str(wrk_pipeline_script(ctx)), ctx.url]
 
 
+def _wrk_argv(cmd: list[str], ctx: Ctx) -> list[str]:
+    return [*cmd, "-t1", f"-c{ctx.connections}", f"-d{duration_arg(ctx.duration_s)}",
+            "--latency", ctx.url]
+
+
+def _hey_argv(cmd: list[str], ctx: Ctx) -> list[str]:
+    return [*cmd, "-c", str(ctx.connections), "-z", duration_arg(ctx.duration_s), ctx.url]
+
+
+def _at(url_field: str, argv: Callable[[list[str], Ctx], list[str]],
+        *extra: str) -> Callable[[list[str], Ctx], list[str]]:
+    """A tool's command line aimed at another of the target's URLs (ctx.https_url, ...)."""
+    def aimed(cmd: list[str], ctx: Ctx) -> list[str]:
+        return [*argv(cmd, replace(ctx, url=getattr(ctx, url_field))), *extra]
+    return aimed
+
+
+# HTTPS (nginx with a self-signed certificate the harness makes): wrk and hey do not
+# verify certificates, loadtester is told not to (--insecure). The close rows make a new
+# TLS connection per request (nginx keepalive_timeout 0); loadtester resumes sessions there.
+HTTPS_TOOLS: list[Tool] = [
+    Tool(WRK_HTTPS, "wrk-https", _which("wrk"), _at("https_url", _wrk_argv), parse_wrk,
+         needs="https_url"),
+    Tool(HTTPS, "loadtester-https", loadtester_command,
+         _at("https_url", _loadtester_argv("none"), "--insecure"), parse_loadtester, db=True,
+         needs="https_url"),
+    Tool(HEY_HTTPS_CLOSE, "hey-https-close", _which("hey"), _at("https_close_url", _hey_argv),
+         parse_hey, needs="https_close_url"),
+    Tool(HTTPS_CLOSE, "loadtester-https-close", loadtester_command,
+         _at("https_close_url", _loadtester_argv("none"), "--insecure"), parse_loadtester,
+         db=True, needs="https_close_url"),
+]
+
+
 # Run order. Paired ratios compare tools within a round, so the pairs we judge
 # (loadtester/wrk, store=requests/store=none) run next to each other.
 TOOLS: list[Tool] = [
-    Tool("wrk", "wrk", _which("wrk"),
-         lambda cmd, c: [*cmd, "-t1", f"-c{c.connections}", f"-d{duration_arg(c.duration_s)}",
-                         "--latency", c.url],
-         parse_wrk),
+    Tool("wrk", "wrk", _which("wrk"), _wrk_argv, parse_wrk),
     Tool(BASELINE, "loadtester-none", loadtester_command, _loadtester_argv("none"),
          parse_loadtester, db=True),
     Tool(STORED, "loadtester-requests", loadtester_command, _loadtester_argv("requests"),
@@ -331,13 +373,12 @@ TOOLS: list[Tool] = [
     Tool(WRK_PIPELINED, "wrk-pipeline", _which("wrk"), _wrk_pipeline_argv, parse_wrk),
     Tool(PIPELINED, "loadtester-pipeline", loadtester_command,
          _loadtester_argv("none", pipelined=True), parse_loadtester, db=True),
+    *HTTPS_TOOLS,
     Tool("wrk2", "wrk2", _which("wrk2"),
          lambda cmd, c: [*cmd, "-t1", f"-c{c.connections}", f"-d{duration_arg(c.duration_s)}",
                          f"-R{c.wrk2_rate}", "--latency", c.url],
          parse_wrk),
-    Tool("hey", "hey", _which("hey"),
-         lambda cmd, c: [*cmd, "-c", str(c.connections), "-z", duration_arg(c.duration_s), c.url],
-         parse_hey),
+    Tool("hey", "hey", _which("hey"), _hey_argv, parse_hey),
     Tool("ab", "ab", _which("ab"),
          lambda cmd, c: [*cmd, "-k", "-c", str(c.connections), "-t",
                          str(whole_seconds(c.duration_s)), "-n", "100000000", c.url],
@@ -354,7 +395,8 @@ TOOLS: list[Tool] = [
 TOOL_ALIASES = {"loadtester": ["loadtester-none", "loadtester-requests"],
                 "lt": ["loadtester-none", "loadtester-requests"],
                 "store=none": ["loadtester-none"], "store=requests": ["loadtester-requests"],
-                "pipeline": ["wrk-pipeline", "loadtester-pipeline"]}
+                "pipeline": ["wrk-pipeline", "loadtester-pipeline"],
+                "https": [t.key for t in HTTPS_TOOLS]}
 
 
 def with_previous(tools: list[Tool], exe: str) -> list[Tool]:
@@ -490,7 +532,7 @@ http {{
     scgi_temp_path {tmp}/scgi;
     keepalive_requests 1000000;
     keepalive_timeout 120s;
-    server {{
+{tls_servers}    server {{
         listen {host}:{port};
         default_type text/plain;
         location / {{
@@ -499,6 +541,55 @@ http {{
     }}
 }}
 """
+
+
+NGINX_TLS_SERVERS = """\
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    server {{
+        listen {host}:{https_port} ssl;
+        default_type text/plain;
+        location / {{
+            return 200 "Hello, World!";
+        }}
+    }}
+    server {{
+        listen {host}:{https_close_port} ssl;
+        keepalive_timeout 0;
+        default_type text/plain;
+        location / {{
+            return 200 "Hello, World!";
+        }}
+    }}
+"""
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path] | None:
+    """An RSA-2048 certificate for 127.0.0.1 made with the openssl CLI (None without it)."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        return None
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    done = subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise HarnessError(f"openssl could not make a certificate: {done.stderr.strip()[-300:]}")
+    return cert, key
+
+
+def nginx_tls_servers(conf_dir: Path) -> tuple[str, str | None, str | None]:
+    """The nginx server blocks of the HTTPS rows, and their URLs (keep-alive, close)."""
+    made = self_signed_certificate(conf_dir)
+    if made is None:
+        return "", None, None
+    https_port, https_close_port = free_port(), free_port()
+    text = NGINX_TLS_SERVERS.format(cert=made[0], key=made[1], host=HOST, https_port=https_port,
+                                    https_close_port=https_close_port)
+    return text, f"https://{HOST}:{https_port}/", f"https://{HOST}:{https_close_port}/"
 
 
 def find_nginx() -> str | None:
@@ -525,6 +616,8 @@ class Target:
     proc: subprocess.Popen
     cpu: int | None
     version: str | None = None
+    https_url: str | None = None
+    https_close_url: str | None = None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -547,8 +640,10 @@ def start_target(kind: str, tmp: Path, cpu: int | None, lifetime_s: float,
         conf_dir = tmp / "nginx"
         conf_dir.mkdir()
         conf = conf_dir / "nginx.conf"
+        tls_servers, https_url, https_close_url = nginx_tls_servers(conf_dir)
         conf.write_text(NGINX_CONF.format(tmp=conf_dir, host=HOST, port=port,
-                                          worker_connections=max(1024, 2 * connections + 64)))
+                                          worker_connections=max(1024, 2 * connections + 64),
+                                          tls_servers=tls_servers))
         argv = [nginx, "-c", str(conf), "-p", f"{conf_dir}/"]
         help_text = subprocess.run([nginx, "-h"], capture_output=True, text=True,
                                    timeout=5).stderr
@@ -562,7 +657,7 @@ def start_target(kind: str, tmp: Path, cpu: int | None, lifetime_s: float,
             raise HarnessError("loadtester is not installed (run: make build)")
         argv = pinned(cpu, [*cmd, "target", "--port", str(port),
                             "--lifetime", duration_arg(math.ceil(lifetime_s))])
-        version = None
+        version = https_url = https_close_url = None
     # belt and braces: even if this harness is SIGKILLed, the target ends by itself
     timeout_bin = shutil.which("timeout")
     if timeout_bin:
@@ -570,7 +665,8 @@ def start_target(kind: str, tmp: Path, cpu: int | None, lifetime_s: float,
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp)
-    target = Target(kind, f"http://{HOST}:{port}/", proc, cpu, version)
+    target = Target(kind, f"http://{HOST}:{port}/", proc, cpu, version, https_url,
+                    https_close_url)
     try:
         wait_port(port, proc, timeout_s=15.0, log=log)
         with urllib.request.urlopen(target.url, timeout=5) as response:
@@ -723,14 +819,17 @@ def summarize(tool_names: list[str], runs: list[Run]) -> list[dict]:
     return rows
 
 
-def paired_ratio(runs: list[Run], num: str, den: str) -> float | None:
+def paired_ratio(runs: list[Run], num: str, den: str,
+                 metric: Callable[[Run], float | None] = lambda r: r.rps) -> float | None:
     """Median over rounds of (num's rps / den's rps) within the same round. The two ran
     back to back, so a machine that speeds up or slows down between rounds (a shared
-    VM does) moves both and cancels out, which a ratio of medians does not."""
+    VM does) moves both and cancels out, which a ratio of medians does not. `metric`:
+    what is compared (rps; CPU per request for CPU_GOALS)."""
     by_round: dict[int, dict[str, float]] = {}
     for r in runs:
-        if r.ok and r.rps:
-            by_round.setdefault(r.round, {})[r.tool] = r.rps
+        value = metric(r) if r.ok else None
+        if value:
+            by_round.setdefault(r.round, {})[r.tool] = value
     ratios = [rd[num] / rd[den] for rd in by_round.values() if num in rd and den in rd]
     return median(ratios) if ratios else None
 
@@ -749,6 +848,16 @@ def verdicts(rows: list[dict], runs: list[Run] = ()) -> list[dict]:
         out.append({"label": label, "numerator": num, "denominator": den, "goal": goal,
                     "value": value, "ratio_of_medians": of_medians,
                     "met": None if value is None else value >= goal, "missing": missing})
+    cpu = {r["tool"]: r.get("cpu_s_per_100k") for r in rows}
+    for label, num, den, goal in CPU_GOALS:
+        a, b = cpu.get(num), cpu.get(den)
+        of_medians = a / b if a and b else None
+        value = (paired_ratio(list(runs), num, den, Run.cpu_per_100k) if runs
+                 else of_medians)
+        missing = [n for n, v in ((num, a), (den, b)) if not v]
+        out.append({"label": label, "numerator": num, "denominator": den, "goal": goal,
+                    "at_most": True, "value": value, "ratio_of_medians": of_medians,
+                    "met": None if value is None else value <= goal, "missing": missing})
     return out
 
 
@@ -771,6 +880,9 @@ def render(doc: dict) -> str:
     if {WRK_PIPELINED, PIPELINED} & set(m["tools"]):
         lines.append(f"pipelined rows: {m.get('pipeline', DEFAULT_PIPELINE)} requests per write "
                      "on each connection")
+    if {WRK_HTTPS, HTTPS, HEY_HTTPS_CLOSE, HTTPS_CLOSE} & set(m["tools"]):
+        lines.append("https rows: TLSv1.3, RSA-2048 self-signed (loadtester --insecure); "
+                     "'close' rows: a new TLS connection per request (keepalive_timeout 0)")
     lines.append("")
     header = (f"{'tool':<28} {'median rps':>11} {'spread':>7} {'median p99':>11} "
               f"{'rps/lt(none)':>12} {'CPU s/100k req':>14} {'target cpu%':>11} {'runs':>5}")
@@ -804,13 +916,14 @@ def render(doc: dict) -> str:
         lines += ["", "notes:", *notes]
     lines.append("")
     for v in doc["verdicts"]:
+        bound = "≤" if v.get("at_most") else "≥"
         if v["value"] is None:
-            lines.append(f"{v['label']} = n/a (goal ≥ {v['goal']:.2f}; "
+            lines.append(f"{v['label']} = n/a (goal {bound} {v['goal']:.2f}; "
                          f"no result for {', '.join(v['missing'])})")
         else:
             mark = "ok" if v["met"] else "MISSED"
             of_medians = v.get("ratio_of_medians")
-            lines.append(f"{v['label']} = {v['value']:.2f} (goal ≥ {v['goal']:.2f})  {mark}"
+            lines.append(f"{v['label']} = {v['value']:.2f} (goal {bound} {v['goal']:.2f})  {mark}"
                          + (f"   [median of per-round ratios; ratio of medians "
                             f"{of_medians:.2f}]" if of_medians is not None else ""))
     if doc.get("results_file"):
@@ -936,7 +1049,14 @@ def main(argv=None) -> int:
             say(f"bench: starting {kind} target on cpu {target_cpu} ...")
             target = start_target(kind, tmp, target_cpu, lifetime_s, args.connections)
             ctx = Ctx(url=target.url, connections=args.connections, duration_s=args.duration_s,
-                      tmpdir=tmp, wrk2_rate=args.wrk2_rate, pipeline=args.pipeline)
+                      tmpdir=tmp, wrk2_rate=args.wrk2_rate, pipeline=args.pipeline,
+                      https_url=target.https_url, https_close_url=target.https_close_url)
+            unserved = [t.name for t, _ in available if getattr(ctx, t.needs) is None]
+            if unserved:
+                say(f"bench: skipped (the {kind} target has no URL for them; HTTPS rows need "
+                    f"nginx and openssl): {', '.join(unserved)}")
+                available = [(t, c) for t, c in available if t.name not in unserved]
+                missing_names += unserved
             for round_no in range(1, args.rounds + 1):
                 for tool, cmd in round_order(available, round_no):
                     if not target.alive():
@@ -977,6 +1097,8 @@ def main(argv=None) -> int:
             "connections": args.connections, "duration_s": args.duration_s,
             "rounds": args.rounds, "tools": names, "missing_tools": missing_names,
             "pipeline": args.pipeline,
+            "https_url": target.https_url if target else None,
+            "https_close_url": target.https_close_url if target else None,
             "loadavg_start": loadavg,
             "order": "each round runs every tool once, in this order; even rounds in reverse",
         },

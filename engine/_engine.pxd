@@ -137,3 +137,82 @@ cdef struct LlhttpApi:
     llhttp_execute_fn execute
     llhttp_finish_fn finish
     llhttp_should_keep_alive_fn should_keep_alive
+
+
+# OpenSSL, called in C by tls.pyx: the functions of the libssl/libcrypto that Python's own
+# ssl module is linked with, found at import with dlsym (no headers, no link step). The
+# handles are opaque: only pointers to them are passed around.
+ctypedef void SSL
+ctypedef void SSL_CTX
+ctypedef void SSL_SESSION
+ctypedef void BIO
+ctypedef void BIO_METHOD
+ctypedef void X509_VERIFY_PARAM
+
+ctypedef void (*keylog_callback)(const SSL*, const char* line) noexcept nogil
+
+cdef struct OpenSslApi:
+    SSL* (*SSL_new)(SSL_CTX*) noexcept nogil
+    void (*SSL_free)(SSL*) noexcept nogil
+    void (*SSL_set_connect_state)(SSL*) noexcept nogil
+    void (*SSL_set_bio)(SSL*, BIO* rbio, BIO* wbio) noexcept nogil
+    int (*SSL_do_handshake)(SSL*) noexcept nogil
+    int (*SSL_read)(SSL*, void* buf, int size) noexcept nogil
+    int (*SSL_write)(SSL*, const void* buf, int size) noexcept nogil
+    int (*SSL_get_error)(const SSL*, int ret) noexcept nogil
+    long (*SSL_ctrl)(SSL*, int cmd, long larg, void* parg) noexcept nogil
+    void (*SSL_set_shutdown)(SSL*, int mode) noexcept nogil
+    int (*SSL_set_session)(SSL*, SSL_SESSION*) noexcept nogil
+    SSL_SESSION* (*SSL_get_session)(const SSL*) noexcept nogil
+    SSL_SESSION* (*SSL_get1_session)(SSL*) noexcept nogil
+    void (*SSL_SESSION_free)(SSL_SESSION*) noexcept nogil
+    int (*SSL_SESSION_is_resumable)(const SSL_SESSION*) noexcept nogil
+    int (*SSL_session_reused)(const SSL*) noexcept nogil
+    X509_VERIFY_PARAM* (*SSL_get0_param)(SSL*) noexcept nogil
+    int (*X509_VERIFY_PARAM_set1_host)(X509_VERIFY_PARAM*, const char*, size_t) noexcept nogil
+    int (*X509_VERIFY_PARAM_set1_ip_asc)(X509_VERIFY_PARAM*, const char*) noexcept nogil
+    long (*SSL_get_verify_result)(const SSL*) noexcept nogil
+    const char* (*X509_verify_cert_error_string)(long) noexcept nogil
+    int (*SSL_CTX_get_verify_mode)(const SSL_CTX*) noexcept nogil
+    uint64_t (*SSL_CTX_get_options)(const SSL_CTX*) noexcept nogil
+    void (*SSL_CTX_set_keylog_callback)(SSL_CTX*, keylog_callback) noexcept nogil
+    const BIO_METHOD* (*BIO_s_mem)() noexcept nogil
+    BIO* (*BIO_new)(const BIO_METHOD*) noexcept nogil
+    int (*BIO_write)(BIO*, const void* buf, int size) noexcept nogil
+    int (*BIO_read)(BIO*, void* buf, int size) noexcept nogil
+    size_t (*BIO_ctrl_pending)(BIO*) noexcept nogil
+    unsigned long (*ERR_get_error)() noexcept nogil
+    void (*ERR_clear_error)() noexcept nogil
+    const char* (*ERR_reason_error_string)(unsigned long) noexcept nogil
+
+
+cdef class TlsOrigin:
+    # What every TLS connection to one origin shares: Python's SSLContext (its SSL_CTX:
+    # verification, CA, ciphers), the name to send and check, the last resumable session.
+    cdef object context                # ssl.SSLContext (keeps ctx alive)
+    cdef SSL_CTX* ctx
+    cdef bytes server_name             # SNI (None for an IP address)
+    cdef bytes check_name              # host or IP checked against the certificate; None: no check
+    cdef bint check_ip
+    cdef SSL_SESSION* session          # last resumable session (one reference held)
+
+    cdef void keep_session(self, SSL* ssl) noexcept
+
+
+cdef class TlsStream:
+    # One TLS connection driven over memory BIOs: ciphertext in from data_received,
+    # out by send(2) on the socket (or the transport when the socket is full).
+    cdef TlsOrigin origin
+    cdef SSL* ssl
+    cdef BIO* incoming                 # owned by ssl
+    cdef BIO* outgoing                 # owned by ssl
+    cdef readonly bint handshaken
+
+    cdef void release(self) noexcept
+    cdef int feed(self, const char* at, Py_ssize_t size) noexcept
+    cdef int handshake(self) noexcept
+    cdef int encrypt(self, const char* at, Py_ssize_t size) noexcept
+    cdef int decrypt(self) noexcept
+    cdef str failure(self, int ret)
+    cdef Py_ssize_t outgoing_size(self) noexcept
+    cdef int take_outgoing(self) noexcept

@@ -6,8 +6,10 @@ cimport cython
 from libc.math cimport ceil, sqrt
 from libc.stdint cimport int64_t, uint64_t, uint32_t, uint16_t, uint8_t, UINT64_MAX, UINT32_MAX
 from libc.stdlib cimport calloc, malloc, free
-from libc.string cimport memset, memcpy, memcmp
+from libc.string cimport memset, memcpy, memcmp, strlen
+from posix.unistd cimport write
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from libc.errno cimport errno, EAGAIN, EINTR
 
@@ -30,5 +32,6 @@ cdef extern from "<sys/socket.h>" nogil:
 include "histogram.pyx"
 include "pacer.pyx"
 include "llhttp.pyx"
+include "tls.pyx"
 include "client.pyx"
 include "localtarget.pyx"

@@ -34,6 +34,8 @@ cdef str connect_error_text(exc, Origin origin):
         return f"connect timed out {where}"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve {origin.host}: {exc.strerror or exc}"
+    if isinstance(exc, TlsHandshakeError):
+        return f"TLS: {exc} ({where})"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS: certificate verify failed: {exc.verify_message} ({where})"
     if isinstance(exc, ssl.SSLError):
@@ -66,8 +68,7 @@ cdef class Origin:
     take turns sending there."""
     cdef readonly str host
     cdef readonly int port
-    cdef object ssl_context
-    cdef object server_hostname
+    cdef TlsOrigin tls                 # None: plain TCP
     cdef list requests                 # bytes, one per target at this origin
     cdef list heads                    # bool per target: a HEAD request
     cdef list target_ids               # index of each target in the run's list
@@ -87,8 +88,7 @@ cdef class Origin:
     def __init__(self, str host, int port, ssl_context=None, server_hostname=None):
         self.host = host
         self.port = port
-        self.ssl_context = ssl_context
-        self.server_hostname = server_hostname
+        self.tls = None if ssl_context is None else TlsOrigin(ssl_context, server_hostname or host)
         self.requests = []
         self.heads = []
         self.target_ids = []
@@ -172,11 +172,13 @@ cdef class Connection:
     cdef int slot
     cdef object connect_task
     cdef object send_timer
+    cdef object handshake_done         # TLS: a future _connect waits for (within its timeout)
     # lifetime: one TCP connection (bound methods are looked up once, not per request)
     cdef object transport
     cdef object write
     cdef object is_closing
-    cdef int fd                        # plain TCP: requests are sent here; else -1
+    cdef int fd                        # requests (TLS: their ciphertext) are sent here; else -1
+    cdef TlsStream tls                 # None: plain TCP
     cdef llhttp_t parser
     cdef bint closing
     # lifetime: one batch of requests (one request unless pipelining)
@@ -208,49 +210,134 @@ cdef class Connection:
         cdef Client client = self.client
         started = monotonic_ns()
         try:
-            await asyncio.wait_for(
-                client.loop.create_connection(
-                    self._self_factory, self.origin.host, self.origin.port,
-                    ssl=self.origin.ssl_context, server_hostname=self.origin.server_hostname),
-                client.connect_timeout_s)
+            await asyncio.wait_for(self._open(), client.connect_timeout_s)
         except asyncio.CancelledError:
             self.connect_task = None
+            self.abort_handshake()
             return
-        except (OSError, asyncio.TimeoutError, ValueError) as exc:
+        except (OSError, asyncio.TimeoutError, ValueError, TlsHandshakeError) as exc:
             self.connect_task = None
+            self.abort_handshake()
             if not client.stopping:
                 client.note_error(ERR_CONNECT, connect_error_text(exc, self.origin))
                 client.on_connect_failed(self, started)
                 client.loop.call_later(RECONNECT_BACKOFF_S, self.start)
             return
 
+    async def _open(self):
+        """Connect; over TLS, also wait for the handshake (so the connect timeout and the
+        connect error kind cover it)."""
+        handshake_done = self.handshake_done = (
+            None if self.origin.tls is None else self.client.loop.create_future())
+        await self.client.loop.create_connection(self._self_factory, self.origin.host,
+                                                 self.origin.port)
+        if handshake_done is not None:
+            await handshake_done
+
     def _self_factory(self):
         return self
 
     def connection_made(self, transport):
-        # The connection can be used, answered and lost before _connect resumes:
-        # from here on a new connect must be possible.
-        self.connect_task = None
         self.transport = transport
         self.write = transport.write
         self.is_closing = transport.is_closing
         self.fd = -1
-        if self.origin.ssl_context is None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                self.fd = sock.fileno()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.fd = sock.fileno()
         self.closing = False
         LLHTTP.init(&self.parser, HTTP_RESPONSE, &RESPONSE_SETTINGS)
         self.parser.data = <void*>self
         if self.client.stopping:
             transport.abort()
             return
+        if self.origin.tls is not None:
+            try:
+                self.tls = TlsStream(self.origin.tls)
+            except (MemoryError, ValueError) as exc:
+                self.fail_handshake(str(exc))
+                return
+            self.continue_handshake()
+            return
+        # The connection can be used, answered and lost before _connect resumes:
+        # from here on a new connect must be possible.
+        self.connect_task = None
         self.client.next_request(self)
 
+    cdef void continue_handshake(self) noexcept:
+        """Drive the TLS handshake on; once done, the first request goes out."""
+        cdef int outcome = self.tls.handshake()
+        failure = None if outcome >= 0 else self.tls.failure(outcome)
+        try:
+            self.send_tls_output()      # ClientHello, Finished, or an alert
+        except BaseException as exc:
+            failure = failure or f"cannot send: {exc}"
+        if failure is not None:
+            self.fail_handshake(failure)
+            return
+        if outcome == 0:
+            return
+        # As connection_made for plain TCP: from here on a new connect must be possible.
+        self.connect_task = None
+        if self.handshake_done is not None and not self.handshake_done.done():
+            self.handshake_done.set_result(None)
+        self.handshake_done = None
+        self.client.next_request(self)
+
+    cdef void fail_handshake(self, str reason) noexcept:
+        """_connect, waiting for the handshake, counts it (a connect error) and reconnects."""
+        if self.handshake_done is not None and not self.handshake_done.done():
+            self.handshake_done.set_exception(TlsHandshakeError(reason))
+        self.handshake_done = None
+        if self.transport is not None:
+            self.closing = True
+            self.transport.abort()
+
+    cdef void abort_handshake(self) noexcept:
+        """_connect gave up (timeout, stop) while the TLS handshake was still going."""
+        self.handshake_done = None
+        if self.tls is not None and not self.tls.handshaken and self.transport is not None:
+            self.closing = True
+            self.transport.abort()
+
+    cdef void send_tls_output(self) except *:
+        """Send the ciphertext OpenSSL produced, as send() sends plain requests."""
+        cdef int n
+        cdef ssize_t sent
+        while self.tls.outgoing_size() > 0:
+            n = self.tls.take_outgoing()
+            if n <= 0:
+                return
+            if self.fd >= 0 and not self.is_closing():
+                sent = send(self.fd, TLS_CIPHER, n, MSG_NOSIGNAL)
+                if sent == n:
+                    continue
+                if sent < 0 and errno != EAGAIN and errno != EINTR:
+                    raise OSError(errno, os.strerror(errno))
+                sent = sent if sent > 0 else 0
+                self.fd = -1            # full socket buffer: the transport queues the rest
+                self.write(PyBytes_FromStringAndSize(TLS_CIPHER + sent, n - sent))
+            else:
+                self.write(PyBytes_FromStringAndSize(TLS_CIPHER, n))
+
     def connection_lost(self, exc):
+        cdef TlsStream tls = self.tls
         self.transport = None
         self.write = None
         self.fd = -1
+        if tls is not None:
+            self.tls = None
+            tls.release()               # its session is kept for the next connection
+            if not tls.handshaken:
+                # _connect is waiting for the handshake: it counts this and reconnects.
+                if exc is None:
+                    reason = "the server closed the connection during the handshake"
+                elif isinstance(exc, OSError) and exc.strerror:
+                    reason = f"{exc.strerror.lower()} during the handshake"
+                else:
+                    reason = f"{exc} during the handshake"
+                self.fail_handshake(reason)
+                return
         self.cancel_scheduled_send()
         if self.pending and self.response_bytes:
             # A body that ends with the connection (no length, no chunks) is
@@ -331,9 +418,13 @@ cdef class Connection:
             at = PyBytes_AS_STRING(origin.ring) + origin.ring_offsets[turn]
             size = origin.ring_offsets[turn + k] - origin.ring_offsets[turn]
         try:
+            if self.tls is not None:
+                if self.tls.encrypt(at, size) < 0:
+                    raise ConnectionError("TLS: " + self.tls.failure(-1))
+                self.send_tls_output()
             # The transport may have closed the socket on an error of its own
             # (its connection_lost is still to come): then the fd may be reused.
-            if self.fd >= 0 and not self.is_closing():
+            elif self.fd >= 0 and not self.is_closing():
                 # wrk's way: one send(2) and no copy. The transport's write
                 # buffer is empty, so bytes stay in order.
                 sent = send(self.fd, at, size, MSG_NOSIGNAL)
@@ -361,9 +452,49 @@ cdef class Connection:
         self.send(intended_ns, 1)
 
     def data_received(self, bytes data):
+        if self.tls is not None:
+            self.tls_received(PyBytes_AS_STRING(data), len(data))
+        else:
+            self.received(PyBytes_AS_STRING(data), len(data))
+
+    cdef void tls_received(self, const char* at, Py_ssize_t size) noexcept:
+        """Ciphertext: decrypt what is complete and parse it, record by record."""
+        cdef TlsStream tls = self.tls
+        cdef int n
+        if tls.feed(at, size) < 0:
+            n = -2
+        else:
+            if not tls.handshaken:
+                self.continue_handshake()
+                if not tls.handshaken or self.transport is None or self.closing:
+                    return
+            n = tls.decrypt()
+            while n > 0:
+                self.received(TLS_PLAIN, n)
+                if self.transport is None or self.closing:
+                    return
+                n = tls.decrypt()
+            if n == 0 and tls.outgoing_size() == 0:
+                return
+        if n == -1:
+            return                      # close_notify: the connection's end counts what is lost
+        if n == -2:
+            if self.pending and not self.closing:
+                self.client.note_error(ERR_READ, "TLS: " + tls.failure(-1))
+                self.client.on_request_failed(self, ERR_READ)
+            self.closing = True
+            self.transport.abort()
+            return
+        try:
+            self.send_tls_output()      # what OpenSSL answers by itself (a key update)
+        except BaseException as exc:
+            self.client.note_error(ERR_WRITE, f"cannot send: {exc}")
+            self.client.on_request_failed(self, ERR_WRITE)
+            self.transport.abort()
+
+    cdef void received(self, const char* at, Py_ssize_t left) noexcept:
+        """Response bytes (plaintext) as read: parse, count and time what completes."""
         cdef llhttp_errno_t outcome
-        cdef const char* at = PyBytes_AS_STRING(data)
-        cdef Py_ssize_t left = len(data)
         cdef Py_ssize_t used
         self.response_bytes += left
         outcome = LLHTTP.execute(&self.parser, at, left)

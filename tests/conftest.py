@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # `pytest -m "not slow"` is the quick loop; `make test` runs everything.
 SLOW_MODULES = {"test_bench", "test_blast", "test_browser", "test_cli", "test_deploy",
                 "test_load_models", "test_persistence", "test_protocol", "test_serve_api",
-                "test_target", "test_failures_told"}
+                "test_target", "test_failures_told", "test_tls"}
 # Fixtures that start a real server or run blasts (module fixtures included).
 SLOW_FIXTURES = {"start_target", "raw_server", "runs", "shards", "merged", "stored_run"}
 
@@ -93,6 +93,18 @@ def start_target():
     yield start
     for target in started:
         target.stop()
+
+
+def self_signed_cert(directory: Path, san: str = "IP:127.0.0.1,DNS:localhost",
+                     name: str = "cert") -> tuple[Path, Path]:
+    """A self-signed certificate (and its key) made by the openssl CLI, valid for `san`."""
+    cert, key = directory / f"{name}.pem", directory / f"{name}-key.pem"
+    done = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", f"subjectAltName={san}",
+         "-keyout", str(key), "-out", str(cert)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return cert, key
 
 
 @pytest.fixture

@@ -220,6 +220,77 @@ def test_paired_ratio_cancels_drift_between_rounds():
     assert bench.paired_ratio(skewed, bench.BASELINE, "wrk") == pytest.approx(0.95)
 
 
+def test_https_rows_are_selected_together_and_aimed_at_the_tls_urls(tmp_path):
+    tools = bench.select_tools("https")
+    assert [t.name for t in tools] == [bench.WRK_HTTPS, bench.HTTPS, bench.HEY_HTTPS_CLOSE,
+                                       bench.HTTPS_CLOSE]            # judged pairs adjacent
+    ctx = bench.Ctx(url="http://127.0.0.1:1/", connections=7, duration_s=2.0, tmpdir=tmp_path,
+                    wrk2_rate=1, https_url="https://127.0.0.1:2/",
+                    https_close_url="https://127.0.0.1:3/")
+    argv = {t.name: t.argv(["X"], ctx) for t in tools}
+    assert argv[bench.WRK_HTTPS] == ["X", "-t1", "-c7", "-d2s", "--latency",
+                                     "https://127.0.0.1:2/"]
+    assert argv[bench.HTTPS][:3] == ["X", "blast", "https://127.0.0.1:2/"]
+    assert argv[bench.HTTPS][-1] == "--insecure" and "-c" in argv[bench.HTTPS]
+    assert argv[bench.HEY_HTTPS_CLOSE] == ["X", "-c", "7", "-z", "2s", "https://127.0.0.1:3/"]
+    assert argv[bench.HTTPS_CLOSE][2] == "https://127.0.0.1:3/"
+    assert argv[bench.HTTPS_CLOSE][-1] == "--insecure"
+    assert [t.needs for t in tools] == ["https_url", "https_url", "https_close_url",
+                                        "https_close_url"]
+
+
+def test_nginx_tls_servers_get_a_fresh_certificate(tmp_path):
+    text, https_url, close_url = bench.nginx_tls_servers(tmp_path)
+    https_port, close_port = https_url.rsplit(":", 1)[1].strip("/"), close_url.rsplit(":", 1)[1]
+    assert f"listen 127.0.0.1:{https_port} ssl;" in text
+    assert f"listen 127.0.0.1:{close_port.strip('/')} ssl;\n        keepalive_timeout 0;" in text
+    assert (tmp_path / "cert.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    conf = bench.NGINX_CONF.format(tmp=tmp_path, host="127.0.0.1", port=1, worker_connections=64,
+                                   tls_servers=text)
+    assert conf.count("server {") == 3 and f"ssl_certificate {tmp_path / 'cert.pem'};" in conf
+
+
+def test_https_verdicts_judge_rps_and_cpu_per_request():
+    runs = [bench.Run(tool=t, round=k, ok=True, rps=rps, requests=int(rps * 5), cpu_s=cpu)
+            for k, t, rps, cpu in (
+                (1, bench.WRK_HTTPS, 80_000.0, 4.0), (1, bench.HTTPS, 76_000.0, 4.2),
+                (2, bench.WRK_HTTPS, 40_000.0, 2.0), (2, bench.HTTPS, 38_000.0, 2.1),
+                (1, bench.HEY_HTTPS_CLOSE, 2_000.0, 3.0), (1, bench.HTTPS_CLOSE, 1_700.0, 2.0))]
+    rows = bench.summarize([bench.WRK_HTTPS, bench.HTTPS, bench.HEY_HTTPS_CLOSE,
+                            bench.HTTPS_CLOSE], runs)
+    got = {v["label"]: v for v in bench.verdicts(rows, runs)}
+    assert got["loadtester https/wrk https"]["value"] == pytest.approx(0.95)
+    assert got["loadtester https/wrk https"]["met"]
+    close = got["loadtester https close/hey https close"]
+    assert close["value"] == pytest.approx(0.85) and close["met"] is False
+    cpu = got["CPU per request: loadtester https/wrk https"]
+    # (4.2 / 380,000) / (4.0 / 400,000) = 1.105: at most 1.20 is met
+    assert cpu["at_most"] and cpu["value"] == pytest.approx(1.105, rel=1e-3) and cpu["met"]
+    doc = {"meta": {"date": "d", "target": "nginx", "target_version": None, "url": "u",
+                    "target_cpu": 0, "generator_cpu": 1, "cores": 2, "cpu_model": None,
+                    "connections": 50, "duration_s": 5, "rounds": 2, "loadavg_start": None,
+                    "missing_tools": [], "tools": [r["tool"] for r in rows]},
+           "rows": rows, "verdicts": list(got.values())}
+    text = bench.render(doc)
+    assert "CPU per request: loadtester https/wrk https = 1.11 (goal ≤ 1.20)  ok" in text
+    assert "loadtester https close/hey https close = 0.85 (goal ≥ 0.90)  MISSED" in text
+    assert "https rows: TLSv1.3" in text
+
+
+def test_https_rows_are_skipped_and_said_so_without_nginx(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--rounds", "1", "--duration", "1s",
+         "--connections", "5", "--tools", "loadtester-none,https", "--target", "loadtester",
+         "--json-only", "--no-save"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "HTTPS rows need nginx and openssl" in result.stderr
+    doc = json.loads(result.stdout)
+    assert [r["tool"] for r in doc["rows"]] == [bench.BASELINE]
+    assert set(doc["meta"]["missing_tools"]) >= {bench.WRK_HTTPS, bench.HTTPS,
+                                                  bench.HEY_HTTPS_CLOSE, bench.HTTPS_CLOSE}
+
+
 def test_smoke_run_against_the_loadtester_target(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--rounds", "1", "--duration", "1s",

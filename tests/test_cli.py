@@ -9,18 +9,12 @@ import time
 
 import pytest
 
-from conftest import ROOT, blast_json, cli
+from conftest import ROOT, blast_json, cli, self_signed_cert
 
 
 @pytest.fixture
 def self_signed(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    done = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return cert, key
+    return self_signed_cert(tmp_path)
 
 
 def test_https_with_insecure_and_verification_failure(start_target, self_signed, db):

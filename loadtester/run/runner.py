@@ -75,6 +75,9 @@ def _cpu_seconds() -> float:
 
 def _ssl_context(insecure: bool):
     context = ssl.create_default_context()
+    # The engine drives OpenSSL itself on this context's SSL_CTX (engine/tls.pyx) and writes
+    # SSLKEYLOGFILE itself; Python's key-log callback expects Python's own socket objects.
+    context.keylog_filename = None  # type: ignore[assignment]  # (None turns it off)
     if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
