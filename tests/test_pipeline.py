@@ -244,15 +244,15 @@ def test_latency_is_per_response_from_the_batch_write(start_target, db):
     # order, so a batch of 8 costs one delay, not 8: every response is timed from the batch's
     # write and takes about 20 ms.
     target = start_target("--delay", "20ms")
-    report = blast_json(target.url, "-d", "2s", "-c", "4", "--pipeline", "8",
+    report = blast_json(target.url, "-n", "256", "-c", "4", "--pipeline", "8",
                         "--store", "none", db=db)
     latency = report["latency_ms"]
     assert latency["min"] >= 20.0 and latency["p50"] >= 20.0
-    assert latency["p99"] < 45.0, latency          # not 8 x 20 ms: no queueing at this target
-    ceiling = 4 * 8 * 2 / 0.020                    # connections x depth x batches per second
-    assert 0.75 * ceiling <= report["requests"] <= ceiling
-    # -d: what is still in flight at the end is not counted, at most a batch per connection
-    assert 0 <= target.stats()["served"] - report["requests"] <= 4 * 8
+    # Queued one after another, a batch's responses would take 20, 40, ... 160 ms (p50 ~ 90);
+    # timed from the batch's write at a target that answers them together, all take ~20 ms.
+    # (Bounds are loose: the count, not the clock, is what this test pins exactly.)
+    assert latency["p50"] < 60.0, latency
+    assert report["requests"] == 256 == target.stats()["served"]
     assert report["errors"] == 0
 
 
