@@ -511,7 +511,10 @@ def test_pages(make_client, tmp_path):
     index = client.get("/")
     assert index.status_code == 200 and index.headers["content-type"] == "text/html; charset=utf-8"
     assert index.headers["cache-control"] == "no-cache"
-    assert client.get(f"/test/{NO_RUN}").status_code == 200
+    missing = client.get(f"/test/{NO_RUN}")
+    assert missing.status_code == 404 and "<h1>Run not found</h1>" in missing.text
+    assert client.get("/test/not-a-uuid").status_code == 404
+    assert client.get("/compare?a=x&b=y").status_code == 200
     bare, _ = make_client(web_dir=tmp_path / "no-ui")
     fallback = bare.get("/")
     assert fallback.status_code == 200 and "The web UI is not installed here (no index.html)" in fallback.text
@@ -574,7 +577,11 @@ def test_series_rows_from_a_finished_run(db_path):
     assert first["p50_ms"] == pytest.approx(1.0, rel=0.01) and first["p99_ms"] == pytest.approx(3.0, rel=0.01)
     assert first["max_ms"] == pytest.approx(3.0, rel=0.01) and set(first) == {
         "second", "rps", "requests", "errors", "success_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms",
-        "avg_ms"}
+        "avg_ms", "in_flight", "status_codes", "error_kinds"}
+    # what the run page draws besides: requests in flight (each worker stored 1), the second's
+    # status codes and transport errors
+    assert (first["in_flight"], first["status_codes"], first["error_kinds"]) == (2, {"200": 20}, {})
+    assert (middle["status_codes"], middle["error_kinds"]) == ({"200": 19, "500": 1}, {"connect": 1, "status": 1})
     assert first["avg_ms"] == pytest.approx(2.0, rel=0.01)              # (10 x 1 ms + 10 x 3 ms) / 20
     assert snapshot.totals.requests == 61 and snapshot.totals.counters.successes == 59
     assert snapshot.totals.latency.total == 60

@@ -147,3 +147,17 @@ def totals_of_records(blobs: Iterable[bytes]) -> Totals:
         "responses": responses, "successes": successes, "bytes": nbytes, "errors": errors,
         "status": status, "max_wait_us": 0})
     return totals
+
+
+# The percentiles of a latency distribution plot (HdrHistogram's percentile curve): evenly
+# spaced in "nines" (-log10(1 - p)), from p0 to p99.999, then the maximum.
+CURVE_PERCENTILES: tuple[float, ...] = tuple(
+    round(100 * (1 - 10 ** (-step / 10)), 6) for step in range(51)) + (100.0,)
+
+
+def percentile_curve(hist: _engine.Histogram) -> list[dict[str, float]]:
+    """[{percentile, ms}] of `hist` at CURVE_PERCENTILES (none when it is empty)."""
+    if not hist.total:
+        return []
+    return [{"percentile": p, "ms": (hist.max_us if p >= 100 else hist.value_at_percentile(p)) / 1000}
+            for p in CURVE_PERCENTILES]

@@ -34,6 +34,8 @@ class ServeContext:
     loopback_only_hosts: bool = False
     manager: RunManager = field(init=False)
     cache: SeriesCache = field(default_factory=SeriesCache)
+    deleted: set[str] = field(default_factory=set)     # runs deleted here (the manager may
+                                                       # still hold their RunProcess)
 
     def __post_init__(self) -> None:
         self.manager = RunManager(self.db_path)

@@ -8,14 +8,15 @@ import apsw
 
 from loadtester.store import queries
 
-# What a run's verdict needs that the summary columns do not hold (verdict.judge).
-VERDICT_COLUMNS = ("thresholds", "error_messages", "errors_by_kind", "worker_errors")
+# What a run's verdict (verdict.judge) and its settings (api.settings_of) need that the summary
+# columns do not hold.
+DETAIL_COLUMNS = ("thresholds", "error_messages", "errors_by_kind", "worker_errors", "config")
 
 
-def verdict_columns(conn: apsw.Connection, run_uuid: str) -> dict[str, Any]:
-    """The VERDICT_COLUMNS of the run (JSON text as stored); {} when there is no such run."""
+def detail_columns(conn: apsw.Connection, run_uuid: str) -> dict[str, Any]:
+    """The DETAIL_COLUMNS of the run (JSON text as stored); {} when there is no such run."""
     row = queries.run_by_uuid(conn, run_uuid)
-    return {key: row.get(key) for key in VERDICT_COLUMNS} if row is not None else {}
+    return {key: row.get(key) for key in DETAIL_COLUMNS} if row is not None else {}
 
 
 def run_id_of(conn: apsw.Connection, run_uuid: str) -> int | None:
