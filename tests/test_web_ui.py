@@ -8,12 +8,18 @@ module; every run is a real blast the web app starts against 127.0.0.1.  Screens
 tests/artifacts/ (git-ignored)."""
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 
 from browserkit import (
-    DESKTOP, Server, browser, js_errors, require_browser, screenshot, set_viewport, wait,
+    DESKTOP, PHONE, Server, browser, js_errors, require_browser, screenshot, set_viewport, wait,
 )
 from conftest import TargetProcess, free_port
 
@@ -133,3 +139,159 @@ def fill(driver, **fields):
         element = by_id(driver, name)
         element.clear()
         element.send_keys(value)
+
+
+# ---------------------------------------------------------------------------- runs to look at
+
+@pytest.fixture(scope="module")
+def finished(web):
+    """Finished runs, started together: A and B against the same URL (2 and 4 connections),
+    C against another path of the target."""
+    server, target, _driver = web
+    uuids = {
+        "a": server.start(url=target.url, users=2, duration=3, label="baseline"),
+        "b": server.start(url=target.url, users=4, duration=3, label="more connections"),
+        "c": server.start(url=target.url + "other", users=2, duration=2, label="other target"),
+    }
+    for run_uuid in uuids.values():
+        assert server.wait_done(run_uuid)["status"] == "completed"
+    return uuids
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", "").split()[0])
+
+
+# ---------------------------------------------------------------------------- 2-5. live, settings, actions
+
+def test_open_loop_run_live_cards_agree_with_the_chart_then_settings_actions_and_run_again(web):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    server, target, driver = web
+    driver.get(server.base + "/")
+    wait(driver, lambda d: by_id(d, "start-form").is_displayed(), 10, "the start form")
+    fill(driver, url=target.url, users="4", duration="8", ramp_up="2", rate="400", label="open loop")
+    by_id(driver, "start-button").click()
+    run_uuid = wait(driver, lambda d: re.search(r"/test/([0-9a-f-]{36})$", d.current_url), 15,
+                    "the run page").group(1)
+
+    # live: the headline cards are the chart's last point, and totals are the chart's sums
+    checked = 0
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline and checked < 3:
+        points = int(body_data(driver, "points") or 0)
+        if points >= 3 + checked and body_data(driver, "status") == "running":
+            last_rps = float(body_data(driver, "lastRps"))
+            card = number(by_id(driver, "stat-rps").text)
+            assert abs(card - last_rps) <= 0.05 * max(last_rps, 1), (card, last_rps)
+            assert "last second" in by_id(driver, "stat-rps-label").text.lower()
+            assert number(by_id(driver, "stat-requests").text) > 0
+            assert by_id(driver, "stat-p95").text not in ("", "–")
+            checked += 1
+        time.sleep(0.2)
+    assert checked >= 2, f"only {checked} live checks before the run ended"
+    # the rate is reached once the ramp-up is over: 400/s, within 10%
+    assert abs(float(body_data(driver, "lastRps")) - 400) <= 40, body_data(driver, "lastRps")
+    # legends show last/min/max without hovering
+    legend = css(driver, "#rps-chart .chart-legend tbody tr")[0]
+    cells = [td.text for td in legend.find_elements("css selector", "td")]
+    assert len(cells) == 3 and "–" not in cells, cells
+    # a crosshair shared by the time charts: hovering throughput moves the latency legend
+    over = css(driver, "#rps-chart .u-over")[0]
+    ActionChains(driver).move_to_element_with_offset(over, 40, 20).perform()
+    wait(driver, lambda d: css(d, "#latency-chart .chart-legend thead th")[1].text.startswith("at "), 5,
+         "the latency legend to follow the cursor")
+    # zoom: a drag across one chart zooms all of them; a double-click zooms out
+    ActionChains(driver).move_to_element_with_offset(over, -200, 20).click_and_hold() \
+        .move_by_offset(150, 0).release().perform()
+    wait(driver, lambda d: all(by_id(d, f"{c}-chart").get_attribute("data-zoomed") == "1"
+                               for c in ("rps", "latency", "connections", "codes", "success")), 5, "zoom")
+    ActionChains(driver).double_click(over).perform()
+    wait(driver, lambda d: by_id(d, "latency-chart").get_attribute("data-zoomed") == "", 5, "zoom out")
+
+    # history: the running entry shows its live req/s
+    driver.get(server.base + "/")
+    row = wait(driver, lambda d: css(d, f"#history-row-{run_uuid}[data-status='running']"), 10,
+               "the running run in the history")[0]
+    wait(driver, lambda d: re.search(r"[\d,.]+ now", row.find_element("css selector", ".live-rps").text), 5,
+         "live req/s in the history")
+    driver.back()
+
+    wait(driver, lambda d: body_data(d, "final") == "1", 25, "the run to end")
+    assert by_id(driver, "status").get_attribute("data-status") == "completed"
+    # settings panel
+    settings = {key: by_id(driver, f"set-{key}").text for key in
+                ("mode", "connections", "ramp", "method", "duration", "stop", "ended", "timeout")}
+    assert settings["mode"].startswith("open loop, 400"), settings
+    assert (settings["connections"], settings["ramp"], settings["method"]) == ("4", "2s", "GET"), settings
+    assert re.fullmatch(r"8s / 8\.\ds", settings["duration"]), settings
+    assert settings["stop"] == "ran its duration" and settings["timeout"] == "10s", settings
+    assert settings["ended"] != "–"
+    assert not by_id(driver, "remaining-fact").is_displayed()        # no "Remaining –" when done
+    # the finished run's charts: connections in flight, the distribution, p95 in the table
+    assert by_id(driver, "connections-chart").get_attribute("data-empty") == ""
+    assert by_id(driver, "distribution-chart").get_attribute("data-empty") == ""
+    assert css(driver, "#latency-table tr[data-percentile='p95']")
+    # copy link: copied, or the link shown to copy by hand
+    by_id(driver, "copy-link").click()
+    wait(driver, lambda d: by_id(d, "action-note").text, 5, "the copy-link note")
+    assert by_id(driver, "action-note").text in ("Link copied.", f"Copy this link: {driver.current_url}")
+    screenshot(driver, "run-desktop")
+
+    # run again: the form filled with this run's settings
+    by_id(driver, "run-again").click()
+    wait(driver, lambda d: body_data(d, "prefilled") == run_uuid, 10, "the form filled in")
+    values = {f: by_id(driver, f).get_attribute("value")
+              for f in ("url", "users", "duration", "ramp_up", "rate", "label")}
+    assert values == {"url": target.url, "users": "4", "duration": "8", "ramp_up": "2", "rate": "400",
+                      "label": "open loop"}, values
+    fill(driver, duration="3", ramp_up="0", label="open loop again")
+    by_id(driver, "start-button").click()
+    again = wait(driver, lambda d: (m := re.search(r"/test/([0-9a-f-]{36})$", d.current_url))
+                 and m.group(1) != run_uuid and m, 15, "the second run's page").group(1)
+    wait(driver, lambda d: body_data(d, "final") == "1", 20, "the second run to end")
+    link = by_id(driver, "compare-previous")
+    assert link.is_displayed()
+    assert link.get_attribute("href").endswith(f"/compare?a={run_uuid}&b={again}")
+
+
+def test_export_links_give_what_the_cli_export_writes(web, finished):
+    server, _target, driver = web
+    open_final_run_page(server, driver, finished["a"])
+    for fmt in ("csv", "json", "ndjson"):
+        href = by_id(driver, f"export-{fmt}").get_attribute("href")
+        assert href.endswith(f"/api/export/{finished['a']}?format={fmt}")
+        with urllib.request.urlopen(href, timeout=10) as response:
+            served = response.read().decode()
+        cli = subprocess.run([sys.executable, "-m", "loadtester", "export", finished["a"], "--format", fmt,
+                              "--db", str(server.db)], capture_output=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        written = cli.stdout.decode()              # (bytes: CSV lines end in \r\n on both)
+        if fmt == "json":         # the run's report holds the database path on the CLI only
+            served_doc, cli_doc = json.loads(served), json.loads(written)
+            assert served_doc["rows"] == cli_doc["rows"] and len(served_doc["rows"]) >= 3
+            assert served_doc["run"]["requests"] == cli_doc["run"]["requests"]
+        else:
+            assert served == written, fmt
+
+
+def test_delete_asks_first_then_the_run_is_gone(web):
+    server, target, driver = web
+    run_uuid = server.start(url=target.url, users=1, duration=1, label="to delete")
+    server.wait_done(run_uuid)
+    open_final_run_page(server, driver, run_uuid)
+    by_id(driver, "delete-button").click()
+    wait(driver, lambda d: by_id(d, "delete-dialog").get_attribute("open") is not None, 5, "the dialog")
+    by_id(driver, "delete-cancel").click()                       # cancel keeps it
+    time.sleep(0.3)
+    assert server.get_json(f"/api/status/{run_uuid}")["uuid"] == run_uuid
+    by_id(driver, "delete-button").click()
+    by_id(driver, "delete-confirm").click()
+    wait(driver, lambda d: "deleted=1" in d.current_url, 10, "the history after deleting")
+    assert by_id(driver, "history-note").text == "The run was deleted."
+    with pytest.raises(urllib.error.HTTPError) as gone:
+        server.get_json(f"/api/status/{run_uuid}")
+    assert gone.value.code == 404
+    driver.get(f"{server.base}/test/{run_uuid}")
+    assert css(driver, "h1")[0].text == "Run not found"
+    driver.get_log("browser")             # (the page's own 404 is logged: asked for, not an error)
