@@ -121,8 +121,8 @@ def test_dashboard_runs_a_test_live_in_a_real_browser(start_target, tmp_path):
         wait(driver, lambda d: d.find_elements(By.ID, f"history-row-{run_uuid}"), 10, "the run in the history")
         assert html_theme() == "dark"
         row = driver.find_element(By.ID, f"history-row-{run_uuid}")
-        summary = row.find_element(By.CSS_SELECTOR, ".history-summary").text
-        assert "with 5 virtual users" in summary, summary
+        load = row.find_element(By.CSS_SELECTOR, ".load-cell").text
+        assert load.startswith("5 conn · 4s · closed"), load
         assert row.get_attribute("data-status") == "completed"
         assert row.find_element(By.CSS_SELECTOR, f"a[href='/test/{run_uuid}']")
         full_page_screenshot(driver, shots / "index-dark.png")

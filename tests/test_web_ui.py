@@ -59,6 +59,14 @@ def css(driver, selector):
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+def js_texts(driver, selector, data_key=None) -> list[str]:
+    """The text (or data-KEY) of every element matching `selector`, read at once (the page
+    redraws legends and lists as it goes: element handles could go stale)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])]"
+        ".map(n => arguments[1] ? n.dataset[arguments[1]] : n.textContent)", selector, data_key)
+
+
 def body_data(driver, key):
     return driver.execute_script(f"return document.body.dataset.{key} || ''")
 
@@ -100,10 +108,10 @@ def test_dead_port_run_reads_failed_on_the_run_page_and_in_history(web):
     screenshot(driver, "run-failed-desktop")
 
     driver.get(server.base + "/")
-    row = wait(driver, lambda d: css(d, f"#history-row-{run_uuid}"), 10, "the run in the history")[0]
-    assert row.get_attribute("data-result") == "failed" and "row-failed" in row.get_attribute("class")
-    assert row.find_element("css selector", ".badge").text.lower() == "failed"
-    assert "no successful response" in row.find_element("css selector", ".history-reason").text
+    wait(driver, lambda d: css(d, f"#history-row-{run_uuid}"), 10, "the run in the history")
+    row = row_texts(driver, run_uuid)
+    assert row["result"] == "failed" and "row-failed" in row["cls"] and row["badge"].lower() == "failed", row
+    assert "no successful response" in row["reason"]
 
 
 def test_thresholds_and_breaker_from_the_form_pass_fail_on_the_run_page_and_in_history(web):
@@ -117,8 +125,8 @@ def test_thresholds_and_breaker_from_the_form_pass_fail_on_the_run_page_and_in_h
     run_uuid = wait(driver, lambda d: re.search(r"/test/([0-9a-f-]{36})$", d.current_url), 15,
                     "the run page").group(1)
     wait(driver, lambda d: body_data(d, "final") == "1", 25, "the run to end")
-    states = {t.text.split(" ")[0]: t.get_attribute("data-state")
-              for t in css(driver, "#thresholds-line .threshold[data-state]")}
+    states = dict(zip([t.split(" ")[0] for t in js_texts(driver, "#thresholds-line .threshold[data-state]")],
+                      js_texts(driver, "#thresholds-line .threshold[data-state]", "state")))
     assert states == {"p99<10s": "pass", "errors<1%": "pass", "rps>1000000": "fail"}, states
     assert by_id(driver, "status").get_attribute("data-result") == "failed"
     assert "threshold not met: rps>1000000" in by_id(driver, "result-reason").text
@@ -127,11 +135,9 @@ def test_thresholds_and_breaker_from_the_form_pass_fail_on_the_run_page_and_in_h
     assert stored["abort_on_error_rate"] == 0.5 and not stored["stopped_by_circuit"]
 
     driver.get(server.base + "/")
-    row = wait(driver, lambda d: css(d, f"#history-row-{run_uuid}"), 10, "the run in the history")[0]
-    pills = {t.text.split(" ")[0]: t.get_attribute("data-state")
-             for t in row.find_elements("css selector", ".threshold[data-state]")}
-    assert pills == states
-    assert row.get_attribute("data-result") == "failed"
+    wait(driver, lambda d: css(d, f"#history-row-{run_uuid}"), 10, "the run in the history")
+    row = row_texts(driver, run_uuid)
+    assert row["thresholds"] == states and row["result"] == "failed", row
 
 
 def fill(driver, **fields):
@@ -148,11 +154,13 @@ def finished(web):
     """Finished runs, started together: A and B against the same URL (2 and 4 connections),
     C against another path of the target."""
     server, target, _driver = web
-    uuids = {
-        "a": server.start(url=target.url, users=2, duration=3, label="baseline"),
-        "b": server.start(url=target.url, users=4, duration=3, label="more connections"),
-        "c": server.start(url=target.url + "other", users=2, duration=2, label="other target"),
-    }
+    uuids = {"a": server.start(url=target.url, users=2, duration=3, label="baseline")}
+    # B starts once A is stored: A is the older run, the baseline
+    deadline = time.monotonic() + 10
+    while server.get_json(f"/api/status/{uuids['a']}")["id"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    uuids["b"] = server.start(url=target.url, users=4, duration=3, label="more connections")
+    uuids["c"] = server.start(url=target.url + "other", users=2, duration=2, label="other target")
     for run_uuid in uuids.values():
         assert server.wait_done(run_uuid)["status"] == "completed"
     return uuids
@@ -193,13 +201,12 @@ def test_open_loop_run_live_cards_agree_with_the_chart_then_settings_actions_and
     # the rate is reached once the ramp-up is over: 400/s, within 10%
     assert abs(float(body_data(driver, "lastRps")) - 400) <= 40, body_data(driver, "lastRps")
     # legends show last/min/max without hovering
-    legend = css(driver, "#rps-chart .chart-legend tbody tr")[0]
-    cells = [td.text for td in legend.find_elements("css selector", "td")]
+    cells = js_texts(driver, "#rps-chart .chart-legend tbody tr:first-child td")
     assert len(cells) == 3 and "–" not in cells, cells
     # a crosshair shared by the time charts: hovering throughput moves the latency legend
     over = css(driver, "#rps-chart .u-over")[0]
     ActionChains(driver).move_to_element_with_offset(over, 40, 20).perform()
-    wait(driver, lambda d: css(d, "#latency-chart .chart-legend thead th")[1].text.startswith("at "), 5,
+    wait(driver, lambda d: js_texts(d, "#latency-chart .chart-legend thead th")[1].startswith("at "), 5,
          "the latency legend to follow the cursor")
     # zoom: a drag across one chart zooms all of them; a double-click zooms out
     ActionChains(driver).move_to_element_with_offset(over, -200, 20).click_and_hold() \
@@ -211,10 +218,9 @@ def test_open_loop_run_live_cards_agree_with_the_chart_then_settings_actions_and
 
     # history: the running entry shows its live req/s
     driver.get(server.base + "/")
-    row = wait(driver, lambda d: css(d, f"#history-row-{run_uuid}[data-status='running']"), 10,
-               "the running run in the history")[0]
-    wait(driver, lambda d: re.search(r"[\d,.]+ now", row.find_element("css selector", ".live-rps").text), 5,
-         "live req/s in the history")
+    wait(driver, lambda d: css(d, f"#history-row-{run_uuid}[data-status='running']"), 10,
+         "the running run in the history")
+    wait(driver, lambda d: re.search(r"^[\d,.]+ now$", row_texts(d, run_uuid)["live"]), 5, "live req/s in history")
     driver.back()
 
     wait(driver, lambda d: body_data(d, "final") == "1", 25, "the run to end")
@@ -295,3 +301,179 @@ def test_delete_asks_first_then_the_run_is_gone(web):
     driver.get(f"{server.base}/test/{run_uuid}")
     assert css(driver, "h1")[0].text == "Run not found"
     driver.get_log("browser")             # (the page's own 404 is logged: asked for, not an error)
+
+
+# ---------------------------------------------------------------------------- 5. history
+
+def test_history_search_and_sort(web, finished):
+    server, _target, driver = web
+    driver.get(server.base + "/")
+    wait(driver, lambda d: css(d, f"#history-row-{finished['a']}"), 10, "the history")
+    row = row_texts(driver, finished["b"])
+    assert row["load"].startswith("4 conn · 3s · closed"), row
+    assert row["errors"].startswith("0") and row["url"] == server.get_json(f"/api/status/{finished['b']}")["url"]
+    by_id(driver, "history-search").send_keys("other targ")
+    wait(driver, lambda d: history_uuids(d) == [finished["c"]], 5, "only the run labelled 'other target'")
+    by_id(driver, "history-search").clear()
+    by_id(driver, "history-search").send_keys("/other")         # a URL matches too
+    wait(driver, lambda d: history_uuids(d) == [finished["c"]], 5, "only the run against /other")
+    by_id(driver, "history-search").clear()
+    by_id(driver, "history-search").send_keys("no such run anywhere")
+    wait(driver, lambda d: "No run's label or URL contains" in by_id(d, "history-body").text, 5, "no match")
+    by_id(driver, "history-search").clear()
+    by_id(driver, "history-search").send_keys("o")              # (an input event with text again)
+    from selenium.webdriver.support.ui import Select
+    Select(by_id(driver, "history-sort")).select_by_value("users")
+    wait(driver, lambda d: history_loads(d)[:1] and history_loads(d) == sorted(history_loads(d), reverse=True),
+         5, "most connections first")
+    assert history_loads(driver)[0] == 4 and history_loads(driver)[-1] <= 2
+
+
+def history_uuids(driver) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#history-body tr.history-row')].map(r => r.dataset.uuid)")
+
+
+def history_loads(driver) -> list[int]:
+    """The connections of the history's rows, top to bottom."""
+    return [int(text.split(" ")[0]) for text in driver.execute_script(
+        "return [...document.querySelectorAll('#history-body tr.history-row .load-cell')]"
+        ".map(td => td.textContent)")]
+
+
+def row_texts(driver, run_uuid) -> dict:
+    """What the history row of the run says (read at once: the list may be redrawn)."""
+    return driver.execute_script("""
+        const row = document.getElementById('history-row-' + arguments[0]);
+        const text = (sel) => (row.querySelector(sel) || {}).textContent || '';
+        return {load: text('.load-cell'), errors: text("td[data-label='Errors']"), url: text('.history-url'),
+                reason: text('.history-reason'), badge: text('.badge'), result: row.dataset.result,
+                cls: row.className, live: text('.live-rps'),
+                thresholds: Object.fromEntries([...row.querySelectorAll('.threshold[data-state]')]
+                    .map(t => [t.textContent.split(' ')[0], t.dataset.state]))};""", run_uuid)
+
+
+# ---------------------------------------------------------------------------- 6. compare
+
+def test_compare_page_overlays_a_and_b_survives_a_reload_and_warns_on_different_targets(web, finished):
+    server, _target, driver = web
+    driver.get(server.base + "/")
+    wait(driver, lambda d: css(d, f"#history-row-{finished['b']}"), 10, "the history")
+    by_id(driver, f"compare-{finished['b']}").click()
+    by_id(driver, f"compare-{finished['a']}").click()
+    by_id(driver, "compare-button").click()
+    wait(driver, lambda d: body_data(d, "ready") == "1", 15, "the compare page")
+    assert driver.current_url.endswith(f"/compare?a={finished['a']}&b={finished['b']}")   # older = A
+
+    def page_state(d):
+        verdict = by_id(d, "compare-verdict")
+        differs = js_texts(d, "#settings-table tr.differs", "setting")
+        return verdict.text, verdict.get_attribute("data-tone"), differs
+
+    text, tone, differs = page_state(driver)
+    assert tone in ("improvement", "regression", "mixed", "no notable change"), (text, tone)
+    assert re.search(r": (improvement|regression|mixed)$|^no notable change", text), text
+    assert "connections" in differs, differs
+    summary = server.get_json(f"/api/compare?a={finished['a']}&b={finished['b']}")["summary"]
+    assert text == summary["text"]
+    if summary["worse"] and any(m in ("p50", "p99") for m in summary["worse"]):
+        assert tone != "improvement"
+    # overlaid A and B: each chart draws both runs
+    for chart in ("cmp-rps-chart", "cmp-latency-chart", "cmp-distribution-chart"):
+        assert by_id(driver, chart).get_attribute("data-empty") == "", chart
+        legend = js_texts(driver, f"#{chart} .chart-legend tbody tr", "series")
+        assert legend == ["A", "B"], (chart, legend)
+        assert css(driver, f"#{chart} canvas"), chart
+    assert not by_id(driver, "compare-warning").is_displayed()
+    screenshot(driver, "compare-desktop")
+
+    driver.refresh()                                   # the address alone rebuilds the page
+    wait(driver, lambda d: body_data(d, "ready") == "1", 15, "the compare page after a reload")
+    assert page_state(driver) == (text, tone, differs)
+
+    # runs against different targets: a warning, no verdict
+    driver.get(f"{server.base}/compare?a={finished['a']}&b={finished['c']}")
+    wait(driver, lambda d: body_data(d, "ready") == "1", 15, "the compare page")
+    assert by_id(driver, "compare-verdict").get_attribute("data-tone") == "different targets"
+    warning = by_id(driver, "compare-warning")
+    assert warning.is_displayed() and "/other" in warning.text
+    assert "url" in page_state(driver)[2]
+
+
+# ---------------------------------------------------------------------------- 7. phones
+
+OFF_SCREEN = """
+const width = document.documentElement.clientWidth;
+const clipped = (node) => {           // inside a box that scrolls or clips sideways
+  for (let p = node.parentElement; p; p = p.parentElement) {
+    const o = getComputedStyle(p).overflowX;
+    if (o === 'auto' || o === 'scroll' || o === 'hidden') return p;
+  }
+  return null;
+};
+const out = [];
+for (const node of document.querySelectorAll('body *')) {
+  const r = node.getBoundingClientRect();
+  if (!r.width || getComputedStyle(node).visibility === 'hidden') continue;
+  if (node.closest('.skip-link, .sr-only')) continue;      // off-screen on purpose
+  if (r.right > width + 0.5 || r.left < -0.5) {
+    const box = clipped(node);
+    if (box && box !== document.body && box.getBoundingClientRect().right <= width + 0.5) continue;
+    out.push(`${node.tagName.toLowerCase()}#${node.id}.${node.className}: ${Math.round(r.left)}..${Math.round(r.right)}`);
+  }
+}
+return [document.documentElement.scrollWidth, width, out.slice(0, 10)];
+"""
+
+
+def assert_fits(driver, page):
+    scroll_width, width, offenders = driver.execute_script(OFF_SCREEN)
+    assert width == PHONE[0], width
+    assert scroll_width <= PHONE[0], f"{page}: {scroll_width} px wide: {offenders}"
+    assert not offenders, f"{page}: off-screen: {offenders}"
+
+
+def test_phone_every_page_fits_keeps_its_navigation_and_stacks(web, finished):
+    server, _target, driver = web
+    failed_uuid = server.start(url=dead_port_url(), users=1, duration=1, label="a failed run on a phone")
+    server.wait_done(failed_uuid)
+    set_viewport(driver, PHONE, mobile=True)
+    try:
+        driver.get(server.base + "/")
+        wait(driver, lambda d: css(d, f"#history-row-{finished['a']}"), 10, "the history")
+        assert_fits(driver, "/")
+        assert by_id(driver, "new-test").is_displayed()
+        assert all(link.is_displayed() for link in css(driver, ".topnav a")), "navigation hidden"
+        assert driver.execute_script(f"return getComputedStyle(document.getElementById("
+                                     f"'history-row-{finished['a']}')).display") == "block", \
+            "history rows are not stacked cards"
+        screenshot(driver, "index-phone")
+        driver.execute_script("document.getElementById('history-section').scrollIntoView()")
+        screenshot(driver, "history-phone")
+
+        for run_uuid, name in ((finished["b"], "run-phone"), (failed_uuid, "run-failed-phone")):
+            open_final_run_page(server, driver, run_uuid)
+            assert_fits(driver, f"/test/{run_uuid}")
+            assert css(driver, ".topnav a")[0].is_displayed()
+            title = by_id(driver, "run-title")
+            line = float(title.value_of_css_property("line-height").replace("px", ""))
+            assert title.size["height"] <= 2 * line + 1, "the run title is squeezed"
+            started = by_id(driver, "started-at")
+            assert driver.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth", started), \
+                f"'Started' is cut: {started.text}"
+            assert by_id(driver, "key-numbers").size["width"] <= PHONE[0]
+            screenshot(driver, name)
+
+        driver.get(f"{server.base}/compare?a={finished['a']}&b={finished['b']}")
+        wait(driver, lambda d: body_data(d, "ready") == "1", 15, "the compare page")
+        assert_fits(driver, "/compare")
+        change = css(driver, "#compare-table tr[data-metric='rps'] td")[-1]
+        assert change.location["x"] + change.size["width"] <= PHONE[0], "compare values off-screen"
+        screenshot(driver, "compare-phone")
+
+        driver.get(f"{server.base}/test/00000000-0000-4000-8000-000000000000")
+        assert css(driver, "h1")[0].text == "Run not found"
+        assert_fits(driver, "Run not found")
+        driver.get_log("browser")         # (that page's 404 was asked for)
+    finally:
+        set_viewport(driver, DESKTOP)

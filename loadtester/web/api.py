@@ -408,7 +408,6 @@ def compare(ctx: ServeContext, a: str, b: str) -> dict[str, Any]:
             verdict = verdict_fields(row, ctx.manager.get(row["uuid"]), successes_of(row, series))
             result[key]["result"] = verdict["result"]
             result[key]["result_reason"] = verdict["result_reason"]
-            result[key]["p95"] = p95_ms(row, series or ctx.cache.get(conn, row))
     for key, row in zip(("a", "b"), rows):
         if row.get("mask_host"):
             result[key]["url"] = display_url(result[key].get("url"), row.get("host"), True)

@@ -62,7 +62,8 @@ async def index_page(request: Request) -> Response:
 
 NOT_FOUND_PAGE = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
                   "<meta name=viewport content='width=device-width, initial-scale=1'>"
-                  "<link rel=icon href='data:,'><title>Run not found · loadtester</title></head><body style='font-family:"
+                  "<link rel=icon href='data:,'><title>Run not found · loadtester</title></head>"
+                  "<body style='font-family:"
                   "system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem'>"
                   "<h1>Run not found</h1><p>No run is stored under this id: it may have been "
                   "deleted, or the link is mistyped.</p><p><a href=/>All tests</a></p>"

@@ -204,7 +204,7 @@ async function refreshRunning() {
 
 let historyPage = 1;
 const selected = new Map();          // uuid -> run row, across pages
-const history = { search: "", sort: "newest", anyRunning: false };
+const history = { search: "", sort: "newest", anyRunning: false, shown: "" };
 
 function resultCell(run) {
   const badge = statusBadge(run.status, {}, run.result, run.result_reason);
@@ -267,8 +267,11 @@ function historyRow(run) {
     el("td", { class: "reports" }, running ? el("span", { class: "muted small" }, "after the run") : reportLinks(run.uuid)));
 }
 
+let historyRequest = 0;              // the newest loadHistory call: older answers are dropped
+
 async function loadHistory(page = 1) {
   const body = $("history-body");
+  const mine = ++historyRequest;
   let data;
   const query = new URLSearchParams({ page: String(page), per_page: String(PER_PAGE), sort: history.sort });
   if (history.search) query.set("q", history.search);
@@ -278,6 +281,7 @@ async function loadHistory(page = 1) {
     body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "8" }, `History unavailable: ${err.message}`)));
     return;
   }
+  if (mine !== historyRequest) return;
   const runs = listFrom(data, "runs");
   const total = typeof data?.total === "number" ? data.total : runs.length;
   const perPage = data?.per_page || PER_PAGE;
@@ -285,6 +289,9 @@ async function loadHistory(page = 1) {
   if (page > pages && total > 0) return loadHistory(pages);
   historyPage = data?.page || page;
   history.anyRunning = runs.some((r) => r.status === "running");
+  const signature = JSON.stringify(runs);
+  if (signature === history.shown && runs.length) return;      // nothing changed: keep the rows
+  history.shown = signature;
   if (!runs.length) {
     const text = history.search ? `No run's label or URL contains “${history.search}”.` : "No runs yet — start one above.";
     body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "8" }, text)));
