@@ -243,6 +243,9 @@ def test_open_loop_run_live_cards_agree_with_the_chart_then_settings_actions_and
     wait(driver, lambda d: by_id(d, "action-note").text, 5, "the copy-link note")
     assert by_id(driver, "action-note").text in ("Link copied.", f"Copy this link: {driver.current_url}")
     screenshot(driver, "run-desktop")
+    driver.execute_script("document.querySelector('.charts').scrollIntoView()")
+    screenshot(driver, "run-charts-desktop")
+    driver.execute_script("window.scrollTo(0, 0)")
 
     # run again: the form filled with this run's settings
     by_id(driver, "run-again").click()
@@ -309,6 +312,10 @@ def test_history_search_and_sort(web, finished):
     server, _target, driver = web
     driver.get(server.base + "/")
     wait(driver, lambda d: css(d, f"#history-row-{finished['a']}"), 10, "the history")
+    driver.execute_script("document.getElementById('history-section').scrollIntoView()")
+    screenshot(driver, "history-desktop")
+    assert driver.execute_script("const w = document.querySelector('#history-section .table-wrap');"
+                                 "return w.scrollWidth <= w.clientWidth"), "the history is wider than its card"
     row = row_texts(driver, finished["b"])
     assert row["load"].startswith("4 conn · 3s · closed"), row
     assert row["errors"].startswith("0") and row["url"] == server.get_json(f"/api/status/{finished['b']}")["url"]

@@ -70,7 +70,7 @@ export class Chart {
         y: { range: spec.yRange || ((u, min, max) => [0, Math.max(1, (max || 0) * 1.1)]) },
       },
       axes: [
-        { ...axisBase, values: spec.xValues || ((u, vals) => vals.map((v) => `${v}s`)),
+        { ...axisBase, size: 32, values: spec.xValues || ((u, vals) => vals.map((v) => `${v}s`)),
           ...(spec.xIncrs ? { incrs: spec.xIncrs } : { incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800] }) },
         { ...axisBase, values: spec.yValues, size: 64, ...(spec.yIncrs ? { incrs: spec.yIncrs } : {}) },
       ],

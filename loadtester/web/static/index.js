@@ -1,6 +1,6 @@
 // `/`: start form (validated here, server errors shown inline), running tests, history, compare.
 import {
-  api, ApiError, el, fmtDate, fmtInt, fmtMs, fmtPct, fmtRps, fmtSeconds, hostOf, initTheme,
+  api, ApiError, el, fmtDate, fmtInt, fmtMs, fmtPct, fmtRate, fmtRps, fmtSeconds, hostOf, initTheme,
   listFrom, reportLinks, statusBadge,
 } from "/static/app.js";
 
@@ -208,8 +208,8 @@ const history = { search: "", sort: "newest", anyRunning: false, shown: "" };
 
 function resultCell(run) {
   const badge = statusBadge(run.status, {}, run.result, run.result_reason);
-  const extra = run.result === "passed" ? el("span", { class: "result-pill result-passed" }, "passed")
-    : run.result === "no thresholds" ? el("span", { class: "muted small" }, "no thresholds") : null;
+  // (a run without thresholds shows its status alone)
+  const extra = run.result === "passed" ? el("span", { class: "result-pill result-passed" }, "passed") : null;
   return el("td", { class: "result-cell" }, badge, extra);
 }
 
@@ -224,7 +224,7 @@ function thresholdPills(run) {
 }
 
 function loadText(run) {
-  const mode = run.mode === "rate" ? `${fmtRps(run.rate)}/s open` : "closed";
+  const mode = run.mode === "rate" ? `${fmtRate(run.rate)}/s open` : "closed";
   const seconds = typeof run.measured_duration === "number" && run.status !== "running"
     ? run.measured_duration : run.duration;
   return `${fmtInt(run.users)} conn · ${fmtSeconds(seconds)} · ${mode}`;

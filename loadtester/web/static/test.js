@@ -5,7 +5,7 @@
 // (throughput, errors/s and p95 of the last closed second; totals summed over those rows), so
 // the cards and the charts agree; a finished run's cards are its stored totals.
 import {
-  api, el, withToken, fmtBytes, fmtDate, fmtInt, fmtMs, fmtPct, fmtRps, fmtSeconds, initTheme, onThemeChange,
+  api, el, withToken, fmtBytes, fmtDate, fmtInt, fmtMs, fmtPct, fmtRate, fmtRps, fmtSeconds, initTheme, onThemeChange,
   setBadge,
 } from "/static/app.js";
 import { Chart, DISTRIBUTION_AXIS, distributionPoints, watchSizes, withAlpha } from "/static/charts.js";
@@ -34,6 +34,7 @@ const COLORS = {
 };
 
 const fmtCount = (v) => fmtInt(v);
+const COUNT_INCRS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000];
 const fmtPercent = (v) => `${v.toFixed(1)}%`;
 
 function runningSpan() {
@@ -81,6 +82,7 @@ const TIME_CHARTS = {
   connections: {
     el: "connections-chart", empty: "no connection data",
     series: [{ label: "In flight", color: COLORS.connections, fill: withAlpha(COLORS.connections, 0.12), fmt: fmtCount }],
+    yIncrs: COUNT_INCRS,
     columns: (rows) => [rows.map((r) => r.in_flight ?? null)],
   },
   codes: {
@@ -92,6 +94,7 @@ const TIME_CHARTS = {
       { label: "5xx", color: COLORS.c5xx, fmt: fmtCount },
       { label: "Transport errors", color: COLORS.transport, dash: [4, 3], fmt: fmtCount },
     ],
+    yIncrs: COUNT_INCRS,
     columns: (rows) => [codeClassColumn(rows, "2"), codeClassColumn(rows, "3"), codeClassColumn(rows, "4"),
                         codeClassColumn(rows, "5"), rows.map(transportErrors)],
   },
@@ -168,7 +171,7 @@ const STOP_REASONS = {
 
 function renderSettings(st) {
   const s = st.settings || {};
-  const mode = s.mode === "rate" ? `open loop, ${fmtRps(s.rate)} req/s` : "closed loop (back to back)";
+  const mode = s.mode === "rate" ? `open loop, ${fmtRate(s.rate)} req/s` : "closed loop (back to back)";
   $("set-mode").textContent = s.pipeline > 1 ? `${mode}, pipeline ${s.pipeline}` : mode;
   $("set-connections").textContent = fmtInt(s.connections);
   $("set-ramp").textContent = s.ramp_up_s ? fmtSeconds(s.ramp_up_s) : "none";
