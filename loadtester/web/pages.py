@@ -39,7 +39,7 @@ INCLUDE_RE = re.compile(r"^[ \t]*<!--#include ([a-z-]+) -->\n?", re.MULTILINE)
 
 def render_page(web_dir: pathlib.Path, name: str) -> str:
     """web_dir/name with each `<!--#include PART -->` line replaced by partials/PART.html:
-    what the pages share (the brand, the theme switch) is written once."""
+    what the pages share (head, top bar, theme switch) is written once."""
     page = (web_dir / name).read_text(encoding="utf-8")
     return INCLUDE_RE.sub(
         lambda m: (web_dir / "partials" / f"{m.group(1)}.html").read_text(encoding="utf-8"), page)
