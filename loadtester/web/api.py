@@ -457,7 +457,8 @@ def delete(ctx: ServeContext, run_uuid: str) -> None:
         raise ApiError(409 if "running" in str(exc) else 503, str(exc)) from None
     if not found and run is None:
         raise ApiError(404, f"no run {run_uuid}")
-    ctx.deleted.add(run_uuid)
+    if run is not None:                  # (the manager forgets old runs: so does this set)
+        ctx.deleted.add(run_uuid)
 
 
 def report_data(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
