@@ -494,3 +494,19 @@ def test_phone_every_page_fits_keeps_its_navigation_and_stacks(web, finished):
         driver.get_log("browser")         # (that page's 404 was asked for)
     finally:
         set_viewport(driver, DESKTOP)
+
+
+def test_a_stopped_run_says_so_in_its_settings(web):
+    server, target, driver = web
+    run_uuid = server.start(url=target.url, users=2, duration=30, label="stopped early")
+    driver.get(f"{server.base}/test/{run_uuid}")
+    wait(driver, lambda d: int(body_data(d, "points") or 0) >= 2, 15, "two seconds of the run")
+    assert by_id(driver, "remaining-fact").is_displayed()          # while it runs, it has some left
+    by_id(driver, "stop-button").click()
+    wait(driver, lambda d: body_data(d, "final") == "1", 25, "the stopped run")
+    assert by_id(driver, "status").get_attribute("data-status") == "stopped"
+    planned, actual = by_id(driver, "set-duration").text.split(" / ")
+    assert planned == "30s" and float(actual.rstrip("s")) < 15, (planned, actual)
+    assert server.get_json(f"/api/status/{run_uuid}")["settings"]["stop_reason"] == "interrupted"
+    assert by_id(driver, "set-stop").text == "stopped before its end"
+    assert not by_id(driver, "remaining-fact").is_displayed()

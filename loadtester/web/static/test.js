@@ -166,7 +166,8 @@ function setProgress(fraction) {
 
 const STOP_REASONS = {
   duration: "ran its duration", requests: "sent its request count", signal: "stopped (signal)",
-  stopped: "stopped by a person", aborted: "circuit breaker (error rate)",
+  stopped: "stopped before its end", interrupted: "stopped before its end",
+  aborted: "circuit breaker (error rate)",
 };
 
 function renderSettings(st) {
