@@ -510,3 +510,15 @@ def test_a_stopped_run_says_so_in_its_settings(web):
     assert server.get_json(f"/api/status/{run_uuid}")["settings"]["stop_reason"] == "interrupted"
     assert by_id(driver, "set-stop").text == "stopped before its end"
     assert not by_id(driver, "remaining-fact").is_displayed()
+
+
+def test_a_run_the_breaker_stopped_reads_failed_with_the_breaker_tripped(web):
+    server, _target, driver = web
+    run_uuid = server.start(url=dead_port_url(), users=2, duration=20, abort_on_error_rate="50%",
+                            label="breaker")
+    status = server.wait_done(run_uuid, timeout_s=20)
+    assert status["stopped_by_circuit"], status
+    open_final_run_page(server, driver, run_uuid)
+    assert by_id(driver, "status").get_attribute("data-result") == "failed"
+    assert by_id(driver, "breaker").text == "stop at 50.0% errors: tripped"
+    assert by_id(driver, "set-stop").text == "circuit breaker (error rate)"
