@@ -231,6 +231,9 @@ def test_open_loop_run_live_cards_agree_with_the_chart_then_settings_actions_and
     wait(driver, lambda d: css(d, f"#history-row-{run_uuid}[data-status='running']"), 10,
          "the running run in the history")
     wait(driver, lambda d: re.search(r"^[\d,.]+ now$", row_texts(d, run_uuid)["live"]), 5, "live req/s in history")
+    running = driver.execute_script(f"return document.querySelector(\"#running li[data-uuid='{run_uuid}']\")"
+                                    ".textContent")
+    assert re.search(r"[\d,.]+ req/s now", running), running
     driver.back()
 
     wait(driver, lambda d: body_data(d, "final") == "1", 25, "the run to end")

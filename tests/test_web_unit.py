@@ -687,13 +687,18 @@ def test_api_sees_a_run_stored_by_another_process(make_client, db_path):
         running = client.get("/api/running").json()
         assert [(r["uuid"], r["status"], r["label"]) for r in running] == [(writer.uuid, "running", "elsewhere")]
         assert set(running[0]) == {"uuid", "id", "url", "label", "users", "duration", "elapsed_s",
-                                   "remaining_s", "progress", "status", "result", "started_at"}
+                                   "remaining_s", "progress", "status", "result", "started_at",
+                                   "rps_last_second"}
         assert running[0]["result"] is None                             # no verdict while it runs
+        assert running[0]["rps_last_second"] is None                    # no second stored yet
+        writer.submit_window(_window(0, 0, 5, 5, [1000] * 5))
+        writer.submit_window(_window(0, 1, 6, 6, [1000] * 6))
+        assert wait_for(lambda: client.get("/api/running").json()[0]["rps_last_second"] == 11, 5)
         stop = client.post(f"/api/stop/{writer.uuid}")
         assert stop.status_code == 409
         assert stop.json()["error"] == f"run {writer.uuid} was not started by this server; stop it where it runs"
         metrics = client.get(f"/api/metrics/{writer.uuid}").json()
-        assert metrics["live"] is True and metrics["requests_so_far"] == 0
+        assert metrics["live"] is True and metrics["requests_so_far"] == 11
     finally:
         writer.finish({}, status="stopped")
 

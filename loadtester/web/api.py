@@ -373,9 +373,12 @@ def running(ctx: ServeContext) -> list[dict[str, Any]]:
         # may outlive its row's final status by a moment: those are not running)
         pending = [r for r in ctx.manager.active()
                    if r.uuid not in stored and queries.run_summary(conn, r.uuid) is None]
+        closed = {row["uuid"]: ctx.cache.get(conn, row).closed for row in rows}
     payloads = [status_payload(row, ctx.manager.get(row["uuid"]), None) for row in rows]
     payloads += [pending_status(run) for run in pending]
-    return [{k: p[k] for k in RUNNING_KEYS} for p in payloads]
+    return [{**{k: p[k] for k in RUNNING_KEYS},
+             "rps_last_second": closed[p["uuid"]][-1]["rps"] if closed.get(p["uuid"]) else None}
+            for p in payloads]
 
 
 def history(ctx: ServeContext, page: int, per_page: int, search: str | None = None,

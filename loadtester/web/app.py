@@ -16,7 +16,7 @@ API (JSON; errors are {"error": "..."} with the matching status):
                                   ?format=pipeops: the original's list of points
   GET  /api/historical-metrics/{uuid}  the original's flat totals and time series
   GET  /metrics                   Prometheus text: running and recent runs (web.prometheus)
-  GET  /api/running               runs in progress
+  GET  /api/running               runs in progress (with rps_last_second)
   POST /api/stop/{uuid}           202 {uuid, status: "stopping"}; 404 unknown; 409 not running
   GET  /api/history?page=&per_page=&q=&sort=   q: label or URL contains; sort: newest, oldest,
                                   rps, p99, errors, duration, users

@@ -173,6 +173,7 @@ async function refreshRunning() {
     list.replaceChildren(...runs.map((run) => {
       const progress = typeof run.progress === "number" ? Math.max(0, Math.min(1, run.progress)) : null;
       const bits = [];
+      if (typeof run.rps_last_second === "number") bits.push(`${fmtRps(run.rps_last_second)} req/s now`);
       if (run.users) bits.push(`${fmtInt(run.users)} VUs`);
       if (typeof run.elapsed_s === "number") bits.push(`${fmtSeconds(run.elapsed_s)} elapsed`);
       if (typeof run.remaining_s === "number") bits.push(`${fmtSeconds(run.remaining_s)} left`);
