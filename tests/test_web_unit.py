@@ -515,6 +515,8 @@ def test_pages(make_client, tmp_path):
     assert missing.status_code == 404 and "<h1>Run not found</h1>" in missing.text
     assert client.get("/test/not-a-uuid").status_code == 404
     assert client.get("/compare?a=x&b=y").status_code == 200
+    guarded, _ = make_client(token="s3cret")          # behind a token: no existence oracle
+    assert guarded.get(f"/test/{NO_RUN}").status_code == 200
     bare, _ = make_client(web_dir=tmp_path / "no-ui")
     fallback = bare.get("/")
     assert fallback.status_code == 200 and "The web UI is not installed here (no index.html)" in fallback.text

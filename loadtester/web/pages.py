@@ -80,12 +80,15 @@ def run_exists(ctx: ServeContext, run_uuid: str) -> bool:
 
 
 async def test_page(request: Request) -> Response:
-    """The run page; a plain 404 "Run not found" page for an id no run has."""
+    """The run page; a plain 404 "Run not found" page for an id no run has.  (Behind a token
+    the page itself asks the API, with the token: whether a run exists is not told to a
+    request without it.)"""
+    ctx = context_of(request)
     try:
         run_uuid = check_uuid(request.path_params["uuid"])
     except ApiError:
         return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
-    if not await in_thread(run_exists, context_of(request), run_uuid):
+    if not ctx.token and not await in_thread(run_exists, ctx, run_uuid):
         return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
     return ui_page(request, "test.html", "loadtester test")
 
