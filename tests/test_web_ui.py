@@ -419,6 +419,15 @@ def test_compare_page_overlays_a_and_b_survives_a_reload_and_warns_on_different_
     assert warning.is_displayed() and "/other" in warning.text
     assert "url" in page_state(driver)[2]
 
+    # no runs, or a run that is not there: said on the page
+    driver.get(f"{server.base}/compare")
+    wait(driver, lambda d: by_id(d, "page-error").is_displayed(), 5, "the missing-runs message")
+    assert by_id(driver, "page-error").text.startswith("Give two runs: /compare?a=UUID&b=UUID")
+    driver.get(f"{server.base}/compare?a={finished['a']}&b=00000000-0000-4000-8000-000000000000")
+    wait(driver, lambda d: by_id(d, "page-error").is_displayed(), 5, "the unknown-run message")
+    assert by_id(driver, "page-error").text.startswith("Run not found")
+    driver.get_log("browser")             # (the API's 404 was asked for)
+
 
 # ---------------------------------------------------------------------------- 7. phones
 
