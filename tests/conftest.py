@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # `pytest -m "not slow"` is the quick loop; `make test` runs everything.
 SLOW_MODULES = {"test_bench", "test_blast", "test_browser", "test_cli", "test_deploy",
                 "test_load_models", "test_persistence", "test_protocol", "test_serve_api",
-                "test_target", "test_failures_told", "test_tls"}
+                "test_target", "test_failures_told", "test_tls", "test_web_ui"}
 # Fixtures that start a real server or run blasts (module fixtures included).
 SLOW_FIXTURES = {"start_target", "raw_server", "runs", "shards", "merged", "stored_run"}
 

@@ -14,147 +14,23 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port
+from browserkit import (
+    Server, assert_png, browser, full_page_screenshot, js_errors, require_browser, wait,
+)
+from conftest import ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOT_KEEP_DIR = ROOT / "bench" / "results" / "screenshots"
 UUID_PATH = re.compile(r"/test/([0-9a-f-]{36})$")
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-# ---------------------------------------------------------------------------- helpers
-
-def _require_browser():
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not (p.exists() and os.access(p, os.X_OK))]
-    if missing:
-        pytest.fail(f"headless browser test needs {' and '.join(missing)}: install the Debian packages "
-                    "chromium and chromium-driver (`make test` does, via TEST_DEB_PACKAGES)",
-                    pytrace=False)
-
-
-def _serve_command(port: int, db: Path) -> list[str]:
-    return [sys.executable, "-m", "loadtester", "serve", "--port", str(port), "--db", str(db),
-            "--allow-private"]
-
-
-class Server:
-    """`loadtester serve` in its own process, on a free port, with a database in tmp_path."""
-
-    def __init__(self, tmp_path: Path):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / "serve.log"
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(_serve_command(self.port, tmp_path / "web.db"), cwd=ROOT,
-                                     stdout=self.log, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                with urllib.request.urlopen(self.base + "/", timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise AssertionError(f"server did not answer on {self.base} within 20 s:\n{self.log_text()}")
-
-    def get_json(self, path: str):
-        with urllib.request.urlopen(self.base + path, timeout=5) as response:
-            return json.loads(response.read())
-
-    def log_text(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self.log.close()
-
-
-def _browser(tmp_path: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-extensions",
-                "--hide-scrollbars", "--force-device-scale-factor=1", "--window-size=1280,900",
-                f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log")),
-                              options=options)
-    driver.set_page_load_timeout(20)
-    driver.set_script_timeout(10)
-    return driver
-
-
-def _wait(driver, predicate, timeout_s, what):
-    from selenium.webdriver.support.ui import WebDriverWait
-    from selenium.common.exceptions import TimeoutException
-
-    try:
-        return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(predicate)
-    except TimeoutException:
-        raise AssertionError(f"timed out after {timeout_s}s waiting for {what} "
-                             f"(page {driver.current_url})") from None
-
-
-def _js_errors(driver) -> list[str]:
-    """Console errors other than failed requests (the test provokes none of those either)."""
-    return [entry["message"] for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
-
-
-def _full_page_screenshot(driver, path: Path) -> None:
-    """The whole page: the window is grown until its viewport holds the content."""
-    driver.set_window_size(1280, 900)
-    time.sleep(0.2)
-    for _ in range(3):
-        content, viewport, outer = driver.execute_script(
-            "const b = document.body; b.style.minHeight = '0';"
-            "const h = Math.ceil(document.documentElement.scrollHeight);"
-            "b.style.minHeight = ''; return [h, innerHeight, outerHeight]")
-        if abs(content - viewport) <= 2:
-            break
-        driver.set_window_size(1280, min(max(content, 400), 4000) + (outer - viewport))
-        time.sleep(0.3)                   # charts follow the new size
-    assert driver.save_screenshot(str(path)), f"no screenshot written to {path}"
-
-
-def _assert_png(path: Path) -> bytes:
-    data = path.read_bytes()
-    assert data.startswith(PNG_MAGIC), f"{path} is not a PNG"
-    assert len(data) > 10_000, f"{path} is suspiciously small ({len(data)} bytes)"
-    return data
 
 
 # ---------------------------------------------------------------------------- the test
 
 @pytest.mark.timeout(120)
 def test_dashboard_runs_a_test_live_in_a_real_browser(start_target, tmp_path):
-    _require_browser()
+    require_browser()
     from selenium.webdriver.common.by import By
 
     target = start_target("--delay", "5ms")
@@ -163,7 +39,7 @@ def test_dashboard_runs_a_test_live_in_a_real_browser(start_target, tmp_path):
     shots = tmp_path / "screenshots"
     shots.mkdir()
     try:
-        driver = _browser(tmp_path)
+        driver = browser(tmp_path)
         body = lambda: driver.find_element(By.TAG_NAME, "body")            # noqa: E731
         html_theme = lambda: driver.execute_script(                         # noqa: E731
             "return document.documentElement.getAttribute('data-theme')")
@@ -172,7 +48,7 @@ def test_dashboard_runs_a_test_live_in_a_real_browser(start_target, tmp_path):
         driver.get(server.base + "/")
         driver.execute_script("localStorage.setItem('loadtester-theme', 'light')")
         driver.refresh()
-        _wait(driver, lambda d: d.find_element(By.ID, "start-form").is_displayed(), 10, "the start form")
+        wait(driver, lambda d: d.find_element(By.ID, "start-form").is_displayed(), 10, "the start form")
         assert html_theme() == "light"
 
         # browser-side validation stops a bad URL before it reaches the server
@@ -180,7 +56,7 @@ def test_dashboard_runs_a_test_live_in_a_real_browser(start_target, tmp_path):
         url_input.clear()
         url_input.send_keys("ftp://example.com/")
         driver.find_element(By.ID, "start-button").click()
-        _wait(driver, lambda d: d.find_element(By.ID, "url-error").text.strip(), 5, "the URL error")
+        wait(driver, lambda d: d.find_element(By.ID, "url-error").text.strip(), 5, "the URL error")
         assert url_input.get_attribute("aria-invalid") == "true"
         assert "/test/" not in driver.current_url
 
@@ -192,7 +68,7 @@ def test_dashboard_runs_a_test_live_in_a_real_browser(start_target, tmp_path):
             element.clear()
             element.send_keys(value)
         driver.find_element(By.ID, "start-button").click()
-        _wait(driver, lambda d: UUID_PATH.search(d.current_url.split("?")[0]), 15, "the run page /test/{uuid}")
+        wait(driver, lambda d: UUID_PATH.search(d.current_url.split("?")[0]), 15, "the run page /test/{uuid}")
         run_uuid = UUID_PATH.search(driver.current_url.split("?")[0]).group(1)
 
         # ---- live: the charts grow from the SSE stream, at least twice
@@ -206,14 +82,14 @@ def test_dashboard_runs_a_test_live_in_a_real_browser(start_target, tmp_path):
             if status and status != "running" and len(seen) < 3:
                 raise AssertionError(f"run ended ({status}) before the chart grew twice: {seen}")
             return len(seen) >= 3
-        _wait(driver, points_grew_twice, 15, "data-points to increase twice")
+        wait(driver, points_grew_twice, 15, "data-points to increase twice")
         assert seen[0] < seen[1] < seen[2], seen
         assert driver.find_element(By.ID, "stop-button").is_displayed()
         assert driver.find_elements(By.CSS_SELECTOR, "#rps-chart canvas"), "no uPlot canvas in #rps-chart"
         assert driver.find_elements(By.CSS_SELECTOR, "#latency-chart canvas"), "no uPlot canvas in #latency-chart"
 
         # ---- done: final numbers, report links, no Stop button
-        _wait(driver, lambda d: body().get_attribute("data-status") == "completed"
+        wait(driver, lambda d: body().get_attribute("data-status") == "completed"
               and body().get_attribute("data-final") == "1", 25, "status completed")
         assert driver.find_element(By.ID, "status").get_attribute("data-status") == "completed"
         assert not driver.find_element(By.ID, "stop-button").is_displayed()
@@ -229,35 +105,35 @@ def test_dashboard_runs_a_test_live_in_a_real_browser(start_target, tmp_path):
         # ---- screenshots of the dashboard, light then dark
         light_bg = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
         light = shots / "dashboard-light.png"
-        _full_page_screenshot(driver, light)
+        full_page_screenshot(driver, light)
         driver.find_element(By.ID, "theme-toggle").click()
-        _wait(driver, lambda d: html_theme() == "dark", 5, "the dark theme")
+        wait(driver, lambda d: html_theme() == "dark", 5, "the dark theme")
         assert driver.execute_script("return localStorage.getItem('loadtester-theme')") == "dark"
         dark_bg = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
         assert dark_bg != light_bg, (light_bg, dark_bg)
         dark = shots / "dashboard-dark.png"
-        _full_page_screenshot(driver, dark)
-        assert _assert_png(light) != _assert_png(dark), "light and dark screenshots are identical"
+        full_page_screenshot(driver, dark)
+        assert assert_png(light) != assert_png(dark), "light and dark screenshots are identical"
 
         # ---- back on `/`: the theme is remembered and the run is in the history
         driver.set_window_size(1280, 900)
         driver.find_element(By.ID, "back-link").click()
-        _wait(driver, lambda d: d.find_elements(By.ID, f"history-row-{run_uuid}"), 10, "the run in the history")
+        wait(driver, lambda d: d.find_elements(By.ID, f"history-row-{run_uuid}"), 10, "the run in the history")
         assert html_theme() == "dark"
         row = driver.find_element(By.ID, f"history-row-{run_uuid}")
-        summary = row.find_element(By.CSS_SELECTOR, ".history-summary").text
-        assert "with 5 virtual users" in summary, summary
+        load = row.find_element(By.CSS_SELECTOR, ".load-cell").text
+        assert load.startswith("5 conn · 4s · closed"), load
         assert row.get_attribute("data-status") == "completed"
         assert row.find_element(By.CSS_SELECTOR, f"a[href='/test/{run_uuid}']")
-        _full_page_screenshot(driver, shots / "index-dark.png")
-        _assert_png(shots / "index-dark.png")
+        full_page_screenshot(driver, shots / "index-dark.png")
+        assert_png(shots / "index-dark.png")
 
         # nothing came from anywhere but this server, and no script error happened
         foreign = driver.execute_script(
             "return performance.getEntriesByType('resource').map(e => e.name)"
             ".filter(u => !u.startsWith(location.origin) && !u.startsWith('data:'))")
         assert foreign == [], foreign
-        errors = _js_errors(driver)
+        errors = js_errors(driver)
         assert not errors, errors
     except BaseException:
         print("---- server log ----\n" + server.log_text())

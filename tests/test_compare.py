@@ -42,6 +42,31 @@ def test_mann_whitney_symmetry_ties_and_degenerate():
         compare.mann_whitney_u([1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12])["p"] < 0.01
 
 
+def _result(a: dict, b: dict, error_rate_diff=0.0, url_b="http://x/"):
+    metrics = ("rps", "p50", "p95", "p99")
+    return {"a": {"url": "http://x/", **a}, "b": {"url": url_b, **b},
+            "change": {m: compare.relative_change(a.get(m), b.get(m)) for m in metrics},
+            "error_rate_diff": error_rate_diff}
+
+
+def test_plain_summary_names_what_moved_and_is_mixed_when_latency_got_worse():
+    base = {"rps": 1000.0, "p50": 10.0, "p95": 20.0, "p99": 40.0}
+    mixed = compare.plain_summary(_result(base, {"rps": 1790.0, "p50": 10.1, "p95": 20.0, "p99": 62.8}))
+    assert mixed["text"] == "throughput +79%, p99 +57%: mixed" and mixed["tone"] == "mixed"
+    assert (mixed["better"], mixed["worse"]) == (["throughput"], ["p99"])
+    # never an improvement while a headline latency got worse (p95 counts too)
+    assert compare.plain_summary(_result(base, {**base, "rps": 2000.0, "p95": 23.0}))["tone"] == "mixed"
+    better = compare.plain_summary(_result(base, {**base, "rps": 1500.0, "p50": 8.0}))
+    assert better == {"text": "throughput +50%, p50 -20%: improvement", "tone": "improvement",
+                      "better": ["throughput", "p50"], "worse": []}
+    worse = compare.plain_summary(_result(base, base, error_rate_diff=0.05))
+    assert worse["text"] == "errors +5.0 pp: regression" and worse["tone"] == "regression"
+    same = compare.plain_summary(_result(base, {**base, "rps": 1040.0}))
+    assert same["tone"] == "no notable change" and same["text"].startswith("no notable change")
+    other = compare.plain_summary(_result(base, {**base, "rps": 5000.0}, url_b="http://y/"))
+    assert other["tone"] == "different targets" and "no verdict" in other["text"]
+
+
 def test_relative_change():
     assert compare.relative_change(10, 15) == pytest.approx(0.5)
     assert compare.relative_change(0, 5) is None and compare.relative_change(None, 1) is None

@@ -510,7 +510,12 @@ def test_pages(make_client, tmp_path):
     index = client.get("/")
     assert index.status_code == 200 and index.headers["content-type"] == "text/html; charset=utf-8"
     assert index.headers["cache-control"] == "no-cache"
-    assert client.get(f"/test/{NO_RUN}").status_code == 200
+    missing = client.get(f"/test/{NO_RUN}")
+    assert missing.status_code == 404 and "<h1>Run not found</h1>" in missing.text
+    assert client.get("/test/not-a-uuid").status_code == 404
+    assert client.get("/compare?a=x&b=y").status_code == 200
+    guarded, _ = make_client(token="s3cret")          # behind a token: no existence oracle
+    assert guarded.get(f"/test/{NO_RUN}").status_code == 200
     bare, _ = make_client(web_dir=tmp_path / "no-ui")
     fallback = bare.get("/")
     assert fallback.status_code == 200 and "The web UI is not installed here (no index.html)" in fallback.text
@@ -573,7 +578,11 @@ def test_series_rows_from_a_finished_run(db_path):
     assert first["p50_ms"] == pytest.approx(1.0, rel=0.01) and first["p99_ms"] == pytest.approx(3.0, rel=0.01)
     assert first["max_ms"] == pytest.approx(3.0, rel=0.01) and set(first) == {
         "second", "rps", "requests", "errors", "success_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms",
-        "avg_ms"}
+        "avg_ms", "in_flight", "status_codes", "error_kinds"}
+    # what the run page draws besides: requests in flight (each worker stored 1), the second's
+    # status codes and transport errors
+    assert (first["in_flight"], first["status_codes"], first["error_kinds"]) == (2, {"200": 20}, {})
+    assert (middle["status_codes"], middle["error_kinds"]) == ({"200": 19, "500": 1}, {"connect": 1, "status": 1})
     assert first["avg_ms"] == pytest.approx(2.0, rel=0.01)              # (10 x 1 ms + 10 x 3 ms) / 20
     assert snapshot.totals.requests == 61 and snapshot.totals.counters.successes == 59
     assert snapshot.totals.latency.total == 60
@@ -679,12 +688,113 @@ def test_api_sees_a_run_stored_by_another_process(make_client, db_path):
         running = client.get("/api/running").json()
         assert [(r["uuid"], r["status"], r["label"]) for r in running] == [(writer.uuid, "running", "elsewhere")]
         assert set(running[0]) == {"uuid", "id", "url", "label", "users", "duration", "elapsed_s",
-                                   "remaining_s", "progress", "status", "result", "started_at"}
+                                   "remaining_s", "progress", "status", "result", "started_at",
+                                   "rps_last_second"}
         assert running[0]["result"] is None                             # no verdict while it runs
+        assert running[0]["rps_last_second"] is None                    # no second stored yet
+        writer.submit_window(_window(0, 0, 5, 5, [1000] * 5))
+        writer.submit_window(_window(0, 1, 6, 6, [1000] * 6))
+        assert wait_for(lambda: client.get("/api/running").json()[0]["rps_last_second"] == 11, 5)
         stop = client.post(f"/api/stop/{writer.uuid}")
         assert stop.status_code == 409
         assert stop.json()["error"] == f"run {writer.uuid} was not started by this server; stop it where it runs"
         metrics = client.get(f"/api/metrics/{writer.uuid}").json()
-        assert metrics["live"] is True and metrics["requests_so_far"] == 0
+        assert metrics["live"] is True and metrics["requests_so_far"] == 11
     finally:
         writer.finish({}, status="stopped")
+
+
+# --------------------------------------------------------------------------- issue 13: the app's reads and actions
+
+def test_history_search_and_sort(make_client, db_path):
+    _write_completed(db_path, label="before cache", total_users=2)
+    _write_completed(db_path, label="after cache", total_users=8, url="http://other.example/y")
+    _write_completed(db_path, label="masked", host="secret.internal", url="http://secret.internal/z",
+                     mask_host=1)
+    client, _ = make_client()
+    labels = lambda **q: [r["label"] for r in client.get("/api/history", params=q).json()["runs"]]  # noqa: E731
+    assert labels() == ["masked", "after cache", "before cache"]
+    assert labels(q="CACHE") == ["after cache", "before cache"]                 # any case
+    assert labels(q="other.example") == ["after cache"]                        # the URL too
+    assert labels(q="secret") == []                  # a masked run's URL is not searched
+    assert labels(q="%") == [] and labels(q="_") == []                          # literal, not LIKE
+    assert labels(sort="users")[0] == "after cache"
+    assert labels(sort="oldest") == ["before cache", "after cache", "masked"]
+    page = client.get("/api/history", params={"q": "cache", "per_page": 1}).json()
+    assert (page["total"], page["search"], page["sort"]) == (2, "cache", "newest")
+    entry = page["runs"][0]
+    assert (entry["mode"], entry["errors"], entry["measured_duration"]) == ("closed", 2, 3.0)
+    for bad, message in (({"sort": "nope"}, "sort must be one of"), ({"q": "x" * 201}, "at most 200")):
+        response = client.get("/api/history", params=bad)
+        assert response.status_code == 400 and message in response.json()["error"]
+
+
+def test_status_has_the_settings_and_the_previous_run(make_client, db_path):
+    first, _ = _write_completed(db_path, label="first")
+    _write_completed(db_path, label="elsewhere", url="http://other.example/")
+    second, _ = _write_completed(db_path, label="second", mode="rate", rate=250.0, ramp_up_sec=2.0,
+                                 config=json.dumps({"timeout_s": 7.5, "pipeline": 1}))
+    client, _ = make_client()
+    status = client.get(f"/api/status/{second}").json()
+    assert status["settings"] == {
+        "mode": "rate", "rate": 250.0, "connections": 4, "ramp_up_s": 2.0, "method": "GET",
+        "planned_duration_s": 3.0, "actual_duration_s": 3.0, "requests_limit": None, "timeout_s": 7.5,
+        "pipeline": 1, "workers": 2, "stop_reason": "duration", "started_at": status["started_at"],
+        "completed_at": status["completed_at"]}
+    assert status["previous_uuid"] == first                    # the one before against the same URL
+    assert client.get(f"/api/status/{first}").json()["previous_uuid"] is None
+
+
+def test_metrics_have_p95_and_the_latency_distribution(make_client, db_path):
+    run_uuid, _ = _write_completed(db_path)
+    client, _ = make_client()
+    metrics = client.get(f"/api/metrics/{run_uuid}").json()
+    assert metrics["latency_ms"]["p95"] == metrics["p95"]
+    curve = metrics["latency_distribution"]
+    assert [p["percentile"] for p in curve][:3] == [0.0, pytest.approx(20.567, abs=0.01),
+                                                    pytest.approx(36.904, abs=0.01)]
+    assert curve[-1]["percentile"] == 100.0
+    assert [p["ms"] for p in curve] == sorted(p["ms"] for p in curve)       # never goes down
+    assert curve[0]["ms"] == pytest.approx(1.0, rel=0.01) and curve[-1]["ms"] == pytest.approx(3.0, rel=0.01)
+
+
+def test_export_endpoint(make_client, db_path):
+    run_uuid, run_id = _write_completed(db_path)
+    client, _ = make_client()
+    csv_text = client.get(f"/api/export/{run_uuid}").text
+    lines = csv_text.split("\r\n")
+    assert lines[0].startswith("second,requests,successes,errors,bytes,") and len(lines) == 5   # 3 rows + ""
+    ndjson = client.get(f"/api/export/{run_uuid}?format=ndjson")
+    assert ndjson.headers["content-type"] == "application/x-ndjson"
+    rows = [json.loads(line) for line in ndjson.text.splitlines()]
+    assert [r["requests"] for r in rows] == [20, 21, 20]
+    document = client.get(f"/api/export/{run_uuid}?format=json")
+    assert document.headers["content-disposition"] == f"attachment; filename=loadtest-{run_uuid[:8]}.json"
+    assert document.json()["rows"] == rows and document.json()["run"]["run_id"] == run_id
+    assert client.get(f"/api/export/{run_uuid}?format=xml").status_code == 400
+    assert client.get(f"/api/export/{NO_RUN}").status_code == 404
+
+
+def test_delete_endpoint(make_client, db_path):
+    run_uuid, _ = _write_completed(db_path)
+    kept, _ = _write_completed(db_path)
+    live = _begin(db_path, label="live")
+    client, _ = make_client()
+    try:
+        assert client.delete(f"/api/runs/{live.uuid}").status_code == 409       # stop it first
+        response = client.delete(f"/api/runs/{run_uuid}")
+        assert response.status_code == 200 and response.json() == {"uuid": run_uuid, "status": "deleted"}
+        assert client.get(f"/api/status/{run_uuid}").status_code == 404
+        assert client.get(f"/test/{run_uuid}").status_code == 404
+        assert client.delete(f"/api/runs/{run_uuid}").status_code == 404
+        assert client.delete(f"/api/runs/{NO_RUN}").status_code == 404
+        assert client.get(f"/api/status/{kept}").status_code == 200
+        conn = store.open_database(db_path, readonly=True)
+        try:                                            # its windows went with it
+            assert conn.execute("SELECT count(*) FROM metric_windows").fetchall()[0][0] == 6
+        finally:
+            conn.close()
+        foreign = client.delete(f"/api/runs/{kept}", headers={"Origin": "http://evil.example"})
+        assert foreign.status_code == 403                # unsafe method, foreign origin
+    finally:
+        live.finish({}, status="stopped")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from loadtester import store
-from loadtester.analysis.aggregate import merged_seconds
+from loadtester.analysis.aggregate import hist_from_blob, merged_seconds
 from loadtester.analysis.report import report_from_row
 from loadtester.units import format_ms
 
@@ -37,7 +37,7 @@ ERROR_RATE_CHANGE = 0.01   # errors count when the error rate moves by more than
 TRIM_FROM = 5            # runs with at least this many seconds lose their first and last second
 
 VERDICTS = ("regression", "improvement", "no significant change", "inconclusive")
-METRICS = ("rps", "p50", "p90", "p99", "avg", "error_rate")
+METRICS = ("rps", "p50", "p90", "p95", "p99", "avg", "error_rate")
 
 
 # --------------------------------------------------------------------------- statistics
@@ -153,9 +153,18 @@ def _headline(report: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
         "started_at": row.get("started_at"), "status": row.get("status"), "url": row.get("url"),
         "mode": report["mode"], "connections": report["connections"],
         "requests": report["requests"], "errors": report["errors"],
-        "rps": report["rps"], "p50": lat["p50"], "p90": lat["p90"], "p99": lat["p99"],
+        "rps": report["rps"], "p50": lat["p50"], "p90": lat["p90"], "p95": _p95_ms(row, lat),
+        "p99": lat["p99"],
         "avg": lat["avg"], "error_rate": (report["errors"] / attempts) if attempts else None,
     }
+
+
+def _p95_ms(row: dict[str, Any], latency_ms: dict[str, Any]) -> float | None:
+    """The run's p95 (the report has none): from its stored histogram, when it has one."""
+    if latency_ms.get("p95") is not None:
+        return float(latency_ms["p95"])
+    hist = hist_from_blob(row.get("latency_hist"))
+    return hist.value_at_percentile(95) / 1000 if hist.total else None
 
 
 def _pct(change: float | None) -> str:
@@ -234,10 +243,57 @@ def compare_runs(conn: apsw.Connection, run_a_row: dict[str, Any],
         notes.append("the runs hit different URLs")
     if a["mode"] == "rate" and b["mode"] == "rate":
         notes.append("open loop: throughput follows the asked rate, latency is the signal")
-    return {"a": a, "b": b, "change": change, "error_rate_diff": error_rate_diff,
-            "tests": {"latency": latency, "rps": throughput, "errors": errors},
-            "alpha": ALPHA, "min_change": MIN_CHANGE, "verdict": verdict,
-            "explanation": explanation, "notes": notes}
+    result = {"a": a, "b": b, "change": change, "error_rate_diff": error_rate_diff,
+              "tests": {"latency": latency, "rps": throughput, "errors": errors},
+              "alpha": ALPHA, "min_change": MIN_CHANGE, "verdict": verdict,
+              "explanation": explanation, "notes": notes}
+    result["summary"] = plain_summary(result)
+    return result
+
+
+# The headline numbers a plain-language summary speaks of: (key, name, worse when it goes up).
+HEADLINES = (("rps", "throughput", False), ("p50", "p50", True), ("p95", "p95", True),
+             ("p99", "p99", True))
+SUMMARY_TONES = ("improvement", "regression", "mixed", "no notable change", "different targets")
+
+
+def plain_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The comparison in one line a person reads first: {"text", "tone", "better", "worse"}.
+
+    Each headline number (throughput, p50, p95, p99) that moved by more than MIN_CHANGE, and the
+    error rate when it moved by more than ERROR_RATE_CHANGE, is named with its change; the
+    tone is "improvement" only when nothing got worse, "regression" only when nothing got
+    better, "mixed" when both ("throughput +79%, p99 +57%: mixed").  Runs against different
+    URLs get no tone but "different targets": their numbers do not compare.  (The statistical
+    verdict stays in result["verdict"].)"""
+    a, b, change = result["a"], result["b"], result["change"]
+    if a.get("url") != b.get("url"):
+        return {"text": "A and B ran against different targets: their numbers do not compare, "
+                        "no verdict", "tone": "different targets", "better": [], "worse": []}
+    parts: list[str] = []
+    better: list[str] = []
+    worse: list[str] = []
+    for key, name, worse_when_up in HEADLINES:
+        moved = change.get(key)
+        if moved is None or abs(moved) <= MIN_CHANGE:
+            continue
+        parts.append(f"{name} {moved * 100:+.0f}%")
+        (worse if (moved > 0) == worse_when_up else better).append(name)
+    diff = result.get("error_rate_diff")
+    if diff is not None and abs(diff) > ERROR_RATE_CHANGE:
+        parts.append(f"errors {diff * 100:+.1f} pp")
+        (worse if diff > 0 else better).append("errors")
+    if better and worse:
+        tone = "mixed"
+    elif worse:
+        tone = "regression"
+    elif better:
+        tone = "improvement"
+    else:
+        return {"text": f"no notable change (throughput and latency within {MIN_CHANGE:.0%}, "
+                        f"errors within {ERROR_RATE_CHANGE * 100:g} pp)",
+                "tone": "no notable change", "better": [], "worse": []}
+    return {"text": f"{', '.join(parts)}: {tone}", "tone": tone, "better": better, "worse": worse}
 
 
 # --------------------------------------------------------------------------- text

@@ -17,10 +17,15 @@ Row = dict[str, Any]
 
 
 def second_row(group: list[Window]) -> tuple[Row, aggregate.Totals]:
-    """One timeseries row from one second's windows (all workers), and their Totals."""
+    """One timeseries row from one second's windows (all workers), and their Totals.
+    in_flight: requests in flight at the end of the second (a closed-loop run: its active
+    connections; None when no window stored it); status_codes and error_kinds: that second's
+    responses by status code and transport errors by kind."""
     base = aggregate.merged_seconds(group, percentiles=(50, 95, 99), detail=True)[0]
     attempts = base["requests"]
+    counters = base["totals"].counters
     latency = base["totals"].latency
+    in_flight = [int(n) for w in group if (n := w.get("in_flight")) is not None]
     row = {
         "second": base["second"] + 1,                   # 1-based: second N covers (N-1, N]
         "rps": base["responses"],                      # responses completed in this second
@@ -30,6 +35,9 @@ def second_row(group: list[Window]) -> tuple[Row, aggregate.Totals]:
         "p50_ms": base["p50_ms"], "p95_ms": base["p95_ms"], "p99_ms": base["p99_ms"],
         "max_ms": base["max_ms"],
         "avg_ms": latency.mean_us / 1000 if latency.total else None,
+        "in_flight": sum(in_flight) if in_flight else None,
+        "status_codes": {str(code): n for code, n in sorted(counters.status_counts().items())},
+        "error_kinds": {kind: n for kind, n in counters.errors_by_kind().items() if n},
     }
     return row, base["totals"]
 

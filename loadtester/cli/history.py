@@ -3,9 +3,7 @@ from the database."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
-import io
 import json
 import os
 import sys
@@ -16,6 +14,7 @@ import click
 
 from loadtester import store
 from loadtester.analysis.aggregate import merged_seconds
+from loadtester.analysis.export import window_rows, write_rows
 from loadtester.analysis.report import render_text, report_from_row, report_needs_windows
 from loadtester.cli.options import StoreFailure, db_option, find_run, open_existing, store_errors
 from loadtester.store.queries import iter_request_codes
@@ -124,13 +123,12 @@ def export(run, db_path, fmt, with_requests, output):
         if with_requests:
             columns, rows, fast = store.REQUEST_COLUMNS, store.iter_request_tuples(conn, row["id"]), True
         else:
-            seconds = merged_seconds(stored_windows or [])
-            columns, rows, fast = tuple(seconds[0]) if seconds else (), iter(seconds), False
+            (columns, rows), fast = window_rows(stored_windows or []), False
         if output:
-            _write_file(Path(output), lambda out: _write_rows(out, columns, rows, fast, fmt, report))
+            _write_file(Path(output), lambda out: write_rows(out, columns, rows, fast, fmt, report))
         else:
             try:
-                _write_rows(sys.stdout, columns, rows, fast, fmt, report)
+                write_rows(sys.stdout, columns, rows, fast, fmt, report)
                 sys.stdout.flush()
             except BrokenPipeError:                   # `export ... | head`: the reader has enough
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -207,57 +205,6 @@ def _write_file(output: Path, write, binary: bool = False) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
-
-
-_CHUNK_ROWS = 4096
-
-
-def _write_rows(out, columns, rows, fast, fmt, report):
-    """Rows as CSV, NDJSON or one JSON document {"run": report, "rows": [...]}, written as
-    they are read (memory stays flat however many rows).  fast: rows are tuples of integers
-    in `columns` order (request rows), formatted without a dict per row."""
-    end = "\r\n" if fmt == "csv" else "\n"            # (csv: as the csv module writes it)
-    if fast:
-        item = "{" + ", ".join(f'"{c}": %d' for c in columns) + "}"
-        format_row = {"csv": ",".join(["%d"] * len(columns)), "ndjson": item,
-                      "json": "    " + item}[fmt].__mod__
-    elif fmt == "csv":
-        format_row = _csv_formatter(columns)
-    elif fmt == "ndjson":
-        format_row = json.dumps
-    else:
-        def format_row(row):
-            return "    " + json.dumps(row)
-    if fmt == "json":
-        out.write('{\n  "run": ' + json.dumps(report, indent=2).replace("\n", "\n  ") + ',\n  "rows": [')
-    elif fmt == "csv":
-        if not columns:
-            return
-        out.write(",".join(columns) + end)
-    first = True
-    while True:
-        chunk = [format_row(r) for _, r in zip(range(_CHUNK_ROWS), rows)]
-        if not chunk:
-            break
-        if fmt == "json":
-            out.write(("\n" if first else ",\n") + ",\n".join(chunk))
-        else:
-            out.write(end.join(chunk) + end)
-        first = False
-    if fmt == "json":
-        out.write("]\n}\n" if first else "\n  ]\n}\n")
-
-
-def _csv_formatter(columns):
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="")
-
-    def format_row(row):
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow(row)
-        return buffer.getvalue()
-    return format_row
 
 
 def register(cli: click.Group) -> None:

@@ -9,7 +9,7 @@
     recovery     on a writable open: replay spools of dead writers, reap their runs
     writer       RunWriter: a run's rows off the hot path (spool, one thread)
     queries      every read: runs, windows, request rows
-    maintenance  backup (online), restore (checked), check, stats, prune
+    maintenance  backup (online), restore (checked), check, stats, prune, delete_run
 
 Requests are stored as small as SQLite allows (see schema/001_init.sql): `request_records`
 (one row per request, keyed by a database-wide integer id) plus `request_batches` (which run
@@ -19,7 +19,7 @@ PipeOps shape, one row per request with test_run_id, seq, timestamp, latency, su
 from loadtester.store.connection import JOURNAL_SIZE_LIMIT, StoreError
 from loadtester.store.db import DEFAULT_DB_PATH, open_database, resolve_db_path
 from loadtester.store.locks import run_lock_path
-from loadtester.store.maintenance import backup, check, prune, prune_preview, restore, stats
+from loadtester.store.maintenance import backup, check, delete_run, prune, prune_preview, restore, stats
 from loadtester.store.migrations import APPLICATION_ID, SCHEMA_VERSION
 from loadtester.store.queries import (
     REQUEST_COLUMNS,
@@ -34,7 +34,8 @@ from loadtester.store.writer import RunWriter
 
 __all__ = [
     "APPLICATION_ID", "DEFAULT_DB_PATH", "JOURNAL_SIZE_LIMIT", "REQUEST_COLUMNS", "SCHEMA_VERSION",
-    "RunWriter", "StoreError", "backup", "check", "find_run", "iter_request_tuples", "iter_requests",
+    "RunWriter", "StoreError", "backup", "check", "delete_run", "find_run", "iter_request_tuples",
+    "iter_requests",
     "list_runs", "open_database", "prune", "prune_preview", "resolve_db_path", "restore",
     "run_lock_path", "run_windows", "settle_dead_runs", "stats",
 ]

@@ -350,11 +350,57 @@ def prune_preview(path: StrPath, older_than_s: float) -> dict[str, int]:
     return {"runs": int(victims), "of": int(total)}
 
 
+def _delete_run(conn: apsw.Connection, run_id: int) -> tuple[int, int]:
+    """Delete run `run_id` with its rows: (request rows deleted, runs deleted: 0 or 1).
+    Request rows go in transactions of a few batches each, checkpointing between them, so
+    the -wal stays small however big the run is; the run row (and, by cascade, its windows)
+    goes last."""
+    rows = 0
+    while True:
+        with transaction(conn):
+            batch = cast("list[tuple[int, int]]", conn.execute(
+                "SELECT first_seq, last_id - first_id + 1 FROM request_batches "
+                "WHERE test_run_id = ? ORDER BY first_seq LIMIT ?",
+                (run_id, _PRUNE_BATCHES_PER_TXN)).fetchall())
+            if not batch:
+                break
+            conn.executemany(
+                "DELETE FROM request_batches WHERE test_run_id = ? AND first_seq = ?",
+                ((run_id, first_seq) for first_seq, _ in batch))
+            rows += sum(n for _, n in batch)
+        with contextlib.suppress(apsw.BusyError, apsw.LockedError):
+            conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+    with transaction(conn):
+        conn.execute("DELETE FROM test_runs WHERE id = ?", (run_id,))
+        return rows, conn.changes()
+
+
+def delete_run(path: StrPath, run_uuid: str) -> bool:
+    """Delete the finished run stored under `run_uuid`, with its rows; False when there is no
+    such run.  A running run is refused (StoreError): its blast still writes it."""
+    path = pathlib.Path(path)
+    conn = open_database(path, create=False)
+    try:
+        with translated(path, "delete"):
+            found = cast("list[tuple[int, str]]", conn.execute(
+                "SELECT id, status FROM test_runs WHERE uuid = ?", (run_uuid,)).fetchall())
+            if not found:
+                return False
+            run_id, status = found[0]
+            if status == "running":
+                raise StoreError(f"run {run_uuid} is still running: stop it first")
+            _delete_run(conn, int(run_id))
+            with contextlib.suppress(apsw.BusyError, apsw.LockedError):
+                conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+            return True
+    finally:
+        conn.close()
+
+
 def prune(path: StrPath, older_than_s: float | None, vacuum: bool = False) -> dict[str, Any]:
     """Delete finished runs started more than older_than_s seconds ago, with their rows.
 
-    Request rows go in transactions of a few batches each, checkpointing between them, so
-    the -wal stays small however big the runs are; the run row goes last."""
+    Each run goes as _delete_run deletes one (the -wal stays small however big it is)."""
     if older_than_s is None or older_than_s < 0:
         raise StoreError("--older-than must be a positive duration")
     path = pathlib.Path(path)
@@ -368,23 +414,9 @@ def prune(path: StrPath, older_than_s: float | None, vacuum: bool = False) -> di
                 "SELECT id, (SELECT count(*) FROM metric_windows WHERE test_run_id = t.id) "
                 f"{_PRUNE_VICTIMS} ORDER BY id", (cutoff_iso,)).fetchall())
             for run_id, n_windows in victims:
-                while True:
-                    with transaction(conn):
-                        batch = cast("list[tuple[int, int]]", conn.execute(
-                            "SELECT first_seq, last_id - first_id + 1 FROM request_batches "
-                            "WHERE test_run_id = ? ORDER BY first_seq LIMIT ?",
-                            (run_id, _PRUNE_BATCHES_PER_TXN)).fetchall())
-                        if not batch:
-                            break
-                        conn.executemany(
-                            "DELETE FROM request_batches WHERE test_run_id = ? AND first_seq = ?",
-                            ((run_id, first_seq) for first_seq, _ in batch))
-                        rows += sum(n for _, n in batch)
-                    with contextlib.suppress(apsw.BusyError, apsw.LockedError):
-                        conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
-                with transaction(conn):
-                    conn.execute("DELETE FROM test_runs WHERE id = ?", (run_id,))
-                    runs += conn.changes()
+                deleted_rows, deleted = _delete_run(conn, run_id)
+                rows += deleted_rows
+                runs += deleted
                 windows += n_windows
             if vacuum:
                 conn.execute("VACUUM")

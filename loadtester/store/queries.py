@@ -210,7 +210,9 @@ WEB_RUN_COLUMNS = ("id, uuid, host, mask_host, total_users, ramp_up_sec, duratio
                    "requests_limit, "
                    # the verdict's (JSON text): pass/fail per threshold, the first message of
                    # each error kind, errors per kind, workers that died
-                   "thresholds, error_messages, errors_by_kind, worker_errors")
+                   "thresholds, error_messages, errors_by_kind, worker_errors, "
+                   # the run page's settings (api.settings_of)
+                   "config")
 
 
 def run_by_uuid(conn: apsw.Connection, run_uuid: str) -> dict[str, Any] | None:
@@ -232,13 +234,53 @@ def running_runs(conn: apsw.Connection) -> list[dict[str, Any]]:
     return list(dict_rows(cursor))
 
 
-def runs_page(conn: apsw.Connection, limit: int, offset: int) -> list[dict[str, Any]]:
-    """The WEB_RUN_COLUMNS of `limit` runs after the `offset` newest (newest first)."""
-    cursor = conn.execute(f"SELECT {WEB_RUN_COLUMNS} FROM test_runs ORDER BY started_at DESC, "
-                          "id DESC LIMIT ? OFFSET ?", (int(limit), int(offset)))
+# The orders a page of runs can come in (runs_page): name -> ORDER BY.
+RUN_ORDERS = {
+    "newest": "started_at DESC, id DESC", "oldest": "started_at ASC, id ASC",
+    "rps": "rps IS NULL, rps DESC, id DESC", "p99": "p99 IS NULL, p99 DESC, id DESC",
+    "errors": "coalesce(error_count, 0) DESC, id DESC",
+    "duration": "coalesce(measured_duration, duration) IS NULL, "
+                "coalesce(measured_duration, duration) DESC, id DESC",
+    "users": "total_users IS NULL, total_users DESC, id DESC",
+}
+
+
+def _run_filter(search: str | None) -> tuple[str, tuple[str, ...]]:
+    """(WHERE clause, its parameters) for runs whose label or URL contain `search` (any case;
+    the URL of a run stored with mask_host is not searched: a match would tell its host)."""
+    if not search:
+        return "", ()
+    pattern = "%" + re.sub(r"([\\%_])", r"\\\1", search) + "%"
+    return (" WHERE (label LIKE ?1 ESCAPE '\\' OR (mask_host = 0 AND url LIKE ?1 ESCAPE '\\'))",
+            (pattern,))
+
+
+def runs_page(conn: apsw.Connection, limit: int, offset: int, search: str | None = None,
+              order: str = "newest") -> list[dict[str, Any]]:
+    """The WEB_RUN_COLUMNS of `limit` runs after the `offset` first, in RUN_ORDERS[order]
+    (newest first by default), of those whose label or URL contain `search` (when given)."""
+    where, params = _run_filter(search)
+    n = len(params)
+    cursor = conn.execute(f"SELECT {WEB_RUN_COLUMNS} FROM test_runs{where} "
+                          f"ORDER BY {RUN_ORDERS[order]} LIMIT ?{n + 1} OFFSET ?{n + 2}",
+                          (*params, int(limit), int(offset)))
     return list(dict_rows(cursor))
 
 
-def count_runs(conn: apsw.Connection) -> int:
-    """How many runs are stored."""
-    return int(conn.execute("SELECT count(*) FROM test_runs").get)
+def count_runs(conn: apsw.Connection, search: str | None = None) -> int:
+    """How many runs are stored (whose label or URL contain `search`, when given)."""
+    where, params = _run_filter(search)
+    return int(conn.execute(f"SELECT count(*) FROM test_runs{where}", params).get)
+
+
+def previous_run_uuid(conn: apsw.Connection, run_id: int, url: str | None) -> str | None:
+    """The uuid of the run started before run `run_id` against the same URL (else before it at
+    all): the baseline to compare it with; None when it is the first."""
+    for same_url in ((True, False) if url else (False,)):
+        where = "id < ?1" + (" AND url = ?2" if same_url else "")
+        params = (int(run_id), url) if same_url else (int(run_id),)
+        found = conn.execute(f"SELECT uuid FROM test_runs WHERE {where} AND status != 'running' "
+                             "ORDER BY id DESC LIMIT 1", params).fetchall()
+        if found:
+            return str(found[0][0])
+    return None

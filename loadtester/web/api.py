@@ -7,6 +7,7 @@ blast's pipes; a run this server started that has not stored its row yet is desc
 RunProcess.  These functions block: the endpoints run them in Starlette's thread pool."""
 from __future__ import annotations
 
+import io
 import time
 import urllib.parse
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import apsw
 
 from loadtester import store
-from loadtester.analysis import aggregate
+from loadtester.analysis import aggregate, export as export_mod
 from loadtester.analysis.series import SeriesSnapshot
 from loadtester.analysis.verdict import CIRCUIT_BREAKER_STOP, judge, stored_json
 from loadtester.reports import data as reports_data
@@ -84,6 +85,15 @@ def successes_of(row: Row, series: SeriesSnapshot | None) -> int | None:
     return row.get("success_count")
 
 
+def errors_of(row: Row, series: SeriesSnapshot | None) -> int | None:
+    """The run's failed attempts: stored, else what its windows add up to."""
+    if row.get("error_count") is not None and row["status"] not in FROM_WINDOWS:
+        return int(row["error_count"])
+    if series is not None and series.rows:
+        return int(series.totals.requests - series.totals.counters.successes)
+    return row.get("error_count")
+
+
 def verdict_fields(row: Row, run: RunProcess | None, successes: int | None) -> dict[str, Any]:
     """result (verdict.judge), result_reason, thresholds (pass/fail; while running, the ones
     asked for, unjudged), error_messages (kind -> first message), stopped_by_circuit and
@@ -121,11 +131,37 @@ def pending_status(run: RunProcess) -> dict[str, Any]:
         "summary": summary_line(display_host(p.host, p.mask_host), p.users,
                                 p.duration_s, None, None, None, running=status == "running"),
         "stop_reason": None,
+        "settings": settings_of({"status": status, "mode": "rate" if p.rate else "closed",
+                                 "rate": p.rate, "total_users": p.users, "ramp_up_sec": p.ramp_up_s,
+                                 "method": p.method, "duration": p.duration_s,
+                                 "started_at": run.started_at}, None, elapsed),
     }
     payload.update(verdict_fields({"status": status}, run, 0))
     if status == "failed":
         payload["error"] = run.error_line()
     return payload
+
+
+def settings_of(row: Row, config: object, elapsed: float | None = None) -> dict[str, Any]:
+    """What a run was asked to do and how it ended, for the run page's settings panel and
+    compare's settings diff: mode (closed / rate), rate, connections, ramp-up, method,
+    planned vs actual duration, request limit, timeout, pipeline depth, stop reason, times.
+    `config`: its stored config column (JSON text or parsed); `elapsed`: while it runs."""
+    spec = stored_json(config, {})
+    actual = row.get("measured_duration")
+    if actual is None and row.get("status") == "running":
+        actual = elapsed
+    return {
+        "mode": row.get("mode") or spec.get("mode") or "closed", "rate": row.get("rate") or None,
+        "connections": row.get("total_users"), "ramp_up_s": row.get("ramp_up_sec") or 0,
+        "method": row.get("method") or spec.get("method") or "GET",
+        "planned_duration_s": row.get("duration"),
+        "actual_duration_s": round(actual, 3) if actual is not None else None,
+        "requests_limit": row.get("requests_limit"), "timeout_s": spec.get("timeout_s"),
+        "pipeline": spec.get("pipeline") or 1, "workers": row.get("workers") or spec.get("workers"),
+        "stop_reason": row.get("stop_reason"), "started_at": row.get("started_at"),
+        "completed_at": row.get("completed_at"),
+    }
 
 
 def status_payload(row: Row | None, run: RunProcess | None,
@@ -157,6 +193,7 @@ def status_payload(row: Row | None, run: RunProcess | None,
         "summary": summary_line(host, row.get("total_users"), duration, numbers["success_rate"],
                                 numbers["rps"], numbers["avg_ms"], running=status == "running"),
         "stop_reason": row.get("stop_reason"),
+        "settings": settings_of(row, row.get("config"), elapsed),
         **verdict_fields(row, run, successes_of(row, series)),
     }
     if run is not None and run.stop_requested and status == "running":
@@ -176,6 +213,10 @@ def history_entry(row: Row, series: SeriesSnapshot | None) -> dict[str, Any]:
         "duration": row.get("duration"), "status": row["status"],
         "started_at": row.get("started_at"), "completed_at": row.get("completed_at"),
         "total_requests": row.get("total_requests"),
+        "errors": errors_of(row, series), "mode": row.get("mode") or "closed",
+        "rate": row.get("rate") or None, "measured_duration": row.get("measured_duration"),
+        "rps_last_second": series.closed[-1]["rps"]
+        if row["status"] == "running" and series is not None and series.closed else None,
         "rps": numbers["rps"], "p99_ms": numbers["p99_ms"],
         "success_rate": numbers["success_rate"], "avg_latency_ms": numbers["avg_ms"],
         "summary": summary_line(host, row.get("total_users"), row.get("duration"),
@@ -200,7 +241,7 @@ def lookup(ctx: ServeContext, conn: apsw.Connection, run_uuid: str,
     """(stored row or None, RunProcess or None); 404 when neither exists.  full: every
     column (else the summary columns)."""
     row = queries.run_by_uuid(conn, run_uuid) if full else queries.run_summary(conn, run_uuid)
-    run = ctx.manager.get(run_uuid)
+    run = ctx.manager.get(run_uuid) if run_uuid not in ctx.deleted else None
     if row is None and run is None:
         raise ApiError(404, f"no run {run_uuid}")
     return row, run
@@ -211,7 +252,10 @@ def status(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
         row, run = lookup(ctx, conn, run_uuid)
         series = ctx.cache.get(conn, row) if row is not None and row["status"] in FROM_WINDOWS \
             else None
-        return status_payload(row, run, series)
+        payload = status_payload(row, run, series)
+        payload["previous_uuid"] = (queries.previous_run_uuid(conn, row["id"], row.get("url"))
+                                    if row is not None else None)
+        return payload
 
 
 def metrics(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
@@ -234,12 +278,19 @@ def metrics(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:
         report["seconds_recorded"] = len(rows)
         if report["live"]:
             closed = series.closed
+            last = closed[-1] if closed else {}
             report["requests_so_far"] = series.totals.requests
             report["errors_so_far"] = series.totals.requests - series.totals.counters.successes
-            report["rps_last_second"] = closed[-1]["rps"] if closed else None
-            report["p99_last_second_ms"] = closed[-1]["p99_ms"] if closed else None
+            report["rps_last_second"] = last.get("rps")
+            report["errors_last_second"] = last.get("errors")
+            report["p95_last_second_ms"] = last.get("p95_ms")
+            report["p99_last_second_ms"] = last.get("p99_ms")
         duration = report["elapsed_s"] if report["live"] else row.get("duration")
-        flat = pipeops.flat_metrics(report, p95_ms(row, series), duration)
+        p95 = p95_ms(row, series)
+        if isinstance(report.get("latency_ms"), dict):
+            report["latency_ms"]["p95"] = p95
+        report["latency_distribution"] = aggregate.percentile_curve(latency_hist(row, series))
+        flat = pipeops.flat_metrics(report, p95, duration)
         return {**flat, **report}
 
 
@@ -247,13 +298,16 @@ VERDICT_KEYS = ("result", "result_reason", "thresholds", "error_messages", "stop
                 "abort_on_error_rate")
 
 
-def p95_ms(row: Row, series: SeriesSnapshot) -> float | None:
-    """The run's p95 latency (corrected; the summary columns have none): from its stored
-    histogram, else from its windows."""
+def latency_hist(row: Row, series: SeriesSnapshot) -> Any:
+    """The run's (corrected) latency histogram: stored, else merged from its windows."""
     if row.get("latency_hist") is not None and row["status"] != "running":
-        hist = aggregate.hist_from_blob(row["latency_hist"])
-    else:
-        hist = series.totals.latency
+        return aggregate.hist_from_blob(row["latency_hist"])
+    return series.totals.latency
+
+
+def p95_ms(row: Row, series: SeriesSnapshot) -> float | None:
+    """The run's p95 latency (the summary columns have none)."""
+    hist = latency_hist(row, series)
     return hist.value_at_percentile(95) / 1000 if hist.total else None
 
 
@@ -296,19 +350,25 @@ def running(ctx: ServeContext) -> list[dict[str, Any]]:
         # may outlive its row's final status by a moment: those are not running)
         pending = [r for r in ctx.manager.active()
                    if r.uuid not in stored and queries.run_summary(conn, r.uuid) is None]
+        closed = {row["uuid"]: ctx.cache.get(conn, row).closed for row in rows}
     payloads = [status_payload(row, ctx.manager.get(row["uuid"]), None) for row in rows]
     payloads += [pending_status(run) for run in pending]
-    return [{k: p[k] for k in RUNNING_KEYS} for p in payloads]
+    return [{**{k: p[k] for k in RUNNING_KEYS},
+             "rps_last_second": closed[p["uuid"]][-1]["rps"] if closed.get(p["uuid"]) else None}
+            for p in payloads]
 
 
-def history(ctx: ServeContext, page: int, per_page: int) -> dict[str, Any]:
+def history(ctx: ServeContext, page: int, per_page: int, search: str | None = None,
+            order: str = "newest") -> dict[str, Any]:
     with ctx.reader() as conn:
-        total = queries.count_runs(conn)
+        total = queries.count_runs(conn, search)
         runs = []
-        for row in queries.runs_page(conn, limit=per_page, offset=(page - 1) * per_page):
+        for row in queries.runs_page(conn, limit=per_page, offset=(page - 1) * per_page,
+                                     search=search, order=order):
             series = ctx.cache.get(conn, row) if row["status"] in FROM_WINDOWS else None
             runs.append(history_entry(row, series))
-    return {"runs": runs, "page": page, "per_page": per_page, "total": total}
+    return {"runs": runs, "page": page, "per_page": per_page, "total": total,
+            "search": search or "", "sort": order}
 
 
 def compare(ctx: ServeContext, a: str, b: str) -> dict[str, Any]:
@@ -329,7 +389,54 @@ def compare(ctx: ServeContext, a: str, b: str) -> dict[str, Any]:
     for key, row in zip(("a", "b"), rows):
         if row.get("mask_host"):
             result[key]["url"] = display_url(result[key].get("url"), True)
+    result["settings"] = settings_diff(rows[0], rows[1], result["a"]["url"], result["b"]["url"])
     return result
+
+
+SETTING_NAMES = (("url", "Target"), ("method", "Method"), ("mode", "Load model"),
+                 ("rate", "Rate (req/s)"), ("connections", "Connections"),
+                 ("ramp_up_s", "Ramp-up (s)"), ("planned_duration_s", "Planned duration (s)"),
+                 ("actual_duration_s", "Actual duration (s)"), ("stop_reason", "Stop reason"),
+                 ("timeout_s", "Timeout (s)"), ("pipeline", "Pipeline depth"))
+
+
+def settings_diff(row_a: Row, row_b: Row, url_a: str | None,
+                  url_b: str | None) -> list[dict[str, Any]]:
+    """[{key, name, a, b, differs}]: the two runs' settings side by side (URLs as shown)."""
+    a = {**settings_of(row_a, row_a.get("config")), "url": url_a}
+    b = {**settings_of(row_b, row_b.get("config")), "url": url_b}
+    return [{"key": key, "name": name, "a": a.get(key), "b": b.get(key),
+             "differs": a.get(key) != b.get(key)} for key, name in SETTING_NAMES]
+
+
+def export(ctx: ServeContext, run_uuid: str, fmt: str) -> str:
+    """GET /api/export: the run's per-second rows as `loadtester export --format fmt` writes
+    them (the rows of a run of at most an hour: built in memory)."""
+    with ctx.reader() as conn:
+        row, _run = lookup(ctx, conn, run_uuid, full=True)
+        if row is None:
+            raise ApiError(409, f"run {run_uuid} has not stored anything yet")
+        report = run_report(ctx, row, ctx.cache.get(conn, row))
+        columns, rows = export_mod.window_rows(queries.run_windows(conn, row["id"]))
+    out = io.StringIO()
+    export_mod.write_rows(out, columns, rows, False, fmt, report)
+    return out.getvalue()
+
+
+def delete(ctx: ServeContext, run_uuid: str) -> None:
+    """DELETE /api/runs: the finished run and its rows; 404 unknown, 409 running."""
+    with ctx.reader() as conn:
+        row, run = lookup(ctx, conn, run_uuid)
+    if (row is not None and row["status"] == "running") or (run is not None and run.alive):
+        raise ApiError(409, f"run {run_uuid} is running: stop it first")
+    try:
+        found = store.delete_run(ctx.db_path, run_uuid)
+    except store.StoreError as exc:
+        raise ApiError(409 if "running" in str(exc) else 503, str(exc)) from None
+    if not found and run is None:
+        raise ApiError(404, f"no run {run_uuid}")
+    if run is not None:                  # (the manager forgets old runs: so does this set)
+        ctx.deleted.add(run_uuid)
 
 
 def report_data(ctx: ServeContext, run_uuid: str) -> dict[str, Any]:

@@ -17,16 +17,21 @@ API (JSON; errors are {"error": "..."} with the matching status):
                                   ?format=pipeops: the original's list of points
   GET  /api/historical-metrics/{uuid}  the original's flat totals and time series
   GET  /metrics                   Prometheus text: running and recent runs (web.prometheus)
-  GET  /api/running               runs in progress
+  GET  /api/running               runs in progress (with rps_last_second)
   POST /api/stop/{uuid}           202 {uuid, status: "stopping"}; 404 unknown; 409 not running
-  GET  /api/history?page=&per_page=
-  GET  /api/compare?a=UUID&b=UUID loadtester.analysis.compare.compare_runs
+  GET  /api/history?page=&per_page=&q=&sort=   q: label or URL contains; sort: newest, oldest,
+                                  rps, p99, errors, duration, users
+  GET  /api/compare?a=UUID&b=UUID loadtester.analysis.compare.compare_runs (+ its plain
+                                  summary, the settings side by side)
+  GET  /api/export/{uuid}?format= the per-second rows as `loadtester export` (csv/json/ndjson)
+  DELETE /api/runs/{uuid}         a finished run and its rows; 409 while it runs
   GET  /api/stream/{uuid}         Server-Sent Events: `event: window` per closed second (replays
                                   the run so far; `?since=N` or Last-Event-ID skips seconds <= N),
                                   then `event: done` with the final status
   GET  /api/report/{uuid}         PDF download;  GET /report/{uuid}: HTML report (no JS)
   GET  /healthz                   {"status": "ok", "db": "ok"} or 503
-  GET  /, /test/{uuid}, /static/  the web UI (loadtester/web/static/)
+  GET  /, /test/{uuid}, /compare?a=&b=, /static/  the web UI (loadtester/web/static/); an
+                                  unknown run's page is a plain 404 "Run not found"
 
 Where things are: validation (the POST /api/start body), runs (the blast subprocesses), series
 (per-second rows), api (the payloads, read from the database), endpoints and pages (the
@@ -83,7 +88,7 @@ HTTP_MESSAGES = {404: "not found", 405: "method not allowed"}
 PER_RUN_API = {"status": endpoints.api_status, "metrics": endpoints.api_metrics,
                "timeseries": endpoints.api_timeseries, "stream": endpoints.api_stream,
                "historical-metrics": endpoints.api_historical_metrics,
-               "report": pages.api_report_pdf}
+               "report": pages.api_report_pdf, "export": endpoints.api_export}
 
 
 def routes(ctx: ServeContext) -> list[BaseRoute]:
@@ -93,12 +98,14 @@ def routes(ctx: ServeContext) -> list[BaseRoute]:
         Route("/api/start", endpoints.api_start, methods=["POST"]),
         Route("/api/stop/{uuid}", endpoints.api_stop, methods=["POST"]),
         *(Route(f"/api/{name}/{{uuid}}", endpoint) for name, endpoint in PER_RUN_API.items()),
+        Route("/api/runs/{uuid}", endpoints.api_delete, methods=["DELETE"]),
         Route("/api/running", endpoints.api_running),
         Route("/api/history", endpoints.api_history),
         Route("/api/compare", endpoints.api_compare),
         Route("/report/{uuid}", pages.report_html),
         Route("/", pages.index_page),
         Route("/test/{uuid}", pages.test_page),
+        Route("/compare", pages.compare_page),
         Mount("/static", StaticFiles(directory=str(ctx.web_dir), check_dir=False), name="static"),
     ]
 

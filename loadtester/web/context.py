@@ -36,6 +36,8 @@ class ServeContext:
     trusted_proxies: list[str] = field(default_factory=lambda: [DEFAULT_TRUSTED_PROXIES])
     manager: RunManager = field(init=False)
     cache: SeriesCache = field(default_factory=SeriesCache)
+    deleted: set[str] = field(default_factory=set)     # runs deleted here (the manager may
+                                                       # still hold their RunProcess)
 
     def __post_init__(self) -> None:
         self.manager = RunManager(self.db_path)

@@ -14,6 +14,7 @@ from starlette.responses import Response, StreamingResponse
 
 from loadtester import store
 from loadtester.reports.display import display_url, plain_number
+from loadtester.store import queries
 from loadtester.web import api, pipeops, prometheus, reads, ssrf
 from loadtester.web.context import ServeContext, context_of
 from loadtester.web.errors import ApiError
@@ -186,10 +187,45 @@ async def api_stop(request: Request) -> Response:
     return json_response({"uuid": run_uuid, "status": "stopping"}, 202)
 
 
+MAX_SEARCH = 200
+
+
 async def api_history(request: Request) -> Response:
+    """?page=&per_page=&q= (label or URL containing it)&sort= (queries.RUN_ORDERS)."""
     page = int_param(request, "page", 1, 1, 1_000_000)
     per_page = int_param(request, "per_page", 20, 1, 100)
-    return json_response(await in_thread(api.history, context_of(request), page, per_page))
+    search = request.query_params.get("q", "").strip()
+    if len(search) > MAX_SEARCH:
+        return error_response(400, f"q: at most {MAX_SEARCH} characters")
+    order = request.query_params.get("sort", "") or "newest"
+    if order not in queries.RUN_ORDERS:
+        return error_response(400, f"sort must be one of {', '.join(queries.RUN_ORDERS)}")
+    return json_response(await in_thread(api.history, context_of(request), page, per_page,
+                                         search or None, order))
+
+
+EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json",
+                "ndjson": "application/x-ndjson"}
+
+
+async def api_export(request: Request) -> Response:
+    """A run's per-second rows as `loadtester export` writes them: ?format=csv|json|ndjson."""
+    run_uuid = check_uuid(request.path_params["uuid"])
+    fmt = request.query_params.get("format", "") or "csv"
+    if fmt not in EXPORT_TYPES:
+        return error_response(400, f"format must be one of {', '.join(EXPORT_TYPES)}")
+    text = await in_thread(api.export, context_of(request), run_uuid, fmt)
+    return Response(text, media_type=EXPORT_TYPES[fmt], headers={
+        "Content-Disposition": f"attachment; filename=loadtest-{run_uuid[:8]}.{fmt}"})
+
+
+async def api_delete(request: Request) -> Response:
+    """DELETE /api/runs/{uuid}: a finished run and its rows (409 while it runs)."""
+    ctx = context_of(request)
+    run_uuid = check_uuid(request.path_params["uuid"])
+    await in_thread(api.delete, ctx, run_uuid)
+    log_event("run_deleted", uuid=run_uuid, client=client_address(request))
+    return json_response({"uuid": run_uuid, "status": "deleted"})
 
 
 async def api_compare(request: Request) -> Response:

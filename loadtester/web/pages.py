@@ -1,4 +1,4 @@
-"""The documents: the web UI's pages (/, /test/{uuid}) and a run's report as HTML
+"""The documents: the web UI's pages (/, /test/{uuid}, /compare) and a run's report as HTML
 (/report/{uuid}, no JavaScript) or PDF (/api/report/{uuid})."""
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from starlette.responses import HTMLResponse, Response
 
 from loadtester.reports import htmlreport, pdfreport
 from loadtester.web import api
-from loadtester.web.context import context_of
+from loadtester.web.context import ServeContext, context_of
 from loadtester.web.endpoints import in_thread
+from loadtester.web.errors import ApiError
 from loadtester.web.params import check_uuid
 
 REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
@@ -39,7 +40,7 @@ INCLUDE_RE = re.compile(r"^[ \t]*<!--#include ([a-z-]+) -->\n?", re.MULTILINE)
 
 def render_page(web_dir: pathlib.Path, name: str) -> str:
     """web_dir/name with each `<!--#include PART -->` line replaced by partials/PART.html:
-    what the pages share (the brand, the theme switch) is written once."""
+    what the pages share (head, top bar, theme switch) is written once."""
     page = (web_dir / name).read_text(encoding="utf-8")
     return INCLUDE_RE.sub(
         lambda m: (web_dir / "partials" / f"{m.group(1)}.html").read_text(encoding="utf-8"), page)
@@ -60,6 +61,39 @@ async def index_page(request: Request) -> Response:
     return ui_page(request, "index.html", "loadtester")
 
 
+NOT_FOUND_PAGE = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+                  "<meta name=viewport content='width=device-width, initial-scale=1'>"
+                  "<link rel=icon href='data:,'><title>Run not found · loadtester</title></head>"
+                  "<body style='font-family:"
+                  "system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem'>"
+                  "<h1>Run not found</h1><p>No run is stored under this id: it may have been "
+                  "deleted, or the link is mistyped.</p><p><a href=/>All tests</a></p>"
+                  "</body></html>")
+
+
+def run_exists(ctx: ServeContext, run_uuid: str) -> bool:
+    with ctx.reader() as conn:
+        try:
+            api.lookup(ctx, conn, run_uuid)
+        except ApiError:
+            return False
+    return True
+
+
 async def test_page(request: Request) -> Response:
-    check_uuid(request.path_params["uuid"])
+    """The run page; a plain 404 "Run not found" page for an id no run has.  (Behind a token
+    the page itself asks the API, with the token: whether a run exists is not told to a
+    request without it.)"""
+    ctx = context_of(request)
+    try:
+        run_uuid = check_uuid(request.path_params["uuid"])
+    except ApiError:
+        return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
+    if not ctx.token and not await in_thread(run_exists, ctx, run_uuid):
+        return HTMLResponse(NOT_FOUND_PAGE, status_code=404)
     return ui_page(request, "test.html", "loadtester test")
+
+
+async def compare_page(request: Request) -> Response:
+    """/compare?a=UUID&b=UUID: two runs side by side (the page reads /api/compare)."""
+    return ui_page(request, "compare.html", "loadtester compare")

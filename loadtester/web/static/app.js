@@ -158,6 +158,8 @@ const isNum = (v) => typeof v === "number" && Number.isFinite(v);
 
 export function fmtInt(v) { return isNum(v) ? NF0.format(v) : "–"; }
 export function fmtRps(v) { return isNum(v) ? (v >= 1000 ? NF0.format(v) : NF2.format(v)) : "–"; }
+/** A rate asked for (req/s): whole numbers without decimals. */
+export function fmtRate(v) { return isNum(v) && Number.isInteger(v) ? NF0.format(v) : fmtRps(v); }
 export function fmtPct(v) { return isNum(v) ? `${NF1.format(v * 100)}%` : "–"; }
 
 export function fmtMs(v) {

@@ -1,6 +1,6 @@
 // `/`: start form (validated here, server errors shown inline), running tests, history, compare.
 import {
-  api, ApiError, el, fmtDate, fmtInt, fmtMs, fmtPct, fmtRps, fmtSeconds, hostOf, initTheme,
+  api, ApiError, el, fmtDate, fmtInt, fmtMs, fmtPct, fmtRate, fmtRps, fmtSeconds, hostOf, initTheme,
   listFrom, reportLinks, statusBadge,
 } from "/static/app.js";
 
@@ -173,6 +173,7 @@ async function refreshRunning() {
     list.replaceChildren(...runs.map((run) => {
       const progress = typeof run.progress === "number" ? Math.max(0, Math.min(1, run.progress)) : null;
       const bits = [];
+      if (typeof run.rps_last_second === "number") bits.push(`${fmtRps(run.rps_last_second)} req/s now`);
       if (run.users) bits.push(`${fmtInt(run.users)} VUs`);
       if (typeof run.elapsed_s === "number") bits.push(`${fmtSeconds(run.elapsed_s)} elapsed`);
       if (typeof run.remaining_s === "number") bits.push(`${fmtSeconds(run.remaining_s)} left`);
@@ -195,6 +196,8 @@ async function refreshRunning() {
     const first = runningSignature === "";
     runningSignature = signature;
     if (!first || runs.length) loadHistory(historyPage);   // a run started or finished
+  } else if (runs.length && history.anyRunning) {
+    loadHistory(historyPage);                              // the running rows' live req/s
   }
 }
 
@@ -202,6 +205,31 @@ async function refreshRunning() {
 
 let historyPage = 1;
 const selected = new Map();          // uuid -> run row, across pages
+const history = { search: "", sort: "newest", anyRunning: false, shown: "" };
+
+function resultCell(run) {
+  const badge = statusBadge(run.status, {}, run.result, run.result_reason);
+  // (a run without thresholds shows its status alone)
+  const extra = run.result === "passed" ? el("span", { class: "result-pill result-passed" }, "passed") : null;
+  return el("td", { class: "result-cell" }, badge, extra);
+}
+
+function thresholdPills(run) {
+  const items = (run.thresholds || []).map((t) => {
+    const verdict = t.passed === true ? "pass" : t.passed === false ? "fail" : "pending";
+    return el("span", { class: `threshold threshold-${verdict}`, dataset: { state: verdict } },
+      `${t.expression} ${verdict === "pass" ? "✓" : verdict === "fail" ? "✗" : "…"}`);
+  });
+  if (run.stopped_by_circuit) items.push(el("span", { class: "threshold threshold-fail" }, "circuit breaker"));
+  return items.length ? el("div", { class: "thresholds-line" }, items) : null;
+}
+
+function loadText(run) {
+  const mode = run.mode === "rate" ? `${fmtRate(run.rate)}/s open` : "closed";
+  const seconds = typeof run.measured_duration === "number" && run.status !== "running"
+    ? run.measured_duration : run.duration;
+  return `${fmtInt(run.users)} conn · ${fmtSeconds(seconds)} · ${mode}`;
+}
 
 function historyRow(run) {
   const id = encodeURIComponent(run.uuid);
@@ -218,38 +246,56 @@ function historyRow(run) {
   const running = run.status === "running";
   const title = run.label ? run.label : `Run ${run.id ?? ""}`.trim();
   const failed = run.result === "failed";
+  const rps = running
+    ? el("span", { class: "live-rps", title: "responses in the last second" }, `${fmtRps(run.rps_last_second)} now`)
+    : fmtRps(run.rps);
   return el("tr", { id: `history-row-${run.uuid}`, class: failed ? "history-row row-failed" : "history-row",
                     dataset: { uuid: run.uuid, status: run.status || "", result: run.result || "" } },
     el("td", { class: "col-check" }, checkbox),
-    el("td", {}, statusBadge(run.status, {}, run.result, run.result_reason)),
+    resultCell(run),
     el("td", { class: "run-cell" },
       el("div", { class: "run-title" },
         el("a", { href: `/test/${id}`, class: "run-link" }, title),
         el("span", { class: "muted small" }, fmtDate(run.started_at))),
-      el("p", { class: "history-summary" }, run.summary)),
-    el("td", { class: "num" }, fmtRps(run.rps)),
-    el("td", { class: "num" }, fmtMs(run.p99_ms)),
-    el("td", { class: "num" }, fmtPct(run.success_rate)),
+      el("p", { class: "history-url" }, run.url || ""),
+      failed && run.result_reason ? el("p", { class: "history-reason" }, run.result_reason) : null,
+      thresholdPills(run)),
+    el("td", { class: "load-cell", "data-label": "Load" }, loadText(run)),
+    el("td", { class: "num", "data-label": "Req/s" }, rps),
+    el("td", { class: "num", "data-label": "p99" }, fmtMs(run.p99_ms)),
+    el("td", { class: `num${run.errors ? " errors-cell" : ""}`, "data-label": "Errors" },
+      typeof run.errors === "number" ? `${fmtInt(run.errors)}${run.total_requests ? ` (${fmtPct(run.errors / run.total_requests)})` : ""}` : "–"),
     el("td", { class: "reports" }, running ? el("span", { class: "muted small" }, "after the run") : reportLinks(run.uuid)));
 }
 
+let historyRequest = 0;              // the newest loadHistory call: older answers are dropped
+
 async function loadHistory(page = 1) {
   const body = $("history-body");
+  const mine = ++historyRequest;
   let data;
+  const query = new URLSearchParams({ page: String(page), per_page: String(PER_PAGE), sort: history.sort });
+  if (history.search) query.set("q", history.search);
   try {
-    data = await api(`/api/history?page=${page}&per_page=${PER_PAGE}`);
+    data = await api(`/api/history?${query}`);
   } catch (err) {
-    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "7" }, `History unavailable: ${err.message}`)));
+    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "8" }, `History unavailable: ${err.message}`)));
     return;
   }
+  if (mine !== historyRequest) return;
   const runs = listFrom(data, "runs");
   const total = typeof data?.total === "number" ? data.total : runs.length;
   const perPage = data?.per_page || PER_PAGE;
   const pages = Math.max(1, Math.ceil(total / perPage));
   if (page > pages && total > 0) return loadHistory(pages);
   historyPage = data?.page || page;
+  history.anyRunning = runs.some((r) => r.status === "running");
+  const signature = JSON.stringify(runs);
+  if (signature === history.shown && runs.length) return;      // nothing changed: keep the rows
+  history.shown = signature;
   if (!runs.length) {
-    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "7" }, "No runs yet — start one above.")));
+    const text = history.search ? `No run's label or URL contains “${history.search}”.` : "No runs yet — start one above.";
+    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "8" }, text)));
   } else {
     body.replaceChildren(...runs.map(historyRow));
   }
@@ -257,6 +303,16 @@ async function loadHistory(page = 1) {
   $("history-prev").disabled = historyPage <= 1;
   $("history-next").disabled = historyPage >= pages;
   document.body.dataset.historyLoaded = String(Date.now());
+}
+
+let searchTimer = null;
+
+function onSearch() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => {
+    history.search = $("history-search").value.trim();
+    loadHistory(1);
+  }, 250);
 }
 
 // ------------------------------------------------------------------ compare
@@ -268,80 +324,45 @@ function syncCompare() {
     n > 2 ? "Select only two runs." : `Tick two runs to compare them (${n}/2).`;
 }
 
-const COMPARE_ROWS = [
-  ["rps", "Throughput (RPS)", fmtRps, "up"],
-  ["p50", "Latency p50", fmtMs, "down"],
-  ["p90", "Latency p90", fmtMs, "down"],
-  ["p99", "Latency p99", fmtMs, "down"],
-  ["avg", "Latency avg", fmtMs, "down"],
-  ["error_rate", "Error rate", fmtPct, "down"],
-  ["requests", "Requests", fmtInt, null],
-  ["errors", "Errors", fmtInt, "down"],
-];
-
-function relativeChange(a, b) {
-  if (typeof a !== "number" || typeof b !== "number" || a === 0) return null;
-  return (b - a) / a;
-}
-
-function changeCell(change, better) {
-  if (typeof change !== "number" || !Number.isFinite(change)) return el("td", { class: "num muted" }, "–");
-  const text = `${change > 0 ? "+" : ""}${(change * 100).toFixed(1)}%`;
-  let tone = "";
-  if (better && Math.abs(change) >= 0.005) {
-    const good = better === "up" ? change > 0 : change < 0;
-    tone = good ? "good" : "bad";
-  }
-  return el("td", { class: `num change ${tone}` }, text);
-}
-
-function runName(run, letter) {
-  const name = run.label ? run.label : `run ${run.run_id ?? run.id ?? ""}`;
-  return `${letter}: ${name}`;
-}
-
-async function compareSelected() {
+function compareSelected() {
   if (selected.size !== 2) return;
-  const runs = [...selected.values()].sort((x, y) =>
+  const [a, b] = [...selected.values()].sort((x, y) =>
     String(x.started_at || "").localeCompare(String(y.started_at || "")) || ((x.id || 0) - (y.id || 0)));
-  const [a, b] = runs;                // older run is the baseline
-  const box = $("compare-result");
-  box.hidden = false;
-  box.replaceChildren(el("p", { class: "muted" }, "Comparing…"));
-  let result;
+  // the older run is the baseline
+  window.location.assign(`/compare?a=${encodeURIComponent(a.uuid)}&b=${encodeURIComponent(b.uuid)}`);
+}
+
+// ------------------------------------------------------------------ run again
+
+/** `/?from=UUID`: the form filled with that run's settings. */
+async function prefillFrom(runUuid) {
+  let st;
   try {
-    result = await api(`/api/compare?a=${encodeURIComponent(a.uuid)}&b=${encodeURIComponent(b.uuid)}`);
+    st = await api(`/api/status/${encodeURIComponent(runUuid)}`);
   } catch (err) {
-    box.replaceChildren(el("p", { class: "form-error", role: "alert" }, `Cannot compare: ${err.message}`));
+    showFormError(`Cannot load the run to repeat: ${err.message}`);
     return;
   }
-  const ra = result.a || {}, rb = result.b || {}, change = result.change || {};
-  const verdict = String(result.verdict || "inconclusive");
-  const verdictClass = verdict.replace(/[^a-z]+/gi, "-").toLowerCase();
-  const rows = COMPARE_ROWS.filter(([key]) => key in ra || key in rb).map(([key, name, fmt, better]) =>
-    el("tr", {},
-      el("th", { scope: "row" }, name),
-      el("td", { class: "num" }, fmt(ra[key])),
-      el("td", { class: "num" }, fmt(rb[key])),
-      changeCell(key in change ? change[key] : relativeChange(ra[key], rb[key]), better)));
-  const notes = Array.isArray(result.notes) ? result.notes : [];
-  box.replaceChildren(...[
-    el("div", { class: "compare-head" },
-      el("span", { class: `verdict verdict-${verdictClass}`, id: "compare-verdict" }, verdict),
-      el("button", { type: "button", class: "ghost-button small", "aria-label": "Close comparison",
-                     onclick: () => { box.hidden = true; } }, "✕")),
-    el("p", { class: "compare-explanation muted", id: "compare-explanation" }, result.explanation || ""),
-    notes.length ? el("ul", { class: "compare-notes" }, notes.map((n) => el("li", {}, n))) : null,
-    el("div", { class: "table-wrap" },
-      el("table", { class: "compare-table", id: "compare-table" },
-        el("thead", {}, el("tr", {},
-          el("th", { scope: "col" }, "Metric"),
-          el("th", { scope: "col", class: "num" },
-            el("a", { href: `/test/${encodeURIComponent(a.uuid)}` }, runName(ra.run_id ? ra : a, "A (baseline)"))),
-          el("th", { scope: "col", class: "num" },
-            el("a", { href: `/test/${encodeURIComponent(b.uuid)}` }, runName(rb.run_id ? rb : b, "B"))),
-          el("th", { scope: "col", class: "num" }, "Change"))),
-        el("tbody", {}, rows)))].filter(Boolean));
+  const s = st.settings || {};
+  const note = [];
+  if (st.mask_host) note.push("its host was masked: enter the URL again");
+  else $("url").value = st.url || "";
+  $("method").value = s.method || st.method || "GET";
+  $("users").value = String(s.connections ?? st.users ?? 10);
+  if (typeof s.planned_duration_s === "number") $("duration").value = String(Math.round(s.planned_duration_s));
+  $("ramp_up").value = String(s.ramp_up_s || 0);
+  $("rate").value = s.mode === "rate" && s.rate ? String(s.rate) : "";
+  $("label").value = st.label || "";
+  $("mask_host").checked = Boolean(st.mask_host);
+  const thresholds = (st.thresholds || []).map((t) => t.expression).filter(Boolean);
+  $("thresholds").value = thresholds.join(", ");
+  if (typeof st.abort_on_error_rate === "number") $("abort_on_error_rate").value = String(+(st.abort_on_error_rate * 100).toFixed(4));
+  if (thresholds.length || typeof st.abort_on_error_rate === "number") $("pass-fail").open = true;
+  note.push("headers, body and authentication are not kept with a run: add them again if it needs them");
+  const box = $("prefill-note");
+  box.textContent = `Filled in from ${st.label || `run ${st.id ?? runUuid}`}: ${note.join("; ")}.`;
+  box.hidden = false;
+  document.body.dataset.prefilled = runUuid;
 }
 
 // ------------------------------------------------------------------ init
@@ -356,8 +377,16 @@ function init() {
   }
   $("history-prev").addEventListener("click", () => loadHistory(Math.max(1, historyPage - 1)));
   $("history-next").addEventListener("click", () => loadHistory(historyPage + 1));
+  $("history-search").addEventListener("input", onSearch);
+  $("history-sort").addEventListener("change", () => { history.sort = $("history-sort").value; loadHistory(1); });
   $("compare-button").addEventListener("click", compareSelected);
   syncCompare();
+  const params = new URLSearchParams(window.location.search);
+  if (params.get("from")) prefillFrom(params.get("from"));
+  if (params.get("deleted")) {
+    $("history-note").textContent = "The run was deleted.";
+    $("history-note").hidden = false;
+  }
   loadHistory(1);
   refreshRunning();
   setInterval(refreshRunning, RUNNING_POLL_MS);

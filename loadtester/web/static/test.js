@@ -1,9 +1,14 @@
 // `/test/{uuid}`: live overview and charts from the SSE stream while the run goes on;
 // a finished run is drawn from /api/timeseries and /api/metrics.
+//
+// The headline cards of a running test come from the same per-second rows the charts draw
+// (throughput, errors/s and p95 of the last closed second; totals summed over those rows), so
+// the cards and the charts agree; a finished run's cards are its stored totals.
 import {
-  api, el, withToken, fmtBytes, fmtDate, fmtInt, fmtMs, fmtPct, fmtRps, fmtSeconds, initTheme, onThemeChange,
+  api, el, withToken, fmtBytes, fmtDate, fmtInt, fmtMs, fmtPct, fmtRate, fmtRps, fmtSeconds, initTheme, onThemeChange,
   setBadge,
 } from "/static/app.js";
+import { Chart, DISTRIBUTION_AXIS, distributionPoints, watchSizes, withAlpha } from "/static/charts.js";
 
 const $ = (id) => document.getElementById(id);
 const uuid = decodeURIComponent(window.location.pathname.replace(/\/+$/, "").split("/").pop() || "");
@@ -17,146 +22,132 @@ const state = {
   finished: false,
   stream: null,
   timers: [],
-  liveMetrics: true,       // /api/metrics answers while running; false once it did not
   charts: {},
 };
 
 // ------------------------------------------------------------------ charts
 
-const SERIES_COLORS = {
-  rps: "#3b82f6",
-  errors: "#ef4444",
-  p50: "#10b981",
-  p95: "#f59e0b",
-  p99: "#ef4444",
-  success: "#8b5cf6",
+const COLORS = {
+  rps: "#3b82f6", errors: "#ef4444", p50: "#10b981", p95: "#f59e0b", p99: "#ef4444",
+  success: "#8b5cf6", connections: "#0ea5e9",
+  c2xx: "#10b981", c3xx: "#3b82f6", c4xx: "#f59e0b", c5xx: "#ef4444", transport: "#6b7280",
 };
 
-function cssVar(name) {
-  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+const fmtCount = (v) => fmtInt(v);
+const COUNT_INCRS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000];
+const fmtPercent = (v) => `${v.toFixed(1)}%`;
+
+function runningSpan() {
+  const st = state.status || {};
+  return st.status === "running" && typeof st.duration === "number" ? [1, st.duration] : null;
 }
 
-function withAlpha(hex, alpha) {
-  const n = parseInt(hex.slice(1), 16);
-  return `rgba(${(n >> 16) & 255}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
+function codeClassColumn(rows, cls) {
+  return rows.map((r) => {
+    if (!r.status_codes) return null;
+    let n = 0;
+    for (const [code, count] of Object.entries(r.status_codes)) if (String(code)[0] === cls) n += count;
+    return n;
+  });
 }
 
-function line(label, color, extra = {}) {
-  return { label, stroke: color, width: 2, points: { show: false }, spanGaps: true, ...extra };
+function transportErrors(row) {
+  if (!row.error_kinds) return null;
+  let n = 0;
+  for (const [kind, count] of Object.entries(row.error_kinds)) if (kind !== "status") n += count;
+  return n;
 }
 
-const CHARTS = {
+const TIME_CHARTS = {
   rps: {
-    el: "rps-chart",
-    series: () => [
-      line("RPS", SERIES_COLORS.rps, { fill: withAlpha(SERIES_COLORS.rps, 0.14), value: (u, v) => fmtRps(v) }),
-      line("Errors/s", SERIES_COLORS.errors, { width: 1.5, value: (u, v) => fmtInt(v) }),
+    el: "rps-chart", empty: "no responses",
+    series: [
+      { label: "Responses/s", color: COLORS.rps, fill: withAlpha(COLORS.rps, 0.14), fmt: fmtRps },
+      { label: "Errors/s", color: COLORS.errors, width: 1.5, fmt: fmtCount },
     ],
     yValues: (u, vals) => vals.map((v) => (v >= 1000 ? `${(v / 1000).toFixed(1)}k` : String(v))),
     columns: (rows) => [rows.map((r) => r.rps ?? null), rows.map((r) => r.errors ?? null)],
-    range: (u, min, max) => [0, Math.max(1, max * 1.1)],
   },
   latency: {
-    el: "latency-chart",
-    series: () => [
-      line("p50", SERIES_COLORS.p50, { value: (u, v) => fmtMs(v) }),
-      line("p95", SERIES_COLORS.p95, { value: (u, v) => fmtMs(v) }),
-      line("p99", SERIES_COLORS.p99, { value: (u, v) => fmtMs(v) }),
+    el: "latency-chart", empty: "no responses",
+    series: [
+      { label: "p50", color: COLORS.p50, fmt: fmtMs },
+      { label: "p95", color: COLORS.p95, fmt: fmtMs },
+      { label: "p99", color: COLORS.p99, fmt: fmtMs },
     ],
     yValues: (u, vals) => vals.map((v) => `${+v.toFixed(2)} ms`),
     columns: (rows) => [rows.map((r) => r.p50_ms ?? null), rows.map((r) => r.p95_ms ?? null),
                         rows.map((r) => r.p99_ms ?? null)],
-    range: (u, min, max) => [0, Math.max(1, (max || 0) * 1.1)],
+  },
+  connections: {
+    el: "connections-chart", empty: "no connection data",
+    series: [{ label: "In flight", color: COLORS.connections, fill: withAlpha(COLORS.connections, 0.12), fmt: fmtCount }],
+    yIncrs: COUNT_INCRS,
+    columns: (rows) => [rows.map((r) => r.in_flight ?? null)],
+  },
+  codes: {
+    el: "codes-chart", empty: "no responses",
+    series: [
+      { label: "2xx", color: COLORS.c2xx, fmt: fmtCount },
+      { label: "3xx", color: COLORS.c3xx, fmt: fmtCount },
+      { label: "4xx", color: COLORS.c4xx, fmt: fmtCount },
+      { label: "5xx", color: COLORS.c5xx, fmt: fmtCount },
+      { label: "Transport errors", color: COLORS.transport, dash: [4, 3], fmt: fmtCount },
+    ],
+    yIncrs: COUNT_INCRS,
+    columns: (rows) => [codeClassColumn(rows, "2"), codeClassColumn(rows, "3"), codeClassColumn(rows, "4"),
+                        codeClassColumn(rows, "5"), rows.map(transportErrors)],
   },
   success: {
-    el: "success-chart",
-    series: () => [
-      line("Success", SERIES_COLORS.success, { fill: withAlpha(SERIES_COLORS.success, 0.12),
-                                              value: (u, v) => (v == null ? "–" : `${v.toFixed(1)}%`) }),
-    ],
+    el: "success-chart", empty: "no responses",
+    series: [{ label: "Success", color: COLORS.success, fill: withAlpha(COLORS.success, 0.12), fmt: fmtPercent }],
     yValues: (u, vals) => vals.map((v) => `${v}%`),
     columns: (rows) => [rows.map((r) => (typeof r.success_rate === "number" ? r.success_rate * 100 : null))],
     // 100% sits just below the top edge, not on it
-    range: (u, min, max) => [Math.max(0, Math.min(90, Math.floor((min ?? 100) / 10) * 10)), 100.8],
+    yRange: (u, min, max) => [Math.max(0, Math.min(90, Math.floor((min ?? 100) / 10) * 10)), 100.8],
     yIncrs: [1, 2, 5, 10, 20, 25, 50],
   },
 };
+
+const DISTRIBUTION = {
+  el: "distribution-chart", empty: "no responses", ...DISTRIBUTION_AXIS,
+  series: [{ label: "Latency", color: COLORS.p95, fill: withAlpha(COLORS.p95, 0.12), fmt: fmtMs }],
+  yValues: (u, vals) => vals.map((v) => `${+v.toFixed(2)} ms`),
+};
+
+let distribution = [[], []];
 
 function sortedRows() {
   return [...state.seconds.values()].sort((a, b) => a.second - b.second);
 }
 
-function chartData(spec, rows) {
-  return [rows.map((r) => r.second), ...spec.columns(rows)];
-}
-
-function chartSize(node) {
-  const width = Math.max(240, Math.floor(node.clientWidth || node.parentElement.clientWidth || 600));
-  return { width, height: width < 480 ? 180 : 220 };
-}
-
-// a running test's charts span its whole duration, so they fill up from the left as it goes
-function xRange(u, min, max) {
-  const st = state.status || {};
-  const duration = st.status === "running" && typeof st.duration === "number" ? st.duration : 0;
-  const lo = min == null ? 0 : Math.min(min, 1);
-  const hi = Math.max(max == null ? 1 : max, duration, lo + 1);
-  return [lo, hi];
-}
-
-function makeChart(key) {
-  const spec = CHARTS[key];
-  const node = $(spec.el);
-  if (typeof window.uPlot !== "function") {
-    node.textContent = "Charts unavailable (uPlot did not load).";
-    return null;
-  }
-  node.replaceChildren();
-  const axis = cssVar("--chart-axis") || "#888";
-  const grid = cssVar("--chart-grid") || "rgba(128,128,128,.2)";
-  const font = `12px ${cssVar("--font-sans") || "system-ui, sans-serif"}`;
-  const axisBase = { stroke: axis, font, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1, size: 4 } };
-  const opts = {
-    ...chartSize(node),
-    scales: { x: { time: false, range: xRange }, y: { range: spec.range } },
-    axes: [
-      { ...axisBase, incrs: [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800], values: (u, vals) => vals.map((v) => `${v}s`) },
-      { ...axisBase, values: spec.yValues, size: 64, ...(spec.yIncrs ? { incrs: spec.yIncrs } : {}) },
-    ],
-    series: [{ label: "Time", value: (u, v) => (v == null ? "–" : `${v}s`) }, ...spec.series()],
-    legend: { live: true },
-    cursor: { drag: { x: false, y: false }, points: { size: 6 } },
-  };
-  return new window.uPlot(opts, chartData(spec, sortedRows()), node);
-}
-
 function buildCharts() {
-  for (const key of Object.keys(CHARTS)) {
-    if (state.charts[key]) state.charts[key].destroy();
-    state.charts[key] = makeChart(key);
+  for (const [key, spec] of Object.entries(TIME_CHARTS)) {
+    state.charts[key] = new Chart($(spec.el), { ...spec, group: "run", xSpan: runningSpan });
   }
+  state.charts.distribution = new Chart($(DISTRIBUTION.el), DISTRIBUTION);
+  redraw();
+}
+
+function rebuildCharts() {
+  for (const chart of Object.values(state.charts)) chart.build();
+  redraw();
 }
 
 function redraw() {
   const rows = sortedRows();
-  for (const [key, spec] of Object.entries(CHARTS)) {
+  const xs = rows.map((r) => r.second);
+  for (const [key, spec] of Object.entries(TIME_CHARTS)) {
     const chart = state.charts[key];
-    if (chart) chart.setData(chartData(spec, rows));
+    if (!chart) continue;
+    if (!rows.length && state.status?.status === "running") chart.setEmptyText("waiting for the first second…");
+    else chart.setEmptyText(spec.empty);
+    chart.setData(xs, spec.columns(rows));
   }
+  state.charts.distribution?.setData(distribution[0], [distribution[1]]);
   document.body.dataset.points = String(rows.length);
-}
-
-function watchChartSizes() {
-  if (typeof ResizeObserver !== "function") return;
-  const observer = new ResizeObserver(() => {
-    for (const [key, spec] of Object.entries(CHARTS)) {
-      const chart = state.charts[key];
-      if (!chart) continue;
-      const size = chartSize($(spec.el));
-      if (size.width !== chart.width || size.height !== chart.height) chart.setSize(size);
-    }
-  });
-  for (const spec of Object.values(CHARTS)) observer.observe($(spec.el));
+  const last = rows[rows.length - 1];
+  document.body.dataset.lastRps = last && typeof last.rps === "number" ? String(last.rps) : "";
 }
 
 // ------------------------------------------------------------------ overview
@@ -173,6 +164,29 @@ function setProgress(fraction) {
   $("progress").setAttribute("aria-valuenow", String(Math.round(f * 100)));
 }
 
+const STOP_REASONS = {
+  duration: "ran its duration", requests: "sent its request count", signal: "stopped (signal)",
+  stopped: "stopped before its end", interrupted: "stopped before its end",
+  aborted: "circuit breaker (error rate)",
+};
+
+function renderSettings(st) {
+  const s = st.settings || {};
+  const mode = s.mode === "rate" ? `open loop, ${fmtRate(s.rate)} req/s` : "closed loop (back to back)";
+  $("set-mode").textContent = s.pipeline > 1 ? `${mode}, pipeline ${s.pipeline}` : mode;
+  $("set-connections").textContent = fmtInt(s.connections);
+  $("set-ramp").textContent = s.ramp_up_s ? fmtSeconds(s.ramp_up_s) : "none";
+  $("set-method").textContent = s.method || "–";
+  const planned = typeof s.planned_duration_s === "number" ? fmtSeconds(s.planned_duration_s)
+    : (s.requests_limit ? `${fmtInt(s.requests_limit)} requests` : "–");
+  const actual = typeof s.actual_duration_s === "number" ? `${s.actual_duration_s.toFixed(1)}s` : "–";
+  $("set-duration").textContent = `${planned} / ${st.status === "running" ? `${actual} so far` : actual}`;
+  $("set-stop").textContent = st.status === "running" ? "still running"
+    : (STOP_REASONS[s.stop_reason] || s.stop_reason || st.status || "–");
+  $("set-ended").textContent = st.status === "running" ? "–" : fmtDate(s.completed_at || st.completed_at);
+  $("set-timeout").textContent = typeof s.timeout_s === "number" ? fmtSeconds(s.timeout_s) : "–";
+}
+
 function applyStatus(s) {
   state.status = { ...(state.status || {}), ...s };
   const st = state.status;
@@ -181,13 +195,11 @@ function applyStatus(s) {
   document.body.dataset.result = st.result || "";
   renderThresholds(st.thresholds || [], st.abort_on_error_rate, st.stopped_by_circuit);
   const verdict = $("result-reason");
-  if (verdict) {
-    verdict.textContent = st.result === "failed" && st.result_reason ? `Failed: ${st.result_reason}` : "";
-    verdict.hidden = !verdict.textContent;
-  }
+  verdict.textContent = st.result === "failed" && st.result_reason ? `Failed: ${st.result_reason}` : "";
+  verdict.hidden = !verdict.textContent;
   const title = st.label ? st.label : (st.id ? `Run ${st.id}` : "Load test");
   $("run-title").textContent = title;
-  document.title = `${title} · ${st.status || ""} · loadtester`;
+  document.title = `${title} · ${st.result === "failed" ? "failed" : st.status || ""} · loadtester`;
   $("target-url").textContent = st.url || "–";
   $("users-value").textContent = fmtInt(st.users);
   $("duration-value").textContent = fmtSeconds(st.duration);
@@ -195,6 +207,7 @@ function applyStatus(s) {
   $("elapsed").textContent = fmtSeconds(st.elapsed_s);
   const running = st.status === "running";
   $("remaining").textContent = running ? fmtSeconds(st.remaining_s) : "–";
+  $("remaining-fact").hidden = !running;
   setProgress(st.status === "completed" ? 1 : st.progress);
   $("progress").dataset.status = st.status || "";
   $("progress").dataset.result = st.result || "";
@@ -203,68 +216,112 @@ function applyStatus(s) {
     $("stop-button").disabled = true;
     $("stop-label").textContent = "Stopping…";
   }
-  $("report-links").hidden = running || !st.status;
+  if (st.settings) renderSettings(st);
+  renderActions(st);
 }
 
 function renderThresholds(thresholds, abortRate, stoppedByCircuit) {
   const line = $("thresholds-line");
-  if (!line) return;
   const items = thresholds.map((t) => {
-    const state = t.passed === true ? "pass" : t.passed === false ? "fail" : "pending";
-    return el("span", { class: `threshold threshold-${state}`, dataset: { state } },
-      `${t.expression} ${state === "pass" ? "✓" : state === "fail" ? "✗" : "…"}`);
+    const verdict = t.passed === true ? "pass" : t.passed === false ? "fail" : "pending";
+    return el("span", { class: `threshold threshold-${verdict}`, dataset: { state: verdict } },
+      `${t.expression} ${verdict === "pass" ? "✓" : verdict === "fail" ? "✗" : "…"}`);
   });
   if (typeof abortRate === "number") {
-    items.push(el("span", { class: `threshold threshold-${stoppedByCircuit ? "fail" : "pending"}` },
+    items.push(el("span", { class: `threshold threshold-${stoppedByCircuit ? "fail" : "pending"}`, id: "breaker" },
       `stop at ${fmtPct(abortRate)} errors${stoppedByCircuit ? ": tripped" : ""}`));
   } else if (stoppedByCircuit) {
-    items.push(el("span", { class: "threshold threshold-fail" }, "stopped by the circuit breaker"));
+    items.push(el("span", { class: "threshold threshold-fail", id: "breaker" }, "stopped by the circuit breaker"));
   }
   line.replaceChildren(...(items.length ? [el("span", { class: "muted small" }, "Thresholds "), ...items] : []));
   line.hidden = !items.length;
 }
 
-function showReportLinks() {
+function renderActions(st) {
   const id = encodeURIComponent(uuid);
+  const running = st.status === "running";
+  $("run-actions").hidden = !st.status;
+  $("run-again").href = `/?from=${id}#new-test`;
+  const previous = $("compare-previous");
+  previous.hidden = running || !st.previous_uuid;
+  if (st.previous_uuid) previous.href = `/compare?a=${encodeURIComponent(st.previous_uuid)}&b=${id}`;
+  for (const fmt of ["csv", "json", "ndjson"]) {
+    const link = $(`export-${fmt}`);
+    link.href = withToken(`/api/export/${id}?format=${fmt}`);
+    link.setAttribute("download", `loadtest-${uuid.slice(0, 8)}.${fmt}`);
+  }
   $("report-html").href = withToken(`/report/${id}`);
   $("report-pdf").href = withToken(`/api/report/${id}`);
   $("report-pdf").setAttribute("download", `loadtest-${uuid}.pdf`);
-  $("report-links").hidden = false;
+  $("report-links").hidden = running;
+  $("delete-button").hidden = running;
 }
 
 // ------------------------------------------------------------------ numbers
 
-function renderNumbers(m) {
-  const lat = m.latency_ms || {};
-  $("stat-requests").textContent = fmtInt(m.requests);
-  $("stat-rps").textContent = fmtRps(m.rps);
-  $("stat-avg").textContent = fmtMs(lat.avg);
-  $("stat-p99").textContent = fmtMs(lat.p99);
-  const attempts = (m.requests || 0) + (m.errors || 0);
-  const rate = typeof m.success_rate === "number" && attempts > 0 ? m.success_rate : null;
-  $("stat-success").textContent = fmtPct(rate);
-  $("stat-errors").textContent = fmtInt(m.errors);
-  $("stat-success").className = `stat-value ${rate === null ? "" : rate >= 0.99 ? "good" : rate >= 0.9 ? "warn" : "bad"}`;
-  renderStatusCodes(m.status_codes || {});
-  renderErrorKinds(m.errors_by_kind || {});
-  renderLatencyTable(lat, m.bytes);
+function setStat(id, text, label) {
+  $(`stat-${id}`).textContent = text;
+  if (label && $(`stat-${id}-label`)) $(`stat-${id}-label`).textContent = label;
 }
 
-function renderNumbersFromWindows() {
+function successClass(rate) {
+  return `stat-value ${rate === null ? "" : rate >= 0.99 ? "good" : rate >= 0.9 ? "warn" : "bad"}`;
+}
+
+/** A finished run: its stored totals. */
+function renderNumbers(m) {
+  const lat = m.latency_ms || {};
+  const attempts = typeof m.attempts === "number" ? m.attempts : m.requests;
+  const seconds = typeof m.duration_s === "number" && m.duration_s > 0 ? m.duration_s : null;
+  setStat("requests", fmtInt(attempts));
+  setStat("rps", fmtRps(m.rps), "Throughput");
+  setStat("eps", seconds && typeof m.errors === "number" ? fmtRps(m.errors / seconds) : "–", "Errors/s");
+  setStat("p50", fmtMs(lat.p50), "p50 latency");
+  setStat("p95", fmtMs(lat.p95), "p95 latency");
+  setStat("p99", fmtMs(lat.p99), "p99 latency");
+  const rate = typeof m.success_rate === "number" && attempts > 0 ? m.success_rate : null;
+  setStat("success", fmtPct(rate));
+  $("stat-success").className = successClass(rate);
+  setStat("errors", fmtInt(m.errors));
+  $("numbers-note").hidden = true;
+  renderTables(m);
+}
+
+/** A running test: the rows the charts draw (the last closed second, and sums over them). */
+function renderLiveNumbers() {
   const rows = sortedRows();
-  if (!rows.length) return;
-  const requests = rows.reduce((n, r) => n + (r.rps || 0), 0);
-  const errors = rows.reduce((n, r) => n + (r.errors || 0), 0);
-  const last = rows[rows.length - 1];
-  $("stat-requests").textContent = fmtInt(requests);
-  $("stat-rps").textContent = fmtRps(last.rps);
-  $("stat-avg").textContent = fmtMs(last.p50_ms);
-  $("stat-p99").textContent = fmtMs(last.p99_ms);
-  $("stat-success").textContent = fmtPct(last.success_rate);
-  $("stat-errors").textContent = fmtInt(errors);
+  const last = rows[rows.length - 1] || {};
+  let requests = 0, errors = 0, successes = 0;
+  for (const r of rows) {
+    requests += r.requests || 0;
+    errors += r.errors || 0;
+    successes += typeof r.success_rate === "number" ? Math.round(r.success_rate * (r.requests || 0)) : 0;
+  }
+  setStat("requests", fmtInt(rows.length ? requests : null));
+  setStat("rps", fmtRps(last.rps), "Throughput · last second");
+  setStat("eps", fmtInt(last.errors), "Errors/s · last second");
+  setStat("p50", fmtMs(last.p50_ms), "p50 · last second");
+  setStat("p95", fmtMs(last.p95_ms), "p95 · last second");
+  setStat("p99", fmtMs(last.p99_ms), "p99 · last second");
+  const rate = requests ? successes / requests : null;
+  setStat("success", fmtPct(rate));
+  $("stat-success").className = successClass(rate);
+  setStat("errors", fmtInt(rows.length ? errors : null));
   const note = $("numbers-note");
-  note.textContent = "Live: throughput, latency and success rate of the last second (p50 shown as the average); full figures when the run ends.";
+  note.textContent = rows.length
+    ? `Live, from the ${rows.length} complete second${rows.length === 1 ? "" : "s"} in the charts; the run's full figures when it ends.`
+    : "Live figures appear after the first complete second.";
   note.hidden = false;
+}
+
+function renderTables(m) {
+  renderStatusCodes(m.status_codes || {});
+  renderErrorKinds(m.errors_by_kind || {}, m.error_messages || {});
+  renderLatencyTable(m.latency_ms || {}, m.bytes);
+  if (Array.isArray(m.latency_distribution)) {
+    distribution = distributionPoints(m.latency_distribution);
+    state.charts.distribution?.setData(distribution[0], [distribution[1]]);
+  }
 }
 
 function renderStatusCodes(codes) {
@@ -272,7 +329,7 @@ function renderStatusCodes(codes) {
   const entries = Object.entries(codes).sort((a, b) => a[0].localeCompare(b[0]));
   const total = entries.reduce((n, [, c]) => n + c, 0);
   if (!entries.length) {
-    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "3" }, "No responses yet.")));
+    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "3" }, "No responses.")));
     return;
   }
   body.replaceChildren(...entries.map(([code, count]) => el("tr", { dataset: { code } },
@@ -281,27 +338,30 @@ function renderStatusCodes(codes) {
     el("td", { class: "num" }, total ? fmtPct(count / total) : "–"))));
 }
 
-function renderErrorKinds(kinds) {
+function renderErrorKinds(kinds, messages) {
   const body = $("error-kinds").tBodies[0];
   const entries = Object.entries(kinds).filter(([, c]) => c > 0).sort((a, b) => b[1] - a[1]);
   if (!entries.length) {
     body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "2" }, "No errors.")));
     return;
   }
-  body.replaceChildren(...entries.map(([kind, count]) => el("tr", {},
-    el("td", {}, kind.replace(/_/g, " ")), el("td", { class: "num" }, fmtInt(count)))));
+  body.replaceChildren(...entries.map(([kind, count]) => el("tr", { dataset: { kind } },
+    el("td", {}, kind.replace(/_/g, " "),
+      messages[kind] ? el("span", { class: "error-message" }, `first: ${messages[kind]}`) : null),
+    el("td", { class: "num" }, fmtInt(count)))));
 }
 
 function renderLatencyTable(lat, bytes) {
   const body = $("latency-table").tBodies[0];
-  const rows = [["min", "Min"], ["p50", "p50"], ["p75", "p75"], ["p90", "p90"], ["p99", "p99"],
+  const rows = [["min", "Min"], ["p50", "p50"], ["p75", "p75"], ["p90", "p90"], ["p95", "p95"], ["p99", "p99"],
                 ["p999", "p99.9"], ["max", "Max"], ["stdev", "Std dev"]]
     .filter(([key]) => typeof lat[key] === "number");
   if (!rows.length) {
-    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "2" }, "No latency samples.")));
+    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "2" }, "No responses.")));
     return;
   }
-  const trs = rows.map(([key, name]) => el("tr", {}, el("td", {}, name), el("td", { class: "num" }, fmtMs(lat[key]))));
+  const trs = rows.map(([key, name]) => el("tr", { dataset: { percentile: key } }, el("td", {}, name),
+    el("td", { class: "num" }, fmtMs(lat[key]))));
   if (typeof bytes === "number") trs.push(el("tr", { class: "sep" }, el("td", {}, "Bytes read"), el("td", { class: "num" }, fmtBytes(bytes))));
   body.replaceChildren(...trs);
 }
@@ -355,14 +415,9 @@ async function loadFinal(attempt = 0) {
       rows.forEach(mergeWindow);
     }
   }
+  if (metrics.status === "fulfilled" && metrics.value) renderNumbers(metrics.value);
+  else renderLiveNumbers();
   redraw();
-  if (metrics.status === "fulfilled" && metrics.value) {
-    renderNumbers(metrics.value);
-    $("numbers-note").hidden = true;
-  } else {
-    renderNumbersFromWindows();
-  }
-  showReportLinks();
   document.body.dataset.final = "1";
 }
 
@@ -374,19 +429,13 @@ async function pollStatus() {
   } catch (e) { /* transient; the stream or the next poll will tell */ }
 }
 
-async function pollMetrics() {
-  if (!state.liveMetrics || state.finished) return;
+// while running, /api/metrics gives the tables (status codes, errors and their messages)
+async function pollTables() {
+  if (state.finished) return;
   try {
     const m = await api(`/api/metrics/${encodeURIComponent(uuid)}`);
-    if (state.finished) return;
-    if (m && typeof m.requests === "number") {
-      renderNumbers(m);
-      $("numbers-note").hidden = true;
-    }
-  } catch (e) {
-    state.liveMetrics = false;
-    renderNumbersFromWindows();
-  }
+    if (!state.finished && m) renderTables(m);
+  } catch (e) { /* the next poll */ }
 }
 
 function openStream() {
@@ -397,14 +446,17 @@ function openStream() {
   source.addEventListener("window", (event) => {
     let data;
     try { data = JSON.parse(event.data); } catch (e) { return; }
-    if (mergeWindow(data)) redraw();
+    if (state.finished) return;
+    if (mergeWindow(data)) {
+      redraw();
+      renderLiveNumbers();
+    }
     const update = {};
     for (const key of ["elapsed_s", "remaining_s", "progress"]) {
       if (typeof data[key] === "number") update[key] = data[key];
     }
     if (data.status) update.status = data.status;
     if (Object.keys(update).length) applyStatus(update);
-    if (!state.liveMetrics) renderNumbersFromWindows();
   });
   source.addEventListener("done", () => {
     source.close();
@@ -430,20 +482,63 @@ async function stopRun() {
   }
 }
 
+// ------------------------------------------------------------------ actions
+
+async function copyLink() {
+  const note = $("action-note");
+  const link = window.location.href.split("#")[0];
+  let copied = false;
+  try {
+    await navigator.clipboard.writeText(link);
+    copied = true;
+  } catch (e) {
+    // no clipboard permission: the old way, from a selected text field
+    const field = el("textarea", { class: "sr-only", readonly: true });
+    field.value = link;
+    document.body.append(field);
+    field.select();
+    try { copied = document.execCommand("copy"); } catch (err) { copied = false; }
+    field.remove();
+  }
+  note.textContent = copied ? "Link copied." : `Copy this link: ${link}`;
+  note.dataset.copied = copied ? "1" : "0";
+}
+
+function askDelete() {
+  const dialog = $("delete-dialog");
+  if (typeof dialog.showModal === "function") dialog.showModal();
+  else if (window.confirm("Delete this run? This cannot be undone.")) deleteRun();
+}
+
+async function deleteRun() {
+  try {
+    await api(`/api/runs/${encodeURIComponent(uuid)}`, { method: "DELETE" });
+  } catch (err) {
+    showError(`Cannot delete: ${err.message}`);
+    return;
+  }
+  window.location.assign("/?deleted=1#history-section");
+}
+
 async function init() {
   initTheme();
   $("run-uuid").textContent = uuid;
   buildCharts();
-  watchChartSizes();
-  onThemeChange(() => buildCharts());
+  watchSizes(() => Object.values(state.charts));
+  onThemeChange(() => rebuildCharts());
   $("stop-button").addEventListener("click", stopRun);
+  $("copy-link").addEventListener("click", copyLink);
+  $("delete-button").addEventListener("click", askDelete);
+  $("delete-dialog").addEventListener("close", () => {
+    if ($("delete-dialog").returnValue === "delete") deleteRun();
+  });
 
   let status;
   try {
     status = await api(`/api/status/${encodeURIComponent(uuid)}`);
   } catch (err) {
     setBadge($("status"), "unknown");
-    showError(err.status === 404 ? `No run with id ${uuid}.` : `Cannot load the run: ${err.message}`);
+    showError(err.status === 404 ? `Run not found: no run with id ${uuid}.` : `Cannot load the run: ${err.message}`);
     return;
   }
   applyStatus(status);
@@ -451,16 +546,14 @@ async function init() {
     await loadFinal();
     return;
   }
-  // seconds recorded before this page opened, then the live stream
-  try {
-    const series = await api(`/api/timeseries/${encodeURIComponent(uuid)}`);
-    (series?.seconds || []).forEach(mergeWindow);
-    redraw();
-  } catch (e) { /* the stream fills in */ }
+  // the stream replays the closed seconds recorded before this page opened, then goes on live
+  // (not /api/timeseries: its newest second may still be open, and the stream would skip it)
+  redraw();
+  renderLiveNumbers();
   openStream();
   state.timers.push(setInterval(pollStatus, STATUS_POLL_MS));
-  state.timers.push(setInterval(pollMetrics, METRICS_POLL_MS));
-  pollMetrics();
+  state.timers.push(setInterval(pollTables, METRICS_POLL_MS));
+  pollTables();
 }
 
 init();
