@@ -89,6 +89,8 @@ class Origin:
     host: Final[str]
     port: Final[int]
     def add_target(self, target_id: int, request: bytes, is_head: bool) -> None: ...
+    def set_traffic(self, groups: list[tuple[int, int, int]], schedule: list[int],
+                    walk: bool = False, row_mode: int = 0, n_rows: int = 1) -> None: ...
 
 @final
 class Connection:
@@ -110,7 +112,8 @@ class Client:
                  ramp_up_s: float = 0.0, phase_s: float = 0.0, worker_index: int = 0,
                  record_sink: Callable[[bytes], object] | None = None,
                  window_sink: Callable[[dict[str, Any]], object] | None = None,
-                 pipeline: int = 1) -> None: ...
+                 pipeline: int = 1, think_min_s: float = 0.0, think_max_s: float = 0.0,
+                 seed: int = 0, group_latency: int = 0, first_connection: int = 0) -> None: ...
     recorder: Final[Recorder]
     pipeline: Final[int]                 # requests written at once per connection
     start_ns: Final[int]
@@ -132,10 +135,12 @@ def build_response(status: int, body: bytes, keep_alive: bool = True, head: bool
 class LocalTargetState:
     delay_s: float
     pause_until: float                   # loop time; responses wait until then
-    def __init__(self, status: int = 200, body_size: int = 13, delay_s: float = 0.0) -> None: ...
+    def __init__(self, status: int = 200, body_size: int = 13, delay_s: float = 0.0,
+                 count_paths: bool = False) -> None: ...
     served: Final[int]
     connections: Final[int]
     def stats(self) -> dict[str, int]: ...
+    def paths(self) -> dict[str, int] | None: ...
 
 @final
 class LocalTargetProtocol:
