@@ -96,6 +96,8 @@ cdef class Origin:
     cdef bint walk                     # journeys: each connection walks the schedule itself
     cdef int row_mode                  # ROWS_PER_GROUP / _PER_JOURNEY / _PER_CONNECTION
     cdef Py_ssize_t n_rows
+    cdef Py_ssize_t first_row          # where this client's rows begin, and its step through
+    cdef Py_ssize_t row_stride         # them: workers (and shards) interleave the rows
     cdef Py_ssize_t next_row           # ROWS_PER_JOURNEY: the row of the next journey
     cdef Py_ssize_t n_groups
     cdef Py_ssize_t* group_first
@@ -154,17 +156,21 @@ cdef class Origin:
         self.release()                 # built again for the next run
 
     def set_traffic(self, list groups, list schedule, bint walk=False, int row_mode=0,
-                    Py_ssize_t n_rows=1):
+                    Py_ssize_t n_rows=1, Py_ssize_t first_row=0, Py_ssize_t row_stride=1):
         """Take turns by group, not by request. `groups`: (first request, count, group id)
         per group of this origin's requests (count 1, or n_rows: one per data row);
         `schedule`: the group (index into `groups`) of each turn, e.g. a weighted
         interleave; `walk`: each connection walks the schedule on its own (journeys);
         `row_mode`: which row a group's request comes from: 0 the group's own next row
         (shared by the origin's connections), 1 one row per journey (taken when a
-        connection starts the schedule again), 2 the connection's own row."""
+        connection starts the schedule again), 2 the connection's own row; rows 0 and 1
+        go from `first_row` by `row_stride` (worker w of W: w, W: together they take
+        every row in turn)."""
         cdef Py_ssize_t i, g
         if not groups or not schedule or n_rows < 1 or not 0 <= row_mode <= 2:
             raise ValueError("set_traffic needs groups, a schedule, rows >= 1, row_mode 0-2")
+        if first_row < 0 or row_stride < 1:
+            raise ValueError("set_traffic needs first_row >= 0 and row_stride >= 1")
         for first, count, _ in groups:
             if count not in (1, n_rows) or first < 0 or first + count > len(self.requests):
                 raise ValueError("a group's requests must be 1 or n_rows of this origin's")
@@ -194,8 +200,20 @@ cdef class Origin:
         self.walk = walk
         self.row_mode = row_mode
         self.n_rows = n_rows
-        self.next_row = 0
+        self.first_row = first_row % n_rows
+        self.row_stride = row_stride % n_rows
+        self.rewind_rows()
         self.next_turn = 0
+
+    cdef void rewind_rows(self) noexcept:
+        cdef Py_ssize_t g
+        self.next_row = self.first_row
+        for g in range(self.n_groups):
+            self.group_cursor[g] = self.first_row
+
+    cdef inline Py_ssize_t row_after(self, Py_ssize_t row) noexcept:
+        row += self.row_stride
+        return row - self.n_rows if row >= self.n_rows else row
 
     cdef Py_ssize_t pick(self, Connection conn) noexcept:
         """The request (index) a connection sends next, by the schedule and rows."""
@@ -204,7 +222,7 @@ cdef class Origin:
             turn = conn.walk_turn
             if turn == 0 and self.row_mode == ROWS_PER_JOURNEY:
                 conn.row = self.next_row
-                self.next_row = self.next_row + 1 if self.next_row + 1 < self.n_rows else 0
+                self.next_row = self.row_after(self.next_row)
             conn.walk_turn = turn + 1 if turn + 1 < self.schedule_len else 0
         else:
             turn = self.next_turn
@@ -214,7 +232,7 @@ cdef class Origin:
             return self.group_first[group]
         if self.row_mode == ROWS_PER_GROUP:
             row = self.group_cursor[group]
-            self.group_cursor[group] = row + 1 if row + 1 < self.n_rows else 0
+            self.group_cursor[group] = self.row_after(row)
         else:
             row = conn.row
         return self.group_first[group] + row
@@ -250,9 +268,8 @@ cdef class Origin:
             self.ring = b"".join([self.requests[i % n] for i in range(entries)])
         self.n_turns = n
         self.next_turn = 0
-        self.next_row = 0
         if self.group_cursor != NULL:
-            memset(self.group_cursor, 0, self.n_groups * sizeof(Py_ssize_t))
+            self.rewind_rows()
         self.depth = depth
 
     cdef object batch_bytes(self, Py_ssize_t turn, int k):
@@ -473,6 +490,16 @@ cdef class Connection:
             return
         self.send(intended_ns, 1)
 
+    def send_after_think(self, int64_t due_ns):
+        """The think time is up at `due_ns` (the loop's timers tick in whole ms and can
+        fire early: the real clock decides); the latency counts from the actual send."""
+        cdef int64_t left_ns = due_ns - monotonic_ns()
+        if left_ns > 0 and self.transport is not None and not self.closing:
+            self.send_timer = self.client.loop.call_later(left_ns / 1e9, self.send_after_think,
+                                                          due_ns)
+            return
+        self.send_when_due(INT64_MAX)      # (as the intended time: none, the send counts)
+
     def data_received(self, bytes data):
         cdef llhttp_errno_t outcome
         cdef const char* at = PyBytes_AS_STRING(data)
@@ -681,7 +708,7 @@ cdef class Client:
             raise ValueError("think time is closed loop only")
         self.think_min_ns = <int64_t>(think_min_s * NS_PER_S)
         self.think_max_ns = <int64_t>(think_max_s * NS_PER_S)
-        self.random_state = seed * 0x9E3779B97F4A7C15 + <uint64_t>worker_index + 1
+        self.random_state = seed * <uint64_t>0x9E3779B97F4A7C15ULL + <uint64_t>worker_index + 1
         self.group_latency = [Histogram() for _ in range(group_latency)] if group_latency else None
         for o in origins:
             (<Origin>o).prepare(pipeline)
@@ -863,9 +890,8 @@ cdef class Client:
             wait_ns += <int64_t>((x * <uint64_t>0x2545F4914F6CDD1D)
                                  % <uint64_t>(self.think_max_ns - self.think_min_ns + 1))
         try:
-            # INT64_MAX as the intended time: the latency counts from the actual send.
-            conn.send_timer = self.loop.call_later(wait_ns / 1e9, conn.send_when_due,
-                                                   INT64_MAX)
+            conn.send_timer = self.loop.call_later(wait_ns / 1e9, conn.send_after_think,
+                                                   monotonic_ns() + wait_ns)
             self.scheduled += 1
         except BaseException as exc:
             print_exception_once(exc)

@@ -179,6 +179,7 @@ class RunSpec:
             return total // slots + (1 if at < total % slots else 0)
 
         return {
+            "slot": slot, "slots": slots,
             "connections": max(1, part(self.connections)),
             # the run's index of this slot's first connection (--data-per-connection rows)
             "first_connection": sum(max(1, part(self.connections, s)) for s in range(slot)),
@@ -343,8 +344,11 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
 def parse_think(text: str) -> tuple[float, float]:
     """'200ms' -> (0.2, 0.2); '100ms-500ms' -> (0.1, 0.5)."""
     low, sep, high = text.strip().partition("-")
-    low_s = parse_duration_s(low.strip(), "think time")
-    high_s = parse_duration_s(high.strip(), "think time") if sep else low_s
+    try:
+        low_s = parse_duration_s(low.strip(), "think time")
+        high_s = parse_duration_s(high.strip(), "think time") if sep else low_s
+    except UnitError as exc:
+        raise SpecError(str(exc)) from None
     if high_s < low_s:
         raise SpecError(f"invalid think time {text!r}: the range goes from low to high")
     if high_s <= 0:

@@ -100,10 +100,11 @@ def is_shaped(spec: RunSpec) -> bool:
 MAX_TARGETS_WITH_LATENCY = 64            # a latency histogram per target up to this many
 
 
-def build_origins(spec: RunSpec) -> list:
+def build_origins(spec: RunSpec, slot: int = 0, slots: int = 1) -> list:
     """One _engine.Origin per scheme://host:port, holding that origin's targets: each
     target's requests (its data variants, or its one request), and when the run is shaped
-    (is_shaped) the schedule of turns over them."""
+    (is_shaped) the schedule of turns over them. `slot` of `slots` (spec.share): this
+    worker takes rows slot, slot + slots, ... so that all of them together take each in turn."""
     origins: dict[tuple, _engine.Origin] = {}
     groups: dict[tuple, list[tuple[int, int, int]]] = {}
     context = None
@@ -137,7 +138,7 @@ def build_origins(spec: RunSpec) -> list:
             schedule = (list(range(len(weights))) if spec.journey or len(set(weights)) == 1
                         else weighted_turns(weights))
             origin.set_traffic(groups[key], schedule, walk=spec.journey, row_mode=row_mode,
-                               n_rows=rows)
+                               n_rows=rows, first_row=slot, row_stride=slots)
     return list(origins.values())
 
 
@@ -187,7 +188,8 @@ def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store
 
         share = spec.share(worker, spec.workers)
         client = _engine.Client(
-            origins=build_origins(spec), connections=share["connections"],
+            origins=build_origins(spec, share["slot"], share["slots"]),
+            connections=share["connections"],
             max_requests=share["max_requests"], duration_s=spec.duration_s or 0.0,
             timeout_s=spec.timeout_s, rate_per_s=share["rate_per_s"],
             ramp_up_s=spec.ramp_up_s, phase_s=share["phase_s"],
