@@ -6,6 +6,7 @@ import re
 import threading
 
 from conftest import blast_json, cli
+from test_cli import self_signed  # noqa: F401  (a fixture)
 
 from loadtester.localtarget import fetch_stats
 
@@ -157,3 +158,34 @@ def test_rows_pinned_per_connection(raw_server, db, tmp_path):
     tokens = sorted(next(iter(t)) for t in server.tokens.values())
     assert all(len(t) == 1 for t in server.tokens.values())          # one identity each
     assert tokens == ["Bearer secret-0", "Bearer secret-1", "Bearer secret-2"]
+
+
+def test_https_data_weights_and_what_was_sent_in_show_compare_and_the_web_app(
+        start_target, self_signed, db, tmp_path):
+    cert, key = self_signed
+    target = start_target("--tls-cert", cert, "--tls-key", key, "--count-paths")
+    rows = tmp_path / "items.csv"
+    rows.write_text("sku\n" + "".join(f"s{i}\n" for i in range(30)))
+    mix = tmp_path / "mix.txt"
+    mix.write_text(f"GET {target.url}item/{{{{sku}}}}\nweight: 2\n\nGET {target.url}home\n")
+    runs = [blast_json(f"--targets={mix}", "--data", rows, "--insecure", "-n", "90", "-c", "3",
+                       db=db) for _ in range(2)]
+    served = paths_of(target)
+    assert served["/home"] == 60 and sum(served.values()) == 180
+    assert all(served[f"/item/s{i}"] == 4 for i in range(30))        # 2 runs x 60 / 30 rows
+    shown = json.loads(cli("show", runs[0]["run_id"], "--json", "--db", db).stdout)
+    assert shown["traffic"]["data"]["sha256"] == runs[0]["traffic"]["data"]["sha256"]
+    assert shown["traffic"]["weights"] == [2, 1]
+    assert [t["requests"] for t in shown["targets"]] == [60, 30]
+    assert shown["variants"] == {"count": 30, "min": 2, "max": 2, "unserved": 0}
+    compared = cli("compare", runs[0]["run_id"], runs[1]["run_id"], "--db", db).stdout
+    assert "Traffic      data items.csv (30 rows, sha256" in compared
+    assert "weights 2/1 (both)" in compared
+
+    from starlette.testclient import TestClient
+
+    from loadtester.web.app import create_app
+    from loadtester.web.context import ServeContext
+    with TestClient(create_app(ServeContext(db_path=db))) as client:
+        metrics = client.get(f"/api/metrics/{runs[0]['uuid']}").json()
+    assert json.dumps(shown["traffic"]) in json.dumps(metrics)

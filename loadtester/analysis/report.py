@@ -85,6 +85,27 @@ def summarize(*, spec_config: dict[str, Any], counters: _engine.Counters, latenc
     return report
 
 
+def traffic_summary(traffic: dict[str, Any] | None) -> str:
+    """What shaped the requests, in a few words: 'data users.csv (100,000 rows, sha256
+    329926d640e3, random); weights 70/25/5; journey of 3 steps; think 50.00ms'."""
+    if not traffic:
+        return "fixed requests"
+    parts = []
+    data = traffic.get("data")
+    if data:
+        parts.append(f"data {data['file']} ({data['rows']:,} rows, sha256 {data['sha256'][:12]}, "
+                     f"{data['order']}{', per connection' if data.get('per_connection') else ''})")
+    if traffic.get("weights"):
+        parts.append("weights " + "/".join(map(str, traffic["weights"])))
+    if traffic.get("journey"):
+        parts.append(f"journey of {len(traffic['journey'])} steps")
+    if traffic.get("think_ms"):
+        low, high = traffic["think_ms"]
+        parts.append("think " + (format_ms(low) if low == high
+                                 else f"{format_ms(low)}-{format_ms(high)}"))
+    return "; ".join(parts)
+
+
 def _traffic_lines(report: dict[str, Any]) -> list[str]:
     """Targets (or journey steps) with their counts, weights and latency; the data source."""
     traffic = report.get("traffic") or {}
