@@ -10,6 +10,7 @@ row (repeatable with --seed); a data file's own column of that name wins.
 """
 from __future__ import annotations
 
+import array
 import csv
 import dataclasses
 import hashlib
@@ -46,7 +47,7 @@ class DataTable:
     path: str
     columns: tuple[str, ...]
     rows: list[tuple[str, ...]]
-    lines: list[int]
+    lines: array.array               # (int64: 100,000 line numbers in 0.8 MB, not 3.6)
     sha256: str
     size_bytes: int
 
@@ -70,8 +71,8 @@ def read_data_file(path: str) -> DataTable:
     columns, rows, lines = (_read_ndjson if is_json else _read_csv)(path, text)
     if not rows:
         raise FeedError(f"data file {path!r} has no rows")
-    return DataTable(path=path, columns=columns, rows=rows, lines=lines, sha256=digest,
-                     size_bytes=len(raw))
+    return DataTable(path=path, columns=columns, rows=rows, lines=array.array("q", lines),
+                     sha256=digest, size_bytes=len(raw))
 
 
 def _read_csv(path: str, text: str) -> tuple[tuple[str, ...], list[tuple[str, ...]], list[int]]:

@@ -6,7 +6,7 @@ import re
 import threading
 
 from conftest import blast_json, cli
-from test_cli import self_signed  # noqa: F401  (a fixture)
+from test_cli import self_signed  # noqa: F401,F811  (a fixture)
 
 from loadtester.localtarget import fetch_stats
 
@@ -161,7 +161,7 @@ def test_rows_pinned_per_connection(raw_server, db, tmp_path):
 
 
 def test_https_data_weights_and_what_was_sent_in_show_compare_and_the_web_app(
-        start_target, self_signed, db, tmp_path):
+        start_target, self_signed, db, tmp_path):  # noqa: F811
     cert, key = self_signed
     target = start_target("--tls-cert", cert, "--tls-key", key, "--count-paths")
     rows = tmp_path / "items.csv"

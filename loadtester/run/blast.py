@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import os
 import platform
 import signal
 import sys
+from collections.abc import Sequence
 
 from loadtester import __version__, store
 from loadtester.analysis import report as report_mod
@@ -61,20 +63,22 @@ def target_entries(spec: RunSpec, result: RunResult) -> list[dict]:
     return entries
 
 
-def variants_served(counts: list[list[int]]) -> dict:
-    """How evenly the data's request variants were served (requests: responses + errors)."""
-    served = [c[0] + c[2] for c in counts]
+def variants_served(counts: Sequence[int]) -> dict:
+    """How evenly the data's request variants were served (requests: responses + errors);
+    `counts`: [responses, successes, errors] of each variant, one after another."""
+    served = list(map(operator.add, counts[0::3], counts[2::3]))
     return {"count": len(served), "min": min(served, default=0), "max": max(served, default=0),
             "unserved": served.count(0)}
 
 
-def variant_counts_blob(variants: Variants, counts: list[list[int]]) -> bytes:
+def variant_counts_blob(variants: Variants, counts: Sequence[int]) -> bytes:
     """test_runs.variant_counts: per variant of the data's targets, its row, counts and
     request line (store/variants.py)."""
     rows = [row for rendered in variants.requests if rendered for row in variants.row_order]
     lines = (request[:request.index(b" HTTP/1.1\r\n")] for rendered in variants.requests
              for request in rendered)
-    return store.pack_variant_counts(rows, counts, lines)
+    triples = zip(counts[0::3], counts[1::3], counts[2::3])
+    return store.pack_variant_counts(rows, triples, lines)
 
 
 class ErrorRateBreaker:

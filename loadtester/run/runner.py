@@ -8,10 +8,12 @@ record buffers and counts them instead of stalling its loop.
 """
 from __future__ import annotations
 
+import array
 import dataclasses
 import fcntl
 import gc
 import multiprocessing
+import operator
 import os
 import pickle
 import resource
@@ -51,7 +53,8 @@ class RunResult:
     dropped_records: int = 0
     max_loop_lag_us: int = 0
     targets: list = dataclasses.field(default_factory=list)   # [responses, successes, errors]
-    variants: list | None = None        # --data: the same per variant of the data's targets
+    # --data: per variant of the data's targets, [responses, successes, errors] one after another
+    variants: array.array | None = None
     target_latency: list[_engine.Histogram] | None = None     # shaped runs: per target
     busy_seconds: int = 0        # worker-seconds with the generator's CPU >= 95% of a core
     worker_seconds: int = 0
@@ -456,7 +459,7 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
     reasons, failures = set(), []
     error_messages: dict[str, str] = {}
     per_target = variant_counts(spec)
-    variants = [[0, 0, 0] for _ in range(sum(per_target))]
+    variants = array.array("q", bytes(8 * 3 * sum(per_target)))   # [responses, successes, errors]
     target_latency = None
     for worker, (reader, process) in enumerate(zip(readers, processes)):
         if reader.failure or reader.summary is None:
@@ -483,9 +486,9 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
         reasons.add(summary["stop_reason"])
         for kind, message in summary.get("error_messages", {}).items():
             error_messages.setdefault(kind, message)
-        for total, part in zip(variants, summary["targets"]):
-            for k in range(3):
-                total[k] += part[k]
+        worker_counts = array.array("q")
+        worker_counts.frombytes(summary["targets"])   # (native order: the worker is this machine)
+        variants = array.array("q", map(operator.add, variants, worker_counts))
         if summary.get("group_latency"):
             parts = [_engine.Histogram.from_bytes(blob) for blob in summary["group_latency"]]
             if target_latency is None:
@@ -493,12 +496,13 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
             else:
                 for merged, part in zip(target_latency, parts):
                     merged.merge(part)
-    targets, data_variants, at = [], [], 0
+    targets, data_variants, at = [], array.array("q"), 0
     rendered = spec.variants.requests if spec.variants else ()
     for index, count in enumerate(per_target):
-        targets.append([sum(v[k] for v in variants[at:at + count]) for k in range(3)])
+        counts = variants[3 * at:3 * (at + count)]
+        targets.append([sum(counts[k::3]) for k in range(3)])
         if index < len(rendered) and rendered[index]:
-            data_variants += variants[at:at + count]
+            data_variants += counts
         at += count
     duration_s = (max(ends) - min(starts)) / 1e9 if starts else dead_for_s
     reason = stop_reason or ("interrupted" if "interrupted" in reasons else (

@@ -14,7 +14,7 @@ _VARIANT = struct.Struct("<qqqq")
 VARIANT_COLUMNS = ("row", "request", "requests", "successes", "errors")
 
 
-def pack_variant_counts(rows: Iterable[int], counts: Iterable[list[int]],
+def pack_variant_counts(rows: Iterable[int], counts: Iterable[tuple[int, int, int]],
                         request_lines: Iterable[bytes]) -> bytes:
     numbers = [_VARIANT.pack(row, responses, successes, errors)
                for row, (responses, successes, errors) in zip(rows, counts)]
