@@ -82,6 +82,8 @@ def test_weights_70_25_5_are_exact_over_100000_requests(start_target, db, tmp_pa
         assert by_path[path]["requests"] == served["/" + path]
         assert by_path[path]["weight"] == round(share * 100)
     assert report["traffic"]["weights"] == [70, 25, 5]
+    no_data = cli("export", report["run_id"], "--variants", "--db", db)
+    assert no_data.returncode == 2 and "was not run with --data" in no_data.stderr
 
 
 class RecordingServer:

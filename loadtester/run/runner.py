@@ -86,7 +86,7 @@ def _ssl_context(insecure: bool):
     return context
 
 
-def variant_counts(spec: RunSpec) -> list[int]:
+def requests_per_target(spec: RunSpec) -> list[int]:
     """How many requests (variants) each target has in the engine: its rendered rows, or 1.
     The engine counts per variant; variants of a target are numbered one after the other."""
     rendered = spec.variants.requests if spec.variants else ()
@@ -458,7 +458,7 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
     dead_for_s = 0.0
     reasons, failures = set(), []
     error_messages: dict[str, str] = {}
-    per_target = variant_counts(spec)
+    per_target = requests_per_target(spec)
     variants = array.array("q", bytes(8 * 3 * sum(per_target)))   # [responses, successes, errors]
     target_latency = None
     for worker, (reader, process) in enumerate(zip(readers, processes)):
