@@ -862,6 +862,12 @@ cdef class Client:
             else:
                 conn.send(now, <int>k)
             return
+        if conn.walk_turn != 0:
+            # Open loop with journeys: the timetable starts journeys; a journey's next step
+            # goes out as soon as the last one is answered (as its user would), its latency
+            # counted from that send.
+            conn.send(INT64_MAX, 1)
+            return
         intended_ns = self.start_ns + <int64_t>(
             (self.phase_s + intended_offset_s(self.schedule_index, self.rate_per_s,
                                               self.ramp_up_s)) * NS_PER_S)

@@ -384,10 +384,6 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
     think_s = parse_think(think) if think else (0.0, 0.0)
     if think and spec.rate_per_s:
         raise SpecError("--think is for closed loop (connections as users): not with --rate")
-    if journey and spec.rate_per_s:
-        raise SpecError("--rate cannot be combined with --journey yet: open-loop journeys "
-                        "(a journey started at each tick) are not built; use -c users with "
-                        "--think")
     if journey and any(t.weight != 1 for t in spec.targets):
         raise SpecError(f"{journey}: a journey walks every step in order: 'weight:' has no "
                         "place in it")

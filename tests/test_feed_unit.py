@@ -102,7 +102,6 @@ def test_engine_groups_rows_and_schedule(tmp_path):
     (lambda d: dict(url=URL, data=d["csv"]), r"no target uses a \{\{column\}\}"),
     (lambda d: dict(url=URL + "{{id}}", data=str(d["dir"] / "none.csv")),
      r"cannot read data file .*none.csv"),
-    (lambda d: dict(journey=d["journey"], rate="100"), r"--rate cannot be combined with --journey"),
     (lambda d: dict(url=URL, think="50ms", rate="100"), r"--think is for closed loop"),
     (lambda d: dict(journey=d["journey"], url=URL), r"either --journey FILE or URLs"),
     (lambda d: dict(targets_file=d["two_hosts"]), r"weights need every target on one"),

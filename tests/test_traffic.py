@@ -136,6 +136,24 @@ def test_journey_steps_arrive_in_order_on_each_connection(raw_server, db, tmp_pa
     assert [t["requests"] for t in report["targets"]] == step_counts
 
 
+def test_open_loop_starts_journeys_at_the_rate_and_each_counts_as_its_steps(raw_server, db,
+                                                                           tmp_path):
+    server = RecordingServer(raw_server)
+    journey = tmp_path / "journey.txt"
+    journey.write_text(f"GET {server.url}a\n\nGET {server.url}b\n\nGET {server.url}c\n")
+    report = blast_json(f"--journey={journey}", "--rate", "50", "-d", "3s", "-c", "10", db=db)
+    starts, seconds = report["targets"][0]["requests"], report["duration_s"]
+    # 50 journeys a second for 3 s: their first steps are on the timetable
+    assert 145 <= starts <= 151, report["targets"]
+    assert report["requests"] == sum(t["requests"] for t in report["targets"])
+    assert starts - 10 <= report["targets"][2]["requests"] <= starts       # (the last in flight)
+    assert 2.9 <= seconds <= 3.2
+    shown = cli("show", report["run_id"], "--db", db, "--no-windows").stdout
+    assert "open loop at 50 journeys/s of 3 steps" in shown
+    for lines in server.lines.values():
+        assert lines == (["/a", "/b", "/c"] * len(lines))[:len(lines)]
+
+
 def test_think_time_holds_the_request_rate_and_steps_show_latency(start_target, db, tmp_path):
     target = start_target()
     journey = tmp_path / "journey.txt"

@@ -168,7 +168,9 @@ def _latency_rows(title: str, lat: dict[str, float | None]) -> list[str]:
 
 
 def render_text(report: dict[str, Any]) -> str:
-    mode = (f"open loop at {report['rate']:g} req/s" if report["mode"] == "rate"
+    steps = len((report.get("traffic") or {}).get("journey") or ())
+    unit = f"journeys/s of {steps} steps" if steps else "req/s"
+    mode = (f"open loop at {report['rate']:g} {unit}" if report["mode"] == "rate"
             else "closed loop")
     head = (f"{report['method']} {report['url']}  ({mode}, {report['connections']} connections, "
             f"{report['workers']} worker{'s' if report['workers'] != 1 else ''}"

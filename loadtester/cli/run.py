@@ -30,7 +30,8 @@ from loadtester.spec import SpecError, build_spec
 @click.option("--body-file", help="Read the request body from this file.")
 @click.option("--timeout", help="Per-request timeout (default 10s).")
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
-@click.option("--rate", help="Open loop: requests per second across all connections.")
+@click.option("--rate", help="Open loop: requests per second across all connections "
+                             "(with --journey: journeys started per second).")
 @click.option("--ramp-up", help="Grow connections (or the rate) linearly over this time.")
 @click.option("--pipeline", type=int, default=1, show_default=True,
               help="HTTP/1.1 pipelining: write N requests at once on each connection, then "
