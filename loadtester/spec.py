@@ -407,9 +407,9 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
         if not any(target_uses_data(t) for t in spec.targets):
             raise SpecError(f"--data {data}: no target uses a {{{{column}}}} of it (put "
                             "{{name}} in the URL, a header value or the body)")
-        if data_per_connection and spec.connections > len(table.rows):
+        if data_per_connection and spec.connections > table.rows:
             raise SpecError(f"--data-per-connection: {spec.connections:,} connections but "
-                            f"{len(table.rows):,} rows in {data} (one row per connection)")
+                            f"{table.rows:,} rows in {data} (one row per connection)")
         variants = render_variants(list(spec.targets), table, order=data_order or "sequential",
                                    seed=seed, per_connection=data_per_connection,
                                    max_bytes=int(data_max_mb * (1 << 20)))

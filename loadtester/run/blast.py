@@ -1,7 +1,9 @@
 """attack -> results -> report: one blast, stored as it runs."""
 from __future__ import annotations
 
+import array
 import contextlib
+import itertools
 import json
 import operator
 import os
@@ -66,7 +68,7 @@ def target_entries(spec: RunSpec, result: RunResult) -> list[dict]:
 def variants_served(counts: Sequence[int]) -> dict:
     """How evenly the data's request variants were served (requests: responses + errors);
     `counts`: [responses, successes, errors] of each variant, one after another."""
-    served = list(map(operator.add, counts[0::3], counts[2::3]))
+    served = array.array("q", map(operator.add, counts[0::3], counts[2::3]))
     return {"count": len(served), "min": min(served, default=0), "max": max(served, default=0),
             "unserved": served.count(0)}
 
@@ -74,7 +76,8 @@ def variants_served(counts: Sequence[int]) -> dict:
 def variant_counts_blob(variants: Variants, counts: Sequence[int]) -> bytes:
     """test_runs.variant_counts: per variant of the data's targets, its row, counts and
     request line (store/variants.py)."""
-    rows = [row for rendered in variants.requests if rendered for row in variants.row_order]
+    rows = itertools.chain.from_iterable(variants.row_order for rendered in variants.requests
+                                         if rendered)
     lines = (request[:request.index(b" HTTP/1.1\r\n")] for rendered in variants.requests
              for request in rendered)
     triples = zip(counts[0::3], counts[1::3], counts[2::3])

@@ -5,21 +5,36 @@ zlib of: the number of variants n (uint64), then per variant its data row index 
 newline-separated; little-endian.  2.4 MB before compression for 100,000 variants."""
 from __future__ import annotations
 
+import array
+import itertools
 import struct
+import sys
 import zlib
 from collections.abc import Iterable, Iterator
 
 _COUNT = struct.Struct("<Q")
 _VARIANT = struct.Struct("<qqqq")
+_LINES_PER_CHUNK = 4096
 VARIANT_COLUMNS = ("row", "request", "requests", "successes", "errors")
 
 
 def pack_variant_counts(rows: Iterable[int], counts: Iterable[tuple[int, int, int]],
                         request_lines: Iterable[bytes]) -> bytes:
-    numbers = [_VARIANT.pack(row, responses, successes, errors)
-               for row, (responses, successes, errors) in zip(rows, counts)]
-    return zlib.compress(_COUNT.pack(len(numbers)) + b"".join(numbers)
-                         + b"\n".join(request_lines), 6)
+    numbers = array.array("q")               # (no object per variant: 100,000 in 3.2 MB)
+    for row, triple in zip(rows, counts):
+        numbers.append(row)
+        numbers.extend(triple)
+    if sys.byteorder != "little":
+        numbers.byteswap()
+    packer = zlib.compressobj(6)
+    out = [packer.compress(_COUNT.pack(len(numbers) // 4)), packer.compress(numbers)]
+    lines = iter(request_lines)
+    separator = b""
+    while chunk := list(itertools.islice(lines, _LINES_PER_CHUNK)):   # (a chunk at a time)
+        out.append(packer.compress(separator + b"\n".join(chunk)))
+        separator = b"\n"
+    out.append(packer.flush())
+    return b"".join(out)
 
 
 def unpack_variant_counts(blob: bytes) -> Iterator[dict[str, int | str]]:
