@@ -154,6 +154,7 @@ cdef class Origin:
         self.heads.append(is_head)
         self.target_ids.append(target_id)
         self.release()                 # built again for the next run
+        self.release_traffic()         # (set_traffic's groups no longer cover the requests)
 
     def set_traffic(self, list groups, list schedule, bint walk=False, int row_mode=0,
                     Py_ssize_t n_rows=1, Py_ssize_t first_row=0, Py_ssize_t row_stride=1):
@@ -163,9 +164,9 @@ cdef class Origin:
         interleave; `walk`: each connection walks the schedule on its own (journeys);
         `row_mode`: which row a group's request comes from: 0 the group's own next row
         (shared by the origin's connections), 1 one row per journey (taken when a
-        connection starts the schedule again), 2 the connection's own row; rows 0 and 1
-        go from `first_row` by `row_stride` (worker w of W: w, W: together they take
-        every row in turn)."""
+        connection starts the schedule again), 2 the connection's own row. In modes 0 and
+        1 rows go from `first_row` by `row_stride` (worker w of W: w, W; together the
+        workers take every row in turn). add_target afterwards undoes this."""
         cdef Py_ssize_t i, g
         if not groups or not schedule or n_rows < 1 or not 0 <= row_mode <= 2:
             raise ValueError("set_traffic needs groups, a schedule, rows >= 1, row_mode 0-2")

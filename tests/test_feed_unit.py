@@ -1,5 +1,6 @@
 """Data files, templates, weights, journeys and think time as build_spec checks them: every
 problem a user can cause is one line (exit 2 from the CLI), naming file, line and column."""
+import csv
 import json
 import uuid
 
@@ -7,7 +8,8 @@ import pytest
 from conftest import cli
 
 from loadtester.run.runner import build_origins
-from loadtester.spec import SpecError, build_spec, parse_think, weighted_turns
+from loadtester.feed import _fill
+from loadtester.spec import SpecError, Target, build_spec, parse_think, parse_url, weighted_turns
 
 URL = "http://127.0.0.1:9/"
 
@@ -33,6 +35,22 @@ def test_values_are_percent_encoded_in_urls_checked_in_headers_and_json_escaped_
     body = request.split("\r\n\r\n", 1)[1]
     assert body == '{"name": "O\\"Brien", "raw": "O"Brien"}'
     assert f"Content-Length: {len(body)}\r\n" in request
+
+
+@pytest.mark.parametrize("template", [
+    URL + "a b/{{v}}?q={{v}}&x=é#frag", URL + "{{v}}", "http://127.0.0.1:9?{{v}}",
+    URL + "caf%C3%A9/{{v}}/[x]", URL + "p/{{v|raw}}", URL + "{{v|json}}?a",
+])
+def test_urls_built_once_per_row_equal_a_parse_of_the_filled_in_url(tmp_path, template):
+    values = ["plain", "a b&c=d/e?f#g", "é ü", "100%", "~._-", "[]{}|\\^`\"'<>"]
+    with open(tmp_path / "rows.csv", "w", newline="") as out:
+        csv.writer(out).writerows([["v"], *([v] for v in values)])
+    data = str(tmp_path / "rows.csv")
+    spec = build_spec(template, data=data, headers=["X-A: b"])
+    for value, request in zip(values, spec.variants.requests[0]):
+        filled = _fill(template, lambda name, value=value: value, "url")
+        expected = Target(parse_url(filled), "GET", (("X-A", "b"),)).request_bytes()
+        assert request == expected, (value, request)
 
 
 def test_ndjson_rows_built_ins_and_a_repeatable_shuffle(tmp_path):
