@@ -61,6 +61,8 @@ def target_entries(spec: RunSpec, result: RunResult) -> list[dict]:
             entry["weight"] = target.weight
         if result.target_latency is not None:
             entry["latency_ms"] = report_mod.latency_summary_ms(result.target_latency[index])
+        elif len(spec.targets) == 1 and spec.traffic:
+            entry["latency_ms"] = report_mod.latency_summary_ms(result.latency)
         entries.append(entry)
     return entries
 

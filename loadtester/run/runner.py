@@ -103,6 +103,13 @@ def is_shaped(spec: RunSpec) -> bool:
 MAX_TARGETS_WITH_LATENCY = 64            # a latency histogram per target up to this many
 
 
+def targets_with_latency(spec: RunSpec) -> int:
+    """How many per-target latency histograms the engine keeps: one per target of a shaped
+    run with 2 to MAX_TARGETS_WITH_LATENCY targets (one target's latency is the run's)."""
+    count = len(spec.targets)
+    return count if is_shaped(spec) and 1 < count <= MAX_TARGETS_WITH_LATENCY else 0
+
+
 def build_origins(spec: RunSpec, slot: int = 0, slots: int = 1) -> list:
     """One _engine.Origin per scheme://host:port, holding that origin's targets: each
     target's requests (its data variants, or its one request), and when the run is shaped
@@ -199,8 +206,7 @@ def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store
             worker_index=worker, record_sink=on_records if store_records else None,
             window_sink=on_window, pipeline=spec.pipeline, think_min_s=spec.think_s[0],
             think_max_s=spec.think_s[1], seed=spec.seed or 0,
-            group_latency=(len(spec.targets) if is_shaped(spec)
-                           and len(spec.targets) <= MAX_TARGETS_WITH_LATENCY else 0),
+            group_latency=targets_with_latency(spec),
             first_connection=share["first_connection"])
         loop.add_signal_handler(signal.SIGTERM, client.stop, "interrupted")
         loop.add_signal_handler(signal.SIGINT, client.stop, "interrupted")
