@@ -58,11 +58,17 @@ class DataTable:
         return len(self.lines)
 
 
-def read_data_file(path: str) -> DataTable:
+def read_data_file(path: str, max_bytes: int = DEFAULT_DATA_MAX_MB << 20) -> DataTable:
     """CSV with a header row (.csv, or anything not starting with '{') or NDJSON (one JSON
-    object per line: .ndjson, .jsonl, or a file starting with '{')."""
+    object per line: .ndjson, .jsonl, or a file starting with '{'). A file larger than
+    `max_bytes` is refused before it is read (reading it holds it in memory)."""
     try:
         with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_bytes:
+                raise FeedError(f"data file {path!r} is {size / (1 << 20):,.1f} MB, more than "
+                                f"--data-max-mb ({max_bytes / (1 << 20):g} MB): use fewer rows "
+                                "or raise --data-max-mb")
             raw = handle.read()
     except OSError as exc:
         raise FeedError(f"cannot read data file {path!r}: {exc.strerror}") from None
@@ -217,7 +223,12 @@ def render_variants(targets: list[Target], table: DataTable, *, order: str, seed
             continue
         check_columns(target, table, f"target {target_index + 1} ({target.method} "
                                      f"{target.url.text})")
-        body_text = target.body.decode("utf-8") if b"{{" in target.body else None
+        try:
+            body_text = target.body.decode("utf-8") if b"{{" in target.body else None
+        except UnicodeDecodeError as exc:
+            raise FeedError(f"target {target_index + 1} ({target.method} {target.url.text}): "
+                            f"its body is not UTF-8 text (byte {exc.start}), so {{{{column}}}} "
+                            "cannot be filled in it") from None
         url_pieces = _url_pieces(target)
         static_tail: bytes | None = None
         prefix = b""

@@ -402,7 +402,7 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
         raise SpecError(f"invalid --data-max-mb {data_max_mb:g}: more than 0")
     variants = None
     if data is not None:
-        table = read_data_file(data)
+        table = read_data_file(data, max_bytes=int(data_max_mb * (1 << 20)))
         from loadtester.feed import target_uses_data
         if not any(target_uses_data(t) for t in spec.targets):
             raise SpecError(f"--data {data}: no target uses a {{{{column}}}} of it (put "

@@ -111,8 +111,10 @@ def test_engine_groups_rows_and_schedule(tmp_path):
      r"nl.csv:2: column 'token': control characters .* X-Token header"),
     (lambda d: dict(url="http://{{host}}:8080/", data=d["hosts"]),
      r"hosts.csv:2: .*not its scheme, host or port|invalid URL"),
-    (lambda d: dict(url=URL + "{{id}}", data=d["csv"], data_max_mb=0.0001),
+    (lambda d: dict(url=URL + "{{id}}", data=d["csv"], data_max_mb=100 / (1 << 20)),
      r"need more than .* MB \(--data-max-mb\)"),
+    (lambda d: dict(url=URL + "{{id}}", data=d["csv"], data_max_mb=10 / (1 << 20)),
+     r"data file .*rows.csv' is 0.0 MB, more than --data-max-mb"),
     (lambda d: dict(url=URL + "{{id}}", data=d["csv"], pipeline=4), r"--pipeline above 1"),
     (lambda d: dict(url=URL + "{{id}}", data=d["csv"], data_per_connection=True, connections=9),
      r"9 connections but 2 rows"),
@@ -121,6 +123,8 @@ def test_engine_groups_rows_and_schedule(tmp_path):
     (lambda d: dict(url=URL + "{{id}}", data=str(d["dir"] / "none.csv")),
      r"cannot read data file .*none.csv"),
     (lambda d: dict(url=URL, think="50ms", rate="100"), r"--think is for closed loop"),
+    (lambda d: dict(url=URL + "{{id}}", data=d["csv"], body_file=d["binary"]),
+     r"target 1 \(GET .*\): its body is not UTF-8 text \(byte 0\)"),
     (lambda d: dict(journey=d["journey"], url=URL), r"either --journey FILE or URLs"),
     (lambda d: dict(targets_file=d["two_hosts"]), r"weights need every target on one"),
     (lambda d: dict(journey=d["weighted_journey"]), r"'weight:' has no place"),
@@ -140,7 +144,9 @@ def test_every_bad_input_is_one_line(tmp_path, make_args, message):
         "two_hosts": rows_file(tmp_path, f"GET {URL}a\nweight: 2\n\nGET http://127.0.0.2:9/\n",
                                "t2.txt"),
         "bad_weight": rows_file(tmp_path, f"GET {URL}a\nweight: 0\n", "t3.txt"),
+        "binary": str(tmp_path / "body.bin"),
     }
+    (tmp_path / "body.bin").write_bytes(b"\xff{{id}}")
     with pytest.raises(SpecError, match=message) as raised:
         build_spec(**make_args(files))
     assert "\n" not in str(raised.value)
