@@ -209,3 +209,25 @@ def test_https_data_weights_and_what_was_sent_in_show_compare_and_the_web_app(
     with TestClient(create_app(ServeContext(db_path=db))) as client:
         metrics = client.get(f"/api/metrics/{runs[0]['uuid']}").json()
     assert json.dumps(shown["traffic"]) in json.dumps(metrics)
+
+
+def test_shards_take_alternate_rows_and_merge_adds_their_per_target_counts(start_target,
+                                                                         tmp_path):
+    from loadtester.analysis import merge
+
+    target = start_target("--count-paths")
+    rows = tmp_path / "ids.csv"
+    rows.write_text("id\n" + "".join(f"{i}\n" for i in range(100)))
+    mix = tmp_path / "mix.txt"
+    mix.write_text(f"GET {target.url}item/{{{{id}}}}\nweight: 3\n\nGET {target.url}home\n")
+    for shard in ("0/2", "1/2"):
+        blast_json(f"--targets={mix}", "--data", rows, "-n", "266", "-c", "4", "--shard", shard,
+                   "--run-id", "g", db=tmp_path / f"{shard[0]}.db")
+    served = paths_of(target)
+    # 2 shards x 100 item requests: shard 0 takes the even rows, shard 1 the odd ones, so
+    # together every row twice
+    assert served["/home"] == 66 and all(served[f"/item/{i}"] == 2 for i in range(100))
+    merge.merge([tmp_path / "0.db", tmp_path / "1.db"], tmp_path / "all.db")
+    shown = json.loads(cli("show", "last", "--json", "--db", tmp_path / "all.db").stdout)
+    assert [t["requests"] for t in shown["targets"]] == [200, 66]
+    assert shown["traffic"]["weights"] == [3, 1]
