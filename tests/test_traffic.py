@@ -231,3 +231,4 @@ def test_shards_take_alternate_rows_and_merge_adds_their_per_target_counts(start
     shown = json.loads(cli("show", "last", "--json", "--db", tmp_path / "all.db").stdout)
     assert [t["requests"] for t in shown["targets"]] == [200, 66]
     assert shown["traffic"]["weights"] == [3, 1]
+

@@ -222,12 +222,14 @@ def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store
             await asyncio.sleep(0.005)
         transport.close()
 
+    failure_fd = os.dup(write_fd)
     try:
         uvloop.run(main())
     except BaseException as exc:  # reported to the parent, which marks the run failed
         try:
+            # (on its own descriptor: closing the loop closed write_fd with the transport)
             message = f"worker {worker}: {type(exc).__name__}: {exc}".encode()
-            os.write(write_fd, FRAME_HEADER.pack(len(message), FRAME_FAILED) + message)
+            os.write(failure_fd, FRAME_HEADER.pack(len(message), FRAME_FAILED) + message)
         except OSError:
             pass
         os._exit(1)
