@@ -168,6 +168,17 @@ def test_think_time_holds_the_request_rate_and_steps_show_latency(start_target, 
     assert "Think        50.00ms" in shown
 
 
+def test_open_loop_takes_rows_in_turn(start_target, db, tmp_path):
+    target = start_target("--count-paths")
+    rows = tmp_path / "ids.csv"
+    rows.write_text("id\n" + "".join(f"{i}\n" for i in range(100)))
+    report = blast_json(target.url + "r/{{id}}", "--data", rows, "--rate", "2000", "-n", "300",
+                        "-c", "10", "--workers", "2", db=db)
+    assert report["mode"] == "rate" and report["requests"] == 300
+    assert report["variants"] == {"count": 100, "min": 3, "max": 3, "unserved": 0}
+    assert set(paths_of(target).values()) == {3}
+
+
 def test_rows_pinned_per_connection(raw_server, db, tmp_path):
     server = RecordingServer(raw_server)
     rows = tmp_path / "tokens.csv"
@@ -178,6 +189,21 @@ def test_rows_pinned_per_connection(raw_server, db, tmp_path):
     tokens = sorted(next(iter(t)) for t in server.tokens.values())
     assert all(len(t) == 1 for t in server.tokens.values())          # one identity each
     assert tokens == ["Bearer secret-0", "Bearer secret-1", "Bearer secret-2"]
+
+
+def test_a_journey_per_connection_keeps_its_row_on_every_step(raw_server, db, tmp_path):
+    server = RecordingServer(raw_server)
+    rows = tmp_path / "tokens.csv"
+    rows.write_text("token\n" + "".join(f"t{i}\n" for i in range(4)))
+    journey = tmp_path / "journey.txt"
+    journey.write_text(f"GET {server.url}a\nAuthorization: {{{{token}}}}\n\n"
+                       f"GET {server.url}b\nAuthorization: {{{{token}}}}\n")
+    report = blast_json(f"--journey={journey}", "--data", rows, "--data-per-connection",
+                        "-c", "4", "-n", "80", db=db)
+    assert report["requests"] == 80 and report["traffic"]["data"]["per_connection"]
+    assert sorted(next(iter(t)) for t in server.tokens.values()) == ["t0", "t1", "t2", "t3"]
+    for lines in server.lines.values():
+        assert lines == (["/a", "/b"] * len(lines))[:len(lines)]
 
 
 def test_https_data_weights_and_what_was_sent_in_show_compare_and_the_web_app(

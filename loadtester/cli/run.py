@@ -19,7 +19,8 @@ from loadtester.spec import SpecError, build_spec
 @click.command()
 @click.argument("urls", nargs=-1, metavar="URL...")
 @click.option("--targets", "targets_file",
-              help="Targets file (vegeta format): 'METHOD URL', header lines, '@body-file'.")
+              help="Targets file (vegeta format): 'METHOD URL', header lines, '@body-file'; "
+                   "'weight: N' gives a target N turns in every round.")
 @click.option("-c", "--connections", type=int, default=50, show_default=True,
               help="Concurrent connections.")
 @click.option("-d", "--duration", help="Run time: 500ms, 10s, 2m (default 10s).")
