@@ -6,7 +6,8 @@ Escaping depends on where a value goes: in a URL it is percent-encoded (`{{name|
 it as it is, e.g. a whole path); in a header it must be Latin-1 text without control
 characters; in a body it goes in as it is, or JSON-escaped with `{{name|json}}` (for a value
 inside a JSON string).  `{{seq}}` is the row's number (from 1) and `{{uuid}}` a random UUID per
-row (repeatable with --seed); a data file's own column of that name wins.
+row; a data file's own column of that name wins.  Random choices (--data-order random,
+{{uuid}}) come from --seed, or from a seed drawn for the run and stored with it.
 """
 from __future__ import annotations
 
@@ -186,7 +187,7 @@ class Variants:
     seed: int | None
     per_connection: bool
     requests: tuple[tuple[bytes, ...], ...]
-    row_order: tuple[int, ...]
+    row_order: array.array                     # int64
     memory_bytes: int
 
     def describe(self) -> dict:
@@ -207,13 +208,18 @@ def render_variants(targets: list[Target], table: DataTable, *, order: str, seed
 
     if order not in DATA_ORDERS:
         raise FeedError(f"invalid data order {order!r}: sequential or random")
-    row_order = list(range(table.rows))
+    uses_uuid = _uses(targets, "uuid")
+    if seed is None and (order == "random" or uses_uuid):
+        # Drawn, and stored with the run: --seed with it repeats the run's choices.
+        seed = random.SystemRandom().randrange(1 << 32)
+    shuffled = list(range(table.rows))
     if order == "random":
-        seed = seed if seed is not None else random.SystemRandom().randrange(1 << 32)
-        random.Random(seed).shuffle(row_order)
-    uuid_source = random.Random(seed if seed is not None else 0)
+        random.Random(seed).shuffle(shuffled)
+    row_order = array.array("q", shuffled)      # (0.8 MB for 100,000 rows, not 3.6)
+    del shuffled
+    uuid_source = random.Random(seed)
     row_uuids = [str(uuid.UUID(int=uuid_source.getrandbits(128), version=4))
-                 for _ in range(table.rows)] if _uses(targets, "uuid") else None
+                 for _ in range(table.rows)] if uses_uuid else None
     index_of = {name: i for i, name in enumerate(table.columns)}
     used_bytes = 0
     rendered: list[tuple[bytes, ...]] = []
@@ -285,7 +291,7 @@ def render_variants(targets: list[Target], table: DataTable, *, order: str, seed
         rendered.append(tuple(out))
     return Variants(source=table.path, rows=table.rows, sha256=table.sha256, order=order,
                     seed=seed, per_connection=per_connection, requests=tuple(rendered),
-                    row_order=tuple(row_order), memory_bytes=used_bytes)
+                    row_order=row_order, memory_bytes=used_bytes)
 
 
 def _too_big(table: DataTable, max_bytes: int, done: int) -> FeedError:

@@ -62,7 +62,7 @@ def test_ndjson_rows_built_ins_and_a_repeatable_shuffle(tmp_path):
                        data_order="random", seed=3)
     assert spec.variants.requests == again.variants.requests
     assert sorted(spec.variants.row_order) == list(range(50))
-    assert spec.variants.row_order != tuple(range(50))
+    assert list(spec.variants.row_order) != list(range(50))
     line = first_request(spec).split(" ")[1]
     row_id, seq, row_uuid = line.split("?")[0].strip("/").split("/")
     assert int(seq) == int(row_id) + 1 == spec.variants.row_order[0] + 1
@@ -70,6 +70,12 @@ def test_ndjson_rows_built_ins_and_a_repeatable_shuffle(tmp_path):
     assert line.endswith("?t=%5B" + row_id + "%5D")
     described = spec.config()["traffic"]["data"]
     assert described["rows"] == 50 and described["order"] == "random" and described["seed"] == 3
+    # without --seed one is drawn and stored: giving it back repeats the run
+    drawn = build_spec(URL + "{{uuid}}", data=data)
+    seed = drawn.config()["traffic"]["data"]["seed"]
+    assert seed is not None
+    assert build_spec(URL + "{{uuid}}", data=data, seed=seed).variants.requests == \
+        drawn.variants.requests
 
 
 def test_weighted_turns_are_exact_and_spread():
