@@ -13,6 +13,11 @@ from loadtester.localtarget import fetch_stats
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
 def paths_of(target) -> dict:
     return fetch_stats(target.url, what="paths")
 
@@ -48,8 +53,8 @@ def test_100000_rows_each_served_once_and_per_variant_counts_match_the_target(
 
 def test_random_order_over_workers_matches_the_target_variant_by_variant(start_target, db,
                                                                         tmp_path):
-    rows = tmp_path / "users.ndjson"
-    rows.write_text("".join(json.dumps({"id": i, "tag": f"t{i}"}) + "\n" for i in range(1000)))
+    rows = write(tmp_path / "users.ndjson",
+                 "".join(json.dumps({"id": i, "tag": f"t{i}"}) + "\n" for i in range(1000)))
     target = start_target("--count-paths")
     report = blast_json(target.url + "u/{{id}}/{{tag}}", "--data", rows, "--data-order", "random",
                         "--seed", "42", "-n", "2500", "-c", "8", "--workers", "2", db=db)
@@ -69,10 +74,9 @@ def test_random_order_over_workers_matches_the_target_variant_by_variant(start_t
 
 def test_weights_70_25_5_are_exact_over_100000_requests(start_target, db, tmp_path):
     target = start_target("--count-paths")
-    targets = tmp_path / "mix.txt"
-    targets.write_text(f"GET {target.url}browse\nweight: 70\n\n"
-                       f"GET {target.url}search\nweight: 25\n\n"
-                       f"POST {target.url}checkout\nweight: 5\n")
+    targets = write(tmp_path / "mix.txt", f"GET {target.url}browse\nweight: 70\n\n"
+                                          f"GET {target.url}search\nweight: 25\n\n"
+                                          f"POST {target.url}checkout\nweight: 5\n")
     report = blast_json(f"--targets={targets}", "-n", "100000", "-c", "50", "--workers", "2",
                         "--store", "none", db=db)
     served = paths_of(target)
@@ -110,12 +114,10 @@ class RecordingServer:
 
 def test_journey_steps_arrive_in_order_on_each_connection(raw_server, db, tmp_path):
     server = RecordingServer(raw_server)
-    rows = tmp_path / "users.csv"
-    rows.write_text("user\n" + "".join(f"u{i}\n" for i in range(10)))
-    journey = tmp_path / "journey.txt"
-    journey.write_text(f"GET {server.url}login?u={{{{user}}}}\n\n"
-                       f"GET {server.url}search?u={{{{user}}}}\n\n"
-                       f"POST {server.url}cart\n@body.json\n")
+    rows = write(tmp_path / "users.csv", "user\n" + "".join(f"u{i}\n" for i in range(10)))
+    journey = write(tmp_path / "journey.txt", f"GET {server.url}login?u={{{{user}}}}\n\n"
+                                              f"GET {server.url}search?u={{{{user}}}}\n\n"
+                                              f"POST {server.url}cart\n@body.json\n")
     (tmp_path / "body.json").write_text('{"user": "{{user|json}}"}')
     report = blast_json(f"--journey={journey}", "--data", rows, "-n", "120", "-c", "4", db=db)
     assert report["requests"] == 120
@@ -139,8 +141,8 @@ def test_journey_steps_arrive_in_order_on_each_connection(raw_server, db, tmp_pa
 def test_open_loop_starts_journeys_at_the_rate_and_each_counts_as_its_steps(raw_server, db,
                                                                            tmp_path):
     server = RecordingServer(raw_server)
-    journey = tmp_path / "journey.txt"
-    journey.write_text(f"GET {server.url}a\n\nGET {server.url}b\n\nGET {server.url}c\n")
+    journey = write(tmp_path / "journey.txt",
+                    f"GET {server.url}a\n\nGET {server.url}b\n\nGET {server.url}c\n")
     report = blast_json(f"--journey={journey}", "--rate", "50", "-d", "3s", "-c", "10", db=db)
     starts, seconds = report["targets"][0]["requests"], report["duration_s"]
     # 50 journeys a second for 3 s: their first steps are on the timetable
@@ -156,8 +158,8 @@ def test_open_loop_starts_journeys_at_the_rate_and_each_counts_as_its_steps(raw_
 
 def test_think_time_holds_the_request_rate_and_steps_show_latency(start_target, db, tmp_path):
     target = start_target()
-    journey = tmp_path / "journey.txt"
-    journey.write_text(f"GET {target.url}a\n\nGET {target.url}b\n\nGET {target.url}c\n")
+    journey = write(tmp_path / "journey.txt",
+                    f"GET {target.url}a\n\nGET {target.url}b\n\nGET {target.url}c\n")
     report = blast_json(f"--journey={journey}", "--think", "50ms", "-c", "10", "-d", "2s", db=db)
     # 10 users, each at most one request per 50 ms: at most 200 req/s (and not far below)
     assert report["rps"] <= 200
@@ -170,8 +172,7 @@ def test_think_time_holds_the_request_rate_and_steps_show_latency(start_target, 
 
 def test_open_loop_takes_rows_in_turn(start_target, db, tmp_path):
     target = start_target("--count-paths")
-    rows = tmp_path / "ids.csv"
-    rows.write_text("id\n" + "".join(f"{i}\n" for i in range(100)))
+    rows = write(tmp_path / "ids.csv", "id\n" + "".join(f"{i}\n" for i in range(100)))
     report = blast_json(target.url + "r/{{id}}", "--data", rows, "--rate", "2000", "-n", "300",
                         "-c", "10", "--workers", "2", db=db)
     assert report["mode"] == "rate" and report["requests"] == 300
@@ -181,8 +182,8 @@ def test_open_loop_takes_rows_in_turn(start_target, db, tmp_path):
 
 def test_rows_pinned_per_connection(raw_server, db, tmp_path):
     server = RecordingServer(raw_server)
-    rows = tmp_path / "tokens.csv"
-    rows.write_text("token\n" + "".join(f"secret-{i}\n" for i in range(5)))
+    rows = write(tmp_path / "tokens.csv",
+                 "token\n" + "".join(f"secret-{i}\n" for i in range(5)))
     report = blast_json(server.url + "me", "-H", "Authorization: Bearer {{token}}", "--data", rows,
                         "--data-per-connection", "-c", "3", "-n", "300", "--workers", "2", db=db)
     assert report["requests"] == 300
@@ -193,11 +194,10 @@ def test_rows_pinned_per_connection(raw_server, db, tmp_path):
 
 def test_a_journey_per_connection_keeps_its_row_on_every_step(raw_server, db, tmp_path):
     server = RecordingServer(raw_server)
-    rows = tmp_path / "tokens.csv"
-    rows.write_text("token\n" + "".join(f"t{i}\n" for i in range(4)))
-    journey = tmp_path / "journey.txt"
-    journey.write_text(f"GET {server.url}a\nAuthorization: {{{{token}}}}\n\n"
-                       f"GET {server.url}b\nAuthorization: {{{{token}}}}\n")
+    rows = write(tmp_path / "tokens.csv", "token\n" + "".join(f"t{i}\n" for i in range(4)))
+    journey = write(tmp_path / "journey.txt",
+                    f"GET {server.url}a\nAuthorization: {{{{token}}}}\n\n"
+                    f"GET {server.url}b\nAuthorization: {{{{token}}}}\n")
     report = blast_json(f"--journey={journey}", "--data", rows, "--data-per-connection",
                         "-c", "4", "-n", "80", db=db)
     assert report["requests"] == 80 and report["traffic"]["data"]["per_connection"]
@@ -210,10 +210,9 @@ def test_https_data_weights_and_what_was_sent_in_show_compare_and_the_web_app(
         start_target, self_signed, db, tmp_path):  # noqa: F811
     cert, key = self_signed
     target = start_target("--tls-cert", cert, "--tls-key", key, "--count-paths")
-    rows = tmp_path / "items.csv"
-    rows.write_text("sku\n" + "".join(f"s{i}\n" for i in range(30)))
-    mix = tmp_path / "mix.txt"
-    mix.write_text(f"GET {target.url}item/{{{{sku}}}}\nweight: 2\n\nGET {target.url}home\n")
+    rows = write(tmp_path / "items.csv", "sku\n" + "".join(f"s{i}\n" for i in range(30)))
+    mix = write(tmp_path / "mix.txt",
+                f"GET {target.url}item/{{{{sku}}}}\nweight: 2\n\nGET {target.url}home\n")
     runs = [blast_json(f"--targets={mix}", "--data", rows, "--insecure", "-n", "90", "-c", "3",
                        db=db) for _ in range(2)]
     served = paths_of(target)
@@ -242,10 +241,9 @@ def test_shards_take_alternate_rows_and_merge_adds_their_per_target_counts(start
     from loadtester.analysis import merge
 
     target = start_target("--count-paths")
-    rows = tmp_path / "ids.csv"
-    rows.write_text("id\n" + "".join(f"{i}\n" for i in range(100)))
-    mix = tmp_path / "mix.txt"
-    mix.write_text(f"GET {target.url}item/{{{{id}}}}\nweight: 3\n\nGET {target.url}home\n")
+    rows = write(tmp_path / "ids.csv", "id\n" + "".join(f"{i}\n" for i in range(100)))
+    mix = write(tmp_path / "mix.txt",
+                f"GET {target.url}item/{{{{id}}}}\nweight: 3\n\nGET {target.url}home\n")
     for shard in ("0/2", "1/2"):
         blast_json(f"--targets={mix}", "--data", rows, "-n", "266", "-c", "4", "--shard", shard,
                    "--run-id", "g", db=tmp_path / f"{shard[0]}.db")
