@@ -55,6 +55,9 @@ HTTPS = "loadtester https"               # ... --insecure (the certificate is se
 HEY_HTTPS_CLOSE = "hey https close"      # a new TLS connection per request
 HTTPS_CLOSE = "loadtester https close"   # (nginx keepalive_timeout 0)
 DEFAULT_PIPELINE = 16                    # the depth of TechEmpower's plaintext test
+VARIANTS = "loadtester 100k variants"    # blast --data: 100,000 rows, one URL each
+VARIANT_ROWS = 100_000
+VARIANT_RSS_GOAL_MB = 64                 # over the single-URL run's max RSS
 PAUSE_BETWEEN_RUNS_S = 0.5
 GOALS = [  # (label, numerator row, denominator row, goal)
     ("loadtester/wrk", BASELINE, "wrk", 0.90),
@@ -63,6 +66,7 @@ GOALS = [  # (label, numerator row, denominator row, goal)
     ("loadtester pipelined/wrk pipelined", PIPELINED, WRK_PIPELINED, 0.90),
     ("loadtester https/wrk https", HTTPS, WRK_HTTPS, 0.90),
     ("loadtester https close/hey https close", HTTPS_CLOSE, HEY_HTTPS_CLOSE, 0.90),
+    ("100k variants/single URL", VARIANTS, BASELINE, 0.90),
 ]
 # CPU seconds per request, judged "at most": (label, numerator row, denominator row, goal)
 CPU_GOALS = [("CPU per request: loadtester https/wrk https", HTTPS, WRK_HTTPS, 1.20)]
@@ -297,6 +301,34 @@ def _loadtester_argv(store: str, pipelined: bool = False):
     return argv
 
 
+def variants_data_file(ctx: Ctx) -> Path:
+    """The data for the VARIANTS row, written once into the run's temp dir."""
+    path = ctx.tmpdir / f"variants-{VARIANT_ROWS}.csv"
+    if not path.exists():
+        path.write_text("id\n" + "".join(f"{i}\n" for i in range(VARIANT_ROWS)))
+    return path
+
+
+def _loadtester_variants_argv(cmd: list[str], ctx: Ctx) -> list[str]:
+    """BASELINE's command, each request one of VARIANT_ROWS URLs (?v=0 .. ?v=99999)."""
+    argv = _loadtester_argv("none")(cmd, ctx)
+    argv[argv.index(ctx.url)] = ctx.url + "?v={{id}}"
+    return [*argv, "--data", str(variants_data_file(ctx))]
+
+
+def rss_verdict(runs: list[Run]) -> dict:
+    """The VARIANTS row's max RSS over BASELINE's, median over rounds (paired as the rps)."""
+    by_round: dict[int, dict[str, int]] = {}
+    for r in runs:
+        if r.ok and r.extra.get("max_rss_kb"):
+            by_round.setdefault(r.round, {})[r.tool] = r.extra["max_rss_kb"]
+    extra_mb = [(rd[VARIANTS] - rd[BASELINE]) / 1024 for rd in by_round.values()
+                if VARIANTS in rd and BASELINE in rd]
+    value = median(extra_mb) if extra_mb else None
+    return {"label": "100k variants RSS - single URL RSS (MB)", "goal_mb": VARIANT_RSS_GOAL_MB,
+            "value": value, "met": None if value is None else value <= VARIANT_RSS_GOAL_MB}
+
+
 # wrk's pipelining is a Lua script (as its scripts/pipeline.lua): `request` returns N
 # requests concatenated, which wrk writes at once and counts as N.
 WRK_PIPELINE_LUA = """\
@@ -368,6 +400,8 @@ TOOLS: list[Tool] = [
     Tool("wrk", "wrk", _which("wrk"), _wrk_argv, parse_wrk),
     Tool(BASELINE, "loadtester-none", loadtester_command, _loadtester_argv("none"),
          parse_loadtester, db=True),
+    Tool(VARIANTS, "loadtester-variants", loadtester_command, _loadtester_variants_argv,
+         parse_loadtester, db=True),
     Tool(STORED, "loadtester-requests", loadtester_command, _loadtester_argv("requests"),
          parse_loadtester, db=True),
     Tool(WRK_PIPELINED, "wrk-pipeline", _which("wrk"), _wrk_pipeline_argv, parse_wrk),
@@ -396,7 +430,8 @@ TOOL_ALIASES = {"loadtester": ["loadtester-none", "loadtester-requests"],
                 "lt": ["loadtester-none", "loadtester-requests"],
                 "store=none": ["loadtester-none"], "store=requests": ["loadtester-requests"],
                 "pipeline": ["wrk-pipeline", "loadtester-pipeline"],
-                "https": [t.key for t in HTTPS_TOOLS]}
+                "https": [t.key for t in HTTPS_TOOLS],
+                "variants": ["loadtester-none", "loadtester-variants"]}
 
 
 def with_previous(tools: list[Tool], exe: str) -> list[Tool]:
@@ -743,6 +778,7 @@ def run_once(tool: Tool, cmd: list[str], ctx: Ctx, cpu: int | None, target: Targ
         run.target_cpu_s = round(target_after - target_before, 3)
     if rusage is not None:
         run.cpu_s = round(rusage.ru_utime + rusage.ru_stime, 3)
+        run.extra["max_rss_kb"] = rusage.ru_maxrss        # its largest process (KiB)
     if status is None:
         run.error = f"timed out after {limit_s:g}s (killed)"
         return run
@@ -926,6 +962,10 @@ def render(doc: dict) -> str:
             lines.append(f"{v['label']} = {v['value']:.2f} (goal {bound} {v['goal']:.2f})  {mark}"
                          + (f"   [median of per-round ratios; ratio of medians "
                             f"{of_medians:.2f}]" if of_medians is not None else ""))
+    rss = doc.get("rss_verdict") or {}
+    if rss.get("value") is not None:
+        lines.append(f"{rss['label']} = {rss['value']:+.1f} (goal ≤ {rss['goal_mb']})  "
+                     + ("ok" if rss["met"] else "MISSED"))
     if doc.get("results_file"):
         lines += ["", f"JSON: {doc['results_file']}"]
     return "\n".join(lines)
@@ -1104,6 +1144,7 @@ def main(argv=None) -> int:
         },
         "rows": rows,
         "verdicts": verdicts(rows, runs),
+        "rss_verdict": rss_verdict(runs),
         "runs": [r.__dict__ for r in runs],
     }
     if not args.no_save:

@@ -4,7 +4,7 @@
 
 cimport cython
 from libc.math cimport ceil, sqrt
-from libc.stdint cimport int64_t, uint64_t, uint32_t, uint16_t, uint8_t, UINT64_MAX, UINT32_MAX
+from libc.stdint cimport int64_t, uint64_t, uint32_t, uint16_t, uint8_t, UINT64_MAX, UINT32_MAX, INT64_MAX
 from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memset, memcpy, memcmp, strlen
 from posix.unistd cimport write

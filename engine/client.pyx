@@ -17,6 +17,10 @@ cdef int MAX_PIPELINE = 256            # spec.MAX_PIPELINE says the same
 cdef int64_t NS_PER_US = 1000
 cdef double RECONNECT_BACKOFF_S = 0.01
 cdef double CONNECT_TIMEOUT_MAX_S = 10.0
+cdef enum:
+    ROWS_PER_GROUP = 0
+    ROWS_PER_JOURNEY = 1
+    ROWS_PER_CONNECTION = 2
 
 
 cdef inline int64_t monotonic_ns() noexcept nogil:
@@ -84,6 +88,23 @@ cdef class Origin:
     cdef uint8_t* ring_heads
     cdef bytes ring                    # depth > 1: the requests of the entries, in order
     cdef Py_ssize_t* ring_offsets      # depth > 1: where entry i begins in `ring` (+ the end)
+    # Realistic traffic (set_traffic; NULL schedule: every request is a turn, as above).
+    # A group is one target of the run (a template, a weighted target, a journey step);
+    # its variants (one per data row, or just one) are requests group_first[g] onwards.
+    # A turn picks a group from the schedule, then a variant of it by row.
+    cdef int* schedule                 # per turn: its group (a weighted interleave, or steps)
+    cdef Py_ssize_t schedule_len
+    cdef bint walk                     # journeys: each connection walks the schedule itself
+    cdef int row_mode                  # ROWS_PER_GROUP / _PER_JOURNEY / _PER_CONNECTION
+    cdef Py_ssize_t n_rows
+    cdef Py_ssize_t first_row          # where this client's rows begin, and its step through
+    cdef Py_ssize_t row_stride         # them: workers (and shards) interleave the rows
+    cdef Py_ssize_t next_row           # ROWS_PER_JOURNEY: the row of the next journey
+    cdef Py_ssize_t n_groups
+    cdef Py_ssize_t* group_first
+    cdef Py_ssize_t* group_count       # 1 (the same request every time) or n_rows
+    cdef Py_ssize_t* group_cursor      # ROWS_PER_GROUP: the row of the group's next request
+    cdef int* variant_group            # per request: its group's id in the run (step latency)
 
     def __init__(self, str host, int port, ssl_context=None, server_hostname=None):
         self.host = host
@@ -99,6 +120,20 @@ cdef class Origin:
         free(self.ring_targets)
         free(self.ring_heads)
         free(self.ring_offsets)
+        self.release_traffic()
+
+    cdef void release_traffic(self) noexcept:
+        free(self.schedule)
+        free(self.group_first)
+        free(self.group_count)
+        free(self.group_cursor)
+        free(self.variant_group)
+        self.schedule = NULL
+        self.group_first = NULL
+        self.group_count = NULL
+        self.group_cursor = NULL
+        self.variant_group = NULL
+        self.schedule_len = 0
 
     cdef void release(self) noexcept:
         free(self.request_at)
@@ -119,6 +154,89 @@ cdef class Origin:
         self.heads.append(is_head)
         self.target_ids.append(target_id)
         self.release()                 # built again for the next run
+        self.release_traffic()         # (set_traffic's groups no longer cover the requests)
+
+    def set_traffic(self, list groups, list schedule, bint walk=False, int row_mode=0,
+                    Py_ssize_t n_rows=1, Py_ssize_t first_row=0, Py_ssize_t row_stride=1):
+        """Take turns by group, not by request. `groups`: (first request, count, group id)
+        per group of this origin's requests (count 1, or n_rows: one per data row);
+        `schedule`: the group (index into `groups`) of each turn, e.g. a weighted
+        interleave; `walk`: each connection walks the schedule on its own (journeys);
+        `row_mode`: which row a group's request comes from: 0 the group's own next row
+        (shared by the origin's connections), 1 one row per journey (taken when a
+        connection starts the schedule again), 2 the connection's own row. In modes 0 and
+        1 rows go from `first_row` by `row_stride` (worker w of W: w, W; together the
+        workers take every row in turn). add_target afterwards undoes this."""
+        cdef Py_ssize_t i, g
+        if not groups or not schedule or n_rows < 1 or not 0 <= row_mode <= 2:
+            raise ValueError("set_traffic needs groups, a schedule, rows >= 1, row_mode 0-2")
+        if first_row < 0 or row_stride < 1:
+            raise ValueError("set_traffic needs first_row >= 0 and row_stride >= 1")
+        for first, count, _ in groups:
+            if count not in (1, n_rows) or first < 0 or first + count > len(self.requests):
+                raise ValueError("a group's requests must be 1 or n_rows of this origin's")
+        for g in schedule:
+            if not 0 <= g < len(groups):
+                raise ValueError("the schedule names a group that is not there")
+        self.release_traffic()
+        self.n_groups = len(groups)
+        self.schedule = <int*>malloc(len(schedule) * sizeof(int))
+        self.group_first = <Py_ssize_t*>malloc(self.n_groups * sizeof(Py_ssize_t))
+        self.group_count = <Py_ssize_t*>malloc(self.n_groups * sizeof(Py_ssize_t))
+        self.group_cursor = <Py_ssize_t*>calloc(self.n_groups, sizeof(Py_ssize_t))
+        self.variant_group = <int*>malloc(max(1, len(self.requests)) * sizeof(int))
+        if (self.schedule == NULL or self.group_first == NULL or self.group_count == NULL
+                or self.group_cursor == NULL or self.variant_group == NULL):
+            self.release_traffic()
+            raise MemoryError()
+        for i in range(len(schedule)):
+            self.schedule[i] = schedule[i]
+        for g in range(self.n_groups):
+            first, count, group_id = groups[g]
+            self.group_first[g] = first
+            self.group_count[g] = count
+            for i in range(first, first + count):
+                self.variant_group[i] = group_id
+        self.schedule_len = len(schedule)
+        self.walk = walk
+        self.row_mode = row_mode
+        self.n_rows = n_rows
+        self.first_row = first_row % n_rows
+        self.row_stride = row_stride % n_rows
+        self.rewind_rows()
+        self.next_turn = 0
+
+    cdef void rewind_rows(self) noexcept:
+        cdef Py_ssize_t g
+        self.next_row = self.first_row
+        for g in range(self.n_groups):
+            self.group_cursor[g] = self.first_row
+
+    cdef inline Py_ssize_t row_after(self, Py_ssize_t row) noexcept:
+        row += self.row_stride
+        return row - self.n_rows if row >= self.n_rows else row
+
+    cdef Py_ssize_t pick(self, Connection conn) noexcept:
+        """The request (index) a connection sends next, by the schedule and rows."""
+        cdef Py_ssize_t turn, group, row
+        if self.walk:
+            turn = conn.walk_turn
+            if turn == 0 and self.row_mode == ROWS_PER_JOURNEY:
+                conn.row = self.next_row
+                self.next_row = self.row_after(self.next_row)
+            conn.walk_turn = turn + 1 if turn + 1 < self.schedule_len else 0
+        else:
+            turn = self.next_turn
+            self.next_turn = turn + 1 if turn + 1 < self.schedule_len else 0
+        group = self.schedule[turn]
+        if self.group_count[group] == 1:
+            return self.group_first[group]
+        if self.row_mode == ROWS_PER_GROUP:
+            row = self.group_cursor[group]
+            self.group_cursor[group] = self.row_after(row)
+        else:
+            row = conn.row
+        return self.group_first[group] + row
 
     cdef void prepare(self, int depth) except *:
         """Lay out the request bytes for batches of up to `depth` requests."""
@@ -151,6 +269,8 @@ cdef class Origin:
             self.ring = b"".join([self.requests[i % n] for i in range(entries)])
         self.n_turns = n
         self.next_turn = 0
+        if self.group_cursor != NULL:
+            self.rewind_rows()
         self.depth = depth
 
     cdef object batch_bytes(self, Py_ssize_t turn, int k):
@@ -191,6 +311,11 @@ cdef class Connection:
     # lifetime: the response being read (position batch - pending of the batch)
     cdef bint is_head
     cdef int target
+    # realistic traffic (Origin.set_traffic)
+    cdef Py_ssize_t walk_turn          # journeys: this connection's next step
+    cdef Py_ssize_t row                # its data row (per journey, or its own)
+    cdef int group                     # the group (target) of the request in flight
+    cdef bint sent_before              # think time: waits come between requests
 
     def __cinit__(self, Client client, Origin origin, int slot):
         self.client = client
@@ -396,12 +521,18 @@ cdef class Connection:
         cdef const char* at
         cdef Py_ssize_t size
         cdef ssize_t sent
-        if next_turn >= origin.n_turns:
-            # (no division on the plain path: there k == 1 and this is 0)
-            next_turn -= origin.n_turns
+        if origin.schedule != NULL:
+            # Realistic traffic (one request at a time): the schedule and rows pick it.
+            turn = origin.pick(self)
+            self.group = origin.variant_group[turn]
+        else:
             if next_turn >= origin.n_turns:
-                next_turn %= origin.n_turns
-        origin.next_turn = next_turn
+                # (no division on the plain path: there k == 1 and this is 0)
+                next_turn -= origin.n_turns
+                if next_turn >= origin.n_turns:
+                    next_turn %= origin.n_turns
+            origin.next_turn = next_turn
+        self.sent_before = True
         self.intended_ns = intended_ns
         self.sent_ns = monotonic_ns()
         self.batch = k
@@ -450,6 +581,16 @@ cdef class Connection:
             self.client.issued -= 1          # not sent: the count (-n) gets it back
             return
         self.send(intended_ns, 1)
+
+    def send_after_think(self, int64_t due_ns):
+        """The think time is up at `due_ns` (the loop's timers tick in whole ms and can
+        fire early: the real clock decides); the latency counts from the actual send."""
+        cdef int64_t left_ns = due_ns - monotonic_ns()
+        if left_ns > 0 and self.transport is not None and not self.closing:
+            self.send_timer = self.client.loop.call_later(left_ns / 1e9, self.send_after_think,
+                                                          due_ns)
+            return
+        self.send_when_due(INT64_MAX)      # (as the intended time: none, the send counts)
 
     def data_received(self, bytes data):
         if self.tls is not None:
@@ -664,14 +805,25 @@ cdef class Client:
     cdef object sweep_timer
     cdef object window_timer
     cdef dict first_errors             # error kind name -> the first message of that kind
+    # realistic traffic
+    cdef int64_t think_min_ns          # closed loop: a wait before each request of a
+    cdef int64_t think_max_ns          # connection but its first, uniform in [min, max]
+    cdef uint64_t random_state         # xorshift64*, for think times (seeded: repeatable)
+    cdef list group_latency            # None, or per group (target): a corrected-latency Histogram
 
     def __init__(self, *, list origins, int connections=1, int64_t max_requests=0,
                  double duration_s=0.0, double timeout_s=10.0, double rate_per_s=0.0,
                  double ramp_up_s=0.0, double phase_s=0.0, int worker_index=0,
-                 record_sink=None, window_sink=None, int pipeline=1):
+                 record_sink=None, window_sink=None, int pipeline=1,
+                 double think_min_s=0.0, double think_max_s=0.0, uint64_t seed=0,
+                 int group_latency=0, Py_ssize_t first_connection=0):
         """`origins`: Origin objects with their targets; connection i connects to
         origins[i % len(origins)] and sends that origin's targets in turn.
-        `pipeline`: requests written at once on a connection (closed loop only)."""
+        `pipeline`: requests written at once on a connection (closed loop only).
+        `think_min_s`..`think_max_s`: closed loop, a uniform wait before each request of a
+        connection but its first (seeded by `seed`); `group_latency` N: keep a latency
+        histogram for each of N groups (Origin.set_traffic); `first_connection`: the run's
+        index of this client's first connection (rows per connection)."""
         if connections < 1:
             raise ValueError("connections must be at least 1")
         if not origins or any(not (<Origin>o).requests for o in origins):
@@ -680,6 +832,16 @@ cdef class Client:
             raise ValueError(f"pipeline must be from 1 to {MAX_PIPELINE}")
         if pipeline > 1 and rate_per_s > 0:
             raise ValueError("pipelining is closed loop only: no rate with pipeline > 1")
+        if pipeline > 1 and any((<Origin>o).schedule != NULL for o in origins):
+            raise ValueError("pipelining sends requests in order: not with set_traffic")
+        if think_max_s < think_min_s or think_min_s < 0:
+            raise ValueError("think time: 0 <= min <= max")
+        if think_max_s > 0 and rate_per_s > 0:
+            raise ValueError("think time is closed loop only")
+        self.think_min_ns = <int64_t>(think_min_s * NS_PER_S)
+        self.think_max_ns = <int64_t>(think_max_s * NS_PER_S)
+        self.random_state = seed * <uint64_t>0x9E3779B97F4A7C15ULL + <uint64_t>worker_index + 1
+        self.group_latency = [Histogram() for _ in range(group_latency)] if group_latency else None
         for o in origins:
             (<Origin>o).prepare(pipeline)
         self.pipeline = pipeline
@@ -702,6 +864,10 @@ cdef class Client:
         self.window_sink = window_sink
         self.connections = [Connection(self, origins[i % len(origins)], i)
                             for i in range(connections)]
+        cdef Connection conn
+        for conn in self.connections:
+            if conn.origin.row_mode == ROWS_PER_CONNECTION:
+                conn.row = (first_connection + conn.slot) % conn.origin.n_rows
         self.start_timers = []
         self.stop_reason = ""
         self.first_errors = {}
@@ -777,8 +943,13 @@ cdef class Client:
             "latency": self.recorder.latency,
             "service": self.recorder.service,
             "loop_lag_max_us": self.loop_lag_max_us,
-            "targets": self.target_stats(),
+            # per target [responses, successes, errors], int64, as one blob: 100,000 data
+            # variants are 2.4 MB here, not 100,000 lists
+            "targets": PyBytes_FromStringAndSize(<char*>self.target_counts,
+                                                 self.n_targets * 3 * sizeof(int64_t)),
             "error_messages": dict(self.first_errors),
+            "group_latency": ([(<Histogram>h).to_bytes() for h in self.group_latency]
+                              if self.group_latency is not None else None),
         }
 
     cdef void note_error(self, int kind, str message) noexcept:
@@ -818,7 +989,16 @@ cdef class Client:
             k = self.max_requests - self.issued         # the last batch of a count (-n)
         self.issued += k
         if self.rate_per_s <= 0:
-            conn.send(now, <int>k)
+            if self.think_max_ns and conn.sent_before:
+                self.think_then_send(conn)
+            else:
+                conn.send(now, <int>k)
+            return
+        if conn.walk_turn != 0:
+            # Open loop with journeys: the timetable starts journeys; a journey's next step
+            # goes out as soon as the last one is answered (as its user would), its latency
+            # counted from that send.
+            conn.send(INT64_MAX, 1)
             return
         intended_ns = self.start_ns + <int64_t>(
             (self.phase_s + intended_offset_s(self.schedule_index, self.rate_per_s,
@@ -838,6 +1018,25 @@ cdef class Client:
             except BaseException as exc:
                 print_exception_once(exc)
 
+    cdef void think_then_send(self, Connection conn) noexcept:
+        """Closed loop with think time: the connection's next request goes out after a
+        uniform wait (as a user between steps). Its latency counts from when it is sent."""
+        cdef uint64_t x = self.random_state
+        cdef int64_t wait_ns = self.think_min_ns
+        x ^= x >> 12
+        x ^= x << 25
+        x ^= x >> 27
+        self.random_state = x
+        if self.think_max_ns > self.think_min_ns:
+            wait_ns += <int64_t>((x * <uint64_t>0x2545F4914F6CDD1D)
+                                 % <uint64_t>(self.think_max_ns - self.think_min_ns + 1))
+        try:
+            conn.send_timer = self.loop.call_later(wait_ns / 1e9, conn.send_after_think,
+                                                   monotonic_ns() + wait_ns)
+            self.scheduled += 1
+        except BaseException as exc:
+            print_exception_once(exc)
+
     # --- recording ------------------------------------------------------------
 
     cdef void record_response(self, Connection conn, int64_t now, int status,
@@ -847,6 +1046,8 @@ cdef class Client:
         cdef uint64_t service_us = <uint64_t>((now - conn.sent_ns) // NS_PER_US)
         cdef uint64_t wait_us = corrected_us - service_us if corrected_us > service_us else 0
         self.recorder.record_response(corrected_us, service_us, wait_us, status, nbytes)
+        if self.group_latency is not None:
+            (<Histogram>self.group_latency[conn.group]).record(corrected_us)
         self.target_counts[3 * conn.target] += 1
         if 100 <= status < 400:
             self.target_counts[3 * conn.target + 1] += 1

@@ -34,8 +34,10 @@ cdef class LocalTargetState:
     cdef bytes response_close
     cdef bytes head_keep_alive
     cdef bytes head_close
+    cdef dict path_counts               # count_paths: request target -> times served; else None
 
-    def __init__(self, int status=200, int body_size=13, double delay_s=0.0):
+    def __init__(self, int status=200, int body_size=13, double delay_s=0.0,
+                 bint count_paths=False):
         body = b"Hello, World!" if body_size == 13 else b"x" * body_size
         self.delay_s = delay_s
         self.pause_until = 0.0
@@ -43,9 +45,16 @@ cdef class LocalTargetState:
         self.response_close = build_response(status, body, False)
         self.head_keep_alive = build_response(status, body, True, head=True)
         self.head_close = build_response(status, body, False, head=True)
+        self.path_counts = {} if count_paths else None
 
     def stats(self):
         return {"served": self.served, "connections": self.connections}
+
+    def paths(self):
+        """count_paths: {request target (path and query, its first 256 bytes): times served}."""
+        if self.path_counts is None:
+            return None
+        return {path.decode("latin-1"): count for path, count in self.path_counts.items()}
 
 
 cdef enum:
@@ -96,6 +105,9 @@ cdef class LocalTargetProtocol:
                 self.control(url, keep_alive)
                 return
             self.state.served += 1
+            if self.state.path_counts is not None:      # (a test's tally, not the fast path)
+                url = self.url[:self.url_length]
+                self.state.path_counts[url] = self.state.path_counts.get(url, 0) + 1
             wait_s = self.state.delay_s
             if self.state.pause_until:
                 wait_s = max(wait_s, self.state.pause_until - self.loop.time())
@@ -128,7 +140,8 @@ cdef class LocalTargetProtocol:
 
     cdef control(self, bytes url, bint keep_alive):
         # /__loadtester/stats -> JSON counts; /__loadtester/pause?ms=N -> stall
-        # every response for N ms from now; neither is counted as served.
+        # every response for N ms from now; /__loadtester/paths -> JSON {path: count}
+        # (with count_paths, else null); none is counted as served.
         import json
         from urllib.parse import urlsplit, parse_qs
         parts = urlsplit(url.decode("latin-1"))
@@ -139,8 +152,12 @@ cdef class LocalTargetProtocol:
             body = json.dumps({"paused_ms": ms}).encode()
         elif name == "stats":
             body = json.dumps(self.state.stats()).encode()
+        elif name == "paths":
+            body = json.dumps(self.state.paths()).encode()
         elif name == "reset":
             self.state.served = 0
+            if self.state.path_counts is not None:
+                self.state.path_counts.clear()
             body = json.dumps(self.state.stats()).encode()
         else:
             self.transport.write(build_response(404, b"unknown control\n", keep_alive))

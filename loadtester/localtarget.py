@@ -16,10 +16,13 @@ from loadtester._engine import LocalTargetProtocol, LocalTargetState
 async def serve(host: str = "127.0.0.1", port: int = 8080, *, delay_s: float = 0.0,
                 status: int = 200, body_size: int = 13, lifetime_s: float | None = None,
                 tls_cert: str | None = None, tls_key: str | None = None,
-                announce=print) -> LocalTargetState:
-    """Serve until SIGINT/SIGTERM or `lifetime_s`; returns the final counts."""
+                count_paths: bool = False, announce=print) -> LocalTargetState:
+    """Serve until SIGINT/SIGTERM or `lifetime_s`; returns the final counts.
+    `count_paths`: tally what each request target (path and query) was served, for
+    /__loadtester/paths (costs a dict update per request)."""
     loop = asyncio.get_running_loop()
-    state = LocalTargetState(status=status, body_size=body_size, delay_s=delay_s)
+    state = LocalTargetState(status=status, body_size=body_size, delay_s=delay_s,
+                             count_paths=count_paths)
     context = None
     if tls_cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -50,14 +53,15 @@ def run(**kwargs) -> LocalTargetState:
     return uvloop.run(serve(announce=announce, **kwargs))
 
 
-def fetch_stats(base_url: str, timeout_s: float = 5.0) -> dict:
-    """The target's own count of what it served (not counting control requests)."""
+def fetch_stats(base_url: str, timeout_s: float = 5.0, what: str = "stats") -> dict:
+    """The target's own count of what it served (not counting control requests); `what`
+    'paths': per request target (a target started with count_paths)."""
     context = None
     if base_url.startswith("https"):                 # our own target's self-signed certificate
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    with urllib.request.urlopen(base_url.rstrip("/") + "/__loadtester/stats",
+    with urllib.request.urlopen(base_url.rstrip("/") + "/__loadtester/" + what,
                                 timeout=timeout_s, context=context) as response:
         return json.loads(response.read())
 

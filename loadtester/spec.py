@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from loadtester import __version__
+from loadtester.feed import DEFAULT_DATA_MAX_MB, FeedError, Variants, read_data_file, render_variants
 from loadtester.units import UnitError, parse_duration_s
 
 DEFAULT_DURATION_S = 10.0
@@ -20,6 +22,7 @@ MAX_CONNECTIONS = 1_000_000
 MAX_WORKERS = 256                       # the stored request row keeps the worker in 8 bits
 MAX_RATE_PER_S = 1e9
 MAX_PIPELINE = 256                      # requests written at once on a connection (--pipeline)
+MAX_WEIGHT_PERIOD = 1_000_000           # turns in one round of a weighted interleave
 # Control characters other than tab: never on the wire (no header or request splitting).
 CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # What stays as it is in a path or query; everything else (non-ASCII, spaces, controls) is
@@ -91,6 +94,7 @@ class Target:
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    weight: int = 1                  # `weight: N` in a targets file: its share of the turns
 
     def request_bytes(self) -> bytes:
         """The whole request, built once and written as-is for every request."""
@@ -119,6 +123,7 @@ class RunSpec:
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    weight: int = 1                                  # the first target's (targets file)
     timeout_s: float = DEFAULT_TIMEOUT_S
     insecure: bool = False
     rate_per_s: float = 0.0
@@ -129,6 +134,30 @@ class RunSpec:
     extra_targets: tuple[Target, ...] = ()   # after the first (url, method, ...)
     shard: tuple[int, int] = (0, 1)                  # (index, count) of `--shard i/n`
     run_group: str = ""                              # `--run-id`: shards of one run share it
+    variants: Variants | None = None                 # `--data FILE`: rendered per row
+    journey: bool = False                            # `--journey FILE`: targets are its steps
+    think_s: tuple[float, float] = (0.0, 0.0)        # `--think`: uniform wait between requests
+    seed: int | None = None                          # `--seed`: repeatable random choices
+
+    @property
+    def weighted(self) -> bool:
+        return any(t.weight != 1 for t in self.targets)
+
+    @property
+    def traffic(self) -> dict | None:
+        """What shapes the requests beyond the targets (data, weights, journey, think), as
+        stored with the run; None for a plain run."""
+        if not (self.variants or self.weighted or self.journey or self.think_s[1]):
+            return None
+        return {
+            "data": self.variants.describe() if self.variants else None,
+            "weights": [t.weight for t in self.targets] if self.weighted else None,
+            "journey": ([f"{t.method} {t.url.text}" for t in self.targets]
+                        if self.journey else None),
+            "think_ms": ([self.think_s[0] * 1000, self.think_s[1] * 1000]
+                         if self.think_s[1] else None),
+            "seed": self.seed,
+        }
 
     @property
     def mode(self) -> str:
@@ -136,7 +165,7 @@ class RunSpec:
 
     @property
     def targets(self) -> tuple[Target, ...]:
-        first = Target(self.url, self.method, self.headers, self.body)
+        first = Target(self.url, self.method, self.headers, self.body, self.weight)
         return (first, *self.extra_targets)
 
     def share(self, worker: int, workers: int) -> dict:
@@ -146,11 +175,14 @@ class RunSpec:
         slots = shard_count * workers
         slot = shard_index * workers + worker
 
-        def part(total: int) -> int:
-            return total // slots + (1 if slot < total % slots else 0)
+        def part(total: int, at: int = slot) -> int:
+            return total // slots + (1 if at < total % slots else 0)
 
         return {
+            "slot": slot, "slots": slots,
             "connections": max(1, part(self.connections)),
+            # the run's index of this slot's first connection (--data-per-connection rows)
+            "first_connection": sum(max(1, part(self.connections, s)) for s in range(slot)),
             "max_requests": part(self.requests) if self.requests else 0,
             "rate_per_s": self.rate_per_s / slots if self.rate_per_s else 0.0,
             # Slots interleave on one timetable: slot k sends the k-th of every `slots`.
@@ -168,6 +200,7 @@ class RunSpec:
             "mode": self.mode, "pipeline": self.pipeline,
             "targets": [{"url": t.url.text, "method": t.method} for t in self.targets],
             "shard": f"{self.shard[0]}/{self.shard[1]}", "run_id": self.run_group or None,
+            "traffic": self.traffic,
         }
 
 
@@ -272,10 +305,16 @@ def read_targets_file(path: str) -> list[Target]:
                 raise SpecError(f"{where}: expected 'METHOD URL', got {line!r}")
             try:
                 current = {"url": parse_url(url.strip()), "method": method.upper(),
-                           "headers": [], "body": b""}
+                           "headers": [], "body": b"", "weight": 1}
             except SpecError as exc:
                 raise SpecError(f"{where}: {exc}") from None
             targets.append(current)
+        elif line.lower().startswith("weight:"):
+            weight = line.partition(":")[2].strip()
+            if not weight.isdigit() or not 1 <= int(weight) <= MAX_WEIGHT_PERIOD:
+                raise SpecError(f"{where}: invalid weight {weight!r}: a whole number from 1 "
+                                f"to {MAX_WEIGHT_PERIOD:,}")
+            current["weight"] = int(weight)
         elif line.startswith("@"):
             try:
                 current["body"] = read_body_file(os.path.join(base, line[1:].strip()),
@@ -289,7 +328,7 @@ def read_targets_file(path: str) -> list[Target]:
                 raise SpecError(f"{where}: {exc}") from None
     if not targets:
         raise SpecError(f"targets file {path!r} has no targets")
-    return [Target(t["url"], t["method"], tuple(t["headers"]), t["body"])
+    return [Target(t["url"], t["method"], tuple(t["headers"]), t["body"], t["weight"])
             for t in targets]
 
 
@@ -299,15 +338,24 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
                timeout: str | None = None, insecure: bool = False, rate: str | None = None,
                ramp_up: str | None = None, workers: str | int = 1, label: str = "",
                more_urls=(), targets_file: str | None = None, shard: str | None = None,
-               run_id: str = "", pipeline: int = 1, headers_file: str | None = None) -> RunSpec:
+               run_id: str = "", pipeline: int = 1, data: str | None = None,
+               data_order: str | None = None, seed: int | None = None,
+               data_max_mb: float = DEFAULT_DATA_MAX_MB, data_per_connection: bool = False,
+               journey: str | None = None, think: str | None = None,
+               headers_file: str | None = None) -> RunSpec:
     """Validate CLI-shaped input into a RunSpec; every problem is a SpecError.
 
     Targets are `url` plus `more_urls` (all sent with the same method, headers (`headers`,
     then those of `headers_file`) and body) plus those of `targets_file`; requests go to them
-    in turn. `pipeline` N > 1 writes N requests at once on each connection and waits for their
-    N responses (closed loop)."""
+    in turn. `pipeline` N > 1 writes N requests at once on each connection and waits for
+    their N responses (closed loop).
+    `data` renders `{{column}}` templates once per row (feed.py); `journey` makes the
+    targets of that file steps each connection walks in order; `think` ('200ms' or
+    '100ms-500ms') waits between a connection's requests (closed loop)."""
     urls = ([url] if url else []) + list(more_urls)
-    if not urls and not targets_file:
+    if journey and (urls or targets_file):
+        raise SpecError("give either --journey FILE or URLs / --targets, not both")
+    if not urls and not targets_file and not journey:
         raise SpecError("give a URL or --targets FILE")
     if connections < 1:
         raise SpecError(f"invalid connections {connections}: must be at least 1")
@@ -315,14 +363,101 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
         raise SpecError("give either a duration (-d) or a request count (-n), not both")
     check_pipeline(pipeline, open_loop=rate is not None)
     try:
-        return _build_spec(urls, connections=connections, duration=duration, requests=requests,
+        spec = _build_spec(urls, connections=connections, duration=duration, requests=requests,
                            method=method, headers=headers, body=body, body_file=body_file,
                            timeout=timeout, insecure=insecure, rate=rate, ramp_up=ramp_up,
-                           workers=workers, label=label, targets_file=targets_file,
+                           workers=workers, label=label, targets_file=targets_file or journey,
                            shard=shard, run_id=run_id, pipeline=pipeline,
                            headers_file=headers_file)
+        return _shape_traffic(spec, data=data, data_order=data_order, seed=seed,
+                              data_max_mb=data_max_mb, data_per_connection=data_per_connection,
+                              journey=journey, think=think)
     except UnitError as exc:
         raise SpecError(str(exc)) from None
+    except FeedError as exc:
+        raise SpecError(str(exc)) from None
+
+
+def parse_think(text: str) -> tuple[float, float]:
+    """'200ms' -> (0.2, 0.2); '100ms-500ms' -> (0.1, 0.5)."""
+    low, sep, high = text.strip().partition("-")
+    try:
+        low_s = parse_duration_s(low.strip(), "think time")
+        high_s = parse_duration_s(high.strip(), "think time") if sep else low_s
+    except UnitError as exc:
+        raise SpecError(str(exc)) from None
+    if high_s < low_s:
+        raise SpecError(f"invalid think time {text!r}: the range goes from low to high")
+    if high_s <= 0:
+        raise SpecError(f"invalid think time {text!r}: must be more than 0")
+    _check_at_most(high_s, "think time", text)
+    return low_s, high_s
+
+
+def weighted_turns(weights: list[int]) -> list[int]:
+    """One round of a smooth weighted interleave (nginx's): weights 5,1,1 -> the indexes
+    0 0 1 0 2 0 0, each index exactly its weight's times, spread out, the same every time."""
+    divisor = math.gcd(*weights)
+    shares = [w // divisor for w in weights]
+    total = sum(shares)
+    if total > MAX_WEIGHT_PERIOD:
+        raise SpecError(f"weights {', '.join(map(str, weights))} need {total:,} turns for one "
+                        f"exact round: at most {MAX_WEIGHT_PERIOD:,} (use smaller numbers)")
+    current = [0] * len(shares)
+    turns = []
+    for _ in range(total):
+        for index, share in enumerate(shares):
+            current[index] += share
+        chosen = max(range(len(shares)), key=current.__getitem__)
+        current[chosen] -= total
+        turns.append(chosen)
+    return turns
+
+
+def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_per_connection,
+                   journey, think) -> RunSpec:
+    """Data, weights, journeys and think time on top of a plain spec (checked together)."""
+    origins = {t.origin for t in spec.targets}
+    think_s = parse_think(think) if think else (0.0, 0.0)
+    if think and spec.rate_per_s:
+        raise SpecError("--think is for closed loop (connections as users): not with --rate")
+    if journey and any(t.weight != 1 for t in spec.targets):
+        raise SpecError(f"{journey}: a journey walks every step in order: 'weight:' has no "
+                        "place in it")
+    if spec.weighted and len(origins) > 1:
+        raise SpecError("weights need every target on one scheme://host:port (a connection "
+                        "keeps to one)")
+    if journey and len(origins) > 1:
+        raise SpecError(f"{journey}: every step of a journey must be on one scheme://host:port "
+                        "(a connection keeps to one)")
+    if data is None:
+        for flag, given in (("--data-order", data_order), ("--data-per-connection",
+                                                          data_per_connection)):
+            if given:
+                raise SpecError(f"{flag} needs --data FILE")
+    if not 0 < data_max_mb <= 1 << 20:
+        raise SpecError(f"invalid --data-max-mb {data_max_mb:g}: more than 0")
+    variants = None
+    if data is not None:
+        table = read_data_file(data, max_bytes=int(data_max_mb * (1 << 20)))
+        from loadtester.feed import target_uses_data
+        if not any(target_uses_data(t) for t in spec.targets):
+            raise SpecError(f"--data {data}: no target uses a {{{{column}}}} of it (put "
+                            "{{name}} in the URL, a header value or the body)")
+        if data_per_connection and spec.connections > table.rows:
+            raise SpecError(f"--data-per-connection: {spec.connections:,} connections but "
+                            f"{table.rows:,} rows in {data} (one row per connection)")
+        variants = render_variants(list(spec.targets), table, order=data_order or "sequential",
+                                   seed=seed, per_connection=data_per_connection,
+                                   max_bytes=int(data_max_mb * (1 << 20)))
+    shaped = variants is not None or spec.weighted or journey
+    if shaped and spec.pipeline > 1:
+        raise SpecError("--pipeline above 1 cannot be combined with --data, weights or "
+                        "--journey (a pipelined batch is the same requests in order)")
+    if spec.weighted:
+        weighted_turns([t.weight for t in spec.targets])      # (checks the round's length)
+    return dataclasses.replace(spec, variants=variants, journey=bool(journey), think_s=think_s,
+                               seed=seed)
 
 
 def check_pipeline(pipeline: int, *, open_loop: bool, rate_name: str = "--rate",
@@ -393,7 +528,7 @@ def _build_spec(urls, *, connections, duration, requests, method, headers, body,
     first = all_targets[0]
     return RunSpec(
         url=first.url, connections=connections, duration_s=duration_s, requests=requests,
-        method=first.method, headers=first.headers, body=first.body,
+        method=first.method, headers=first.headers, body=first.body, weight=first.weight,
         timeout_s=timeout_s, insecure=insecure, rate_per_s=rate_per_s, ramp_up_s=ramp_up_s,
         workers=worker_count, label=label, extra_targets=tuple(all_targets[1:]),
         shard=parse_shard(shard), run_group=run_id, pipeline=pipeline,

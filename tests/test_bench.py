@@ -311,3 +311,18 @@ def test_smoke_run_against_the_loadtester_target(tmp_path):
         assert json.loads(saved.read_text())["rows"] == doc["rows"]
     finally:
         saved.unlink()
+
+
+def test_variants_row_sends_100000_urls_and_its_rss_is_judged(tmp_path):
+    ctx = bench.Ctx(url="http://127.0.0.1:9/", connections=5, duration_s=1.0, tmpdir=tmp_path,
+                    wrk2_rate=0)
+    argv = bench._loadtester_variants_argv(["loadtester"], ctx)
+    assert "http://127.0.0.1:9/?v={{id}}" in argv and "--store" in argv
+    data = Path(argv[argv.index("--data") + 1]).read_text().splitlines()
+    assert data[0] == "id" and len(data) == bench.VARIANT_ROWS + 1
+    runs = [bench.Run(tool=t, round=k, ok=True, rps=1.0, extra={"max_rss_kb": kb})
+            for k, t, kb in ((1, bench.BASELINE, 30_000), (1, bench.VARIANTS, 30_000 + 40 * 1024),
+                             (2, bench.BASELINE, 31_000), (2, bench.VARIANTS, 31_000 + 70 * 1024))]
+    verdict = bench.rss_verdict(runs)
+    assert verdict["value"] == pytest.approx(55.0) and verdict["met"]
+    assert "100k variants/single URL" in {v["label"] for v in bench.verdicts([])}

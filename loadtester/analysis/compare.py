@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from loadtester import store
 from loadtester.analysis.aggregate import hist_from_blob, merged_seconds
-from loadtester.analysis.report import report_from_row
+from loadtester.analysis.report import report_from_row, traffic_summary
 from loadtester.units import format_ms
 
 if TYPE_CHECKING:
@@ -156,6 +156,7 @@ def _headline(report: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
         "rps": report["rps"], "p50": lat["p50"], "p90": lat["p90"], "p95": _p95_ms(row, lat),
         "p99": lat["p99"],
         "avg": lat["avg"], "error_rate": (report["errors"] / attempts) if attempts else None,
+        "traffic": traffic_summary(report.get("traffic")),
     }
 
 
@@ -241,6 +242,8 @@ def compare_runs(conn: apsw.Connection, run_a_row: dict[str, Any],
         notes.append(f"the runs use different load models ({a['mode']} vs {b['mode']})")
     if a["url"] != b["url"]:
         notes.append("the runs hit different URLs")
+    if a["traffic"] != b["traffic"]:
+        notes.append(f"the runs sent different traffic: A {a['traffic']}; B {b['traffic']}")
     if a["mode"] == "rate" and b["mode"] == "rate":
         notes.append("open loop: throughput follows the asked rate, latency is the signal")
     result = {"a": a, "b": b, "change": change, "error_rate_diff": error_rate_diff,
@@ -318,6 +321,8 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"  {label:<13}{va:<{wa + 5}}{vb:<{wb + 5}}{ch}")
     lines.append(f"  {'Verdict':<13}{result['verdict']}")
     lines.append(f"  {'':<13}{result['explanation']}")
+    if a["traffic"] == b["traffic"] and a["traffic"] != traffic_summary(None):
+        lines.append(f"  {'Traffic':<13}{a['traffic']} (both)")
     for note in result["notes"]:
         lines.append(f"  {'Note':<13}{note}")
     return "\n".join(lines)

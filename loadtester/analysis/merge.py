@@ -79,6 +79,31 @@ def _json_object(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def merged_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The parts' per-target counts added up, when every part ran the same targets (their
+    per-target latency is only stored as a summary, which does not merge: it is left out);
+    None otherwise."""
+    lists = []
+    for row in rows:
+        try:
+            targets = json.loads(row.get("targets") or "null")
+        except (TypeError, ValueError):
+            return None
+        if not isinstance(targets, list) or not targets:
+            return None
+        lists.append(targets)
+    shapes = {tuple((t.get("method"), t.get("url"), t.get("weight")) for t in ts) for ts in lists}
+    if len(shapes) != 1:
+        return None
+    merged = []
+    for parts in zip(*lists):
+        entry = {key: value for key, value in parts[0].items() if key != "latency_ms"}
+        for key in ("requests", "successes", "errors"):
+            entry[key] = sum(int(part.get(key) or 0) for part in parts)
+        merged.append(entry)
+    return merged
+
+
 def _config(row: dict[str, Any]) -> dict[str, Any]:
     return _json_object(row.get("config"))
 
@@ -364,6 +389,7 @@ def _merge_group(key: tuple[str, str], parts: list[_Part], notes: list[str], int
         "busy_seconds": sum(g.get("busy_seconds") or 0 for g in generators),
         "worker_seconds": sum(g.get("worker_seconds") or 0 for g in generators),
         "error_messages": first_error_messages(rows),
+        "targets": merged_targets(rows),
     }
     for (s, r), summary in zip(parts, summaries):
         if summary["rebuilt"]:

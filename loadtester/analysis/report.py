@@ -75,11 +75,74 @@ def summarize(*, spec_config: dict[str, Any], counters: _engine.Counters, latenc
                       "saturated": _saturated(spec_config, counters, busy_seconds,
                                               worker_seconds)},
     }
-    if targets and len(targets) > 1:
+    traffic = spec_config.get("traffic")
+    if traffic:
+        report["traffic"] = traffic
+    if targets and (len(targets) > 1 or traffic):
         report["targets"] = targets
     if spec_config["mode"] == "rate":
         report["uncorrected_latency_ms"] = latency_summary_ms(service)
     return report
+
+
+def traffic_summary(traffic: dict[str, Any] | None) -> str:
+    """What shaped the requests, in a few words: 'data users.csv (100,000 rows, sha256
+    329926d640e3, random); weights 70/25/5; journey of 3 steps; think 50.00ms'."""
+    if not traffic:
+        return "fixed requests"
+    parts = []
+    data = traffic.get("data")
+    if data:
+        parts.append(f"data {data['file']} ({data['rows']:,} rows, sha256 {data['sha256'][:12]}, "
+                     f"{data['order']}{', per connection' if data.get('per_connection') else ''})")
+    if traffic.get("weights"):
+        parts.append("weights " + "/".join(map(str, traffic["weights"])))
+    if traffic.get("journey"):
+        parts.append(f"journey of {len(traffic['journey'])} steps")
+    if traffic.get("think_ms"):
+        low, high = traffic["think_ms"]
+        parts.append("think " + (format_ms(low) if low == high
+                                 else f"{format_ms(low)}-{format_ms(high)}"))
+    return "; ".join(parts)
+
+
+def _traffic_lines(report: dict[str, Any]) -> list[str]:
+    """Targets (or journey steps) with their counts, weights and latency; the data source."""
+    traffic = report.get("traffic") or {}
+    lines = []
+    data = traffic.get("data")
+    if data:
+        order = data["order"] + (f", seed {data['seed']}" if data.get("seed") is not None else "")
+        lines.append(f"  {'Data':<13}{data['file']}: {data['rows']:,} rows (sha256 "
+                     f"{data['sha256'][:12]}, {order}"
+                     + (", one row per connection" if data.get("per_connection") else "")
+                     + f"), {data['variants']:,} request variants in "
+                     f"{format_bytes(data['memory_bytes'])}")
+        served = report.get("variants")
+        if served:
+            lines.append(f"  {'':<13}each variant served {served['min']:,} to {served['max']:,} "
+                         f"times ({served['unserved']:,} never)")
+    if traffic.get("think_ms"):
+        low, high = traffic["think_ms"]
+        lines.append(f"  {'Think':<13}" + (f"{format_ms(low)}" if low == high
+                                            else f"{format_ms(low)} to {format_ms(high)}, uniform")
+                     + " before each request of a connection but its first")
+    weights = traffic.get("weights")
+    total_weight = sum(weights) if weights else 0
+    for index, target in enumerate(report.get("targets", [])):
+        title = f"Step {index + 1}" if traffic.get("journey") else "Target"
+        line = (f"  {title:<13}{target['method']} {target['url']}: "
+                f"{target['requests']:,} requests, {target['errors']:,} errors")
+        if weights:
+            share = target['requests'] / report["attempts"] * 100 if report["attempts"] else 0.0
+            line += (f", weight {weights[index]} ({weights[index] / total_weight * 100:.1f}% asked,"
+                     f" {share:.2f}% sent)")
+        latency = target.get("latency_ms")
+        if latency and latency.get("p50") is not None:
+            line += (f"; latency p50 {format_ms(latency['p50'])}, p99 {format_ms(latency['p99'])}"
+                     f", max {format_ms(latency['max'])}")
+        lines.append(line)
+    return lines
 
 
 SATURATED_BUSY_SHARE = 0.5        # of worker-seconds at >= 95% CPU
@@ -105,7 +168,9 @@ def _latency_rows(title: str, lat: dict[str, float | None]) -> list[str]:
 
 
 def render_text(report: dict[str, Any]) -> str:
-    mode = (f"open loop at {report['rate']:g} req/s" if report["mode"] == "rate"
+    steps = len((report.get("traffic") or {}).get("journey") or ())
+    unit = f"journeys/s of {steps} steps" if steps else "req/s"
+    mode = (f"open loop at {report['rate']:g} {unit}" if report["mode"] == "rate"
             else "closed loop")
     head = (f"{report['method']} {report['url']}  ({mode}, {report['connections']} connections, "
             f"{report['workers']} worker{'s' if report['workers'] != 1 else ''}"
@@ -133,9 +198,7 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"  {'':<13}first {kind}: {message}")
     for death in report.get("worker_errors") or []:
         lines.append(f"  {'Worker died':<13}{death}")
-    for target in report.get("targets", []):
-        lines.append(f"  {'Target':<13}{target['method']} {target['url']}: "
-                     f"{target['requests']:,} requests, {target['errors']:,} errors")
+    lines += _traffic_lines(report)
     gen = report["generator"]
     if report["mode"] == "rate" and gen["max_schedule_lag_ms"] > FELL_BEHIND_MS:
         lines.append(f"  {'Generator':<13}fell behind its timetable by up to "
@@ -224,7 +287,8 @@ def report_from_row(row: dict[str, Any], db_path: StrPath | None,
         status=row.get("status"), dropped_records=row.get("dropped_records") or 0,
         max_loop_lag_us=loop_lag_us, run_id=row["id"], uuid=row["uuid"], db_path=db_path,
         started_at=row.get("started_at"))
-    for key in ("generator", "targets", "thresholds", "error_messages", "worker_errors"):
+    for key in ("generator", "targets", "variants", "thresholds", "error_messages",
+                "worker_errors"):
         if row.get(key):
             report[key] = json.loads(row[key])
     if partial is not None:
@@ -281,6 +345,7 @@ def result_columns(report: dict[str, Any], *, latency: _engine.Histogram, servic
         "dropped_records": dropped_records,
         "generator": json.dumps(report["generator"]),
         "targets": json.dumps(report["targets"]) if "targets" in report else None,
+        "variants": json.dumps(report["variants"]) if "variants" in report else None,
         "thresholds": json.dumps(report["thresholds"]) if "thresholds" in report else None,
         "error_messages": json.dumps(report["error_messages"]) if report.get("error_messages") else None,
         "worker_errors": json.dumps(report["worker_errors"]) if report.get("worker_errors") else None,

@@ -113,14 +113,25 @@ def show(run, db_path, as_json, windows, html_path, pdf_path):
               show_default=True)
 @click.option("--requests", "with_requests", is_flag=True,
               help="Export the request rows instead of the per-second windows.")
+@click.option("--variants", "with_variants", is_flag=True,
+              help="Export what each request variant of a --data run got (row, request, counts).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write here instead of stdout (a temporary file beside it, renamed into place).")
-def export(run, db_path, fmt, with_requests, output):
-    """Export a run's per-second windows (or its request rows) as CSV, JSON or NDJSON."""
+def export(run, db_path, fmt, with_requests, with_variants, output):
+    """Export a run's per-second windows (or its request rows, or its data variants) as CSV,
+    JSON or NDJSON."""
+    if with_requests and with_variants:
+        raise click.UsageError("give either --requests or --variants, not both")
     conn = open_existing(db_path, readonly=True)
     try:
-        row, stored_windows, report = _run_report(conn, run, db_path, not with_requests)
-        if with_requests:
+        row, stored_windows, report = _run_report(conn, run, db_path,
+                                                  not (with_requests or with_variants))
+        if with_variants:
+            if not (report.get("traffic") or {}).get("data"):
+                raise click.UsageError(f"run {row['id']} was not run with --data: it has no "
+                                       "request variants")
+            columns, rows, fast = store.VARIANT_COLUMNS, store.iter_variant_counts(conn, row["id"]), False
+        elif with_requests:
             columns, rows, fast = store.REQUEST_COLUMNS, store.iter_request_tuples(conn, row["id"]), True
         else:
             (columns, rows), fast = window_rows(stored_windows or []), False

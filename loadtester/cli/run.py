@@ -19,7 +19,8 @@ from loadtester.spec import SpecError, build_spec
 @click.command()
 @click.argument("urls", nargs=-1, metavar="URL...")
 @click.option("--targets", "targets_file",
-              help="Targets file (vegeta format): 'METHOD URL', header lines, '@body-file'.")
+              help="Targets file (vegeta format): 'METHOD URL', header lines, '@body-file'; "
+                   "'weight: N' gives a target N turns in every round.")
 @click.option("-c", "--connections", type=int, default=50, show_default=True,
               help="Concurrent connections.")
 @click.option("-d", "--duration", help="Run time: 500ms, 10s, 2m (default 10s).")
@@ -33,7 +34,8 @@ from loadtester.spec import SpecError, build_spec
 @click.option("--body-file", help="Read the request body from this file.")
 @click.option("--timeout", help="Per-request timeout (default 10s).")
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
-@click.option("--rate", help="Open loop: requests per second across all connections.")
+@click.option("--rate", help="Open loop: requests per second across all connections "
+                             "(with --journey: journeys started per second).")
 @click.option("--ramp-up", help="Grow connections (or the rate) linearly over this time.")
 @click.option("--pipeline", type=int, default=1, show_default=True,
               help="HTTP/1.1 pipelining: write N requests at once on each connection, then "
@@ -54,11 +56,28 @@ from loadtester.spec import SpecError, build_spec
 @click.option("--abort-on-error-rate", help="Stop early once this share of requests failed: 50%.")
 @click.option("--shard", help="i/n: run shard i of n (its share of connections and rate).")
 @click.option("--run-id", default="", help="Name shared by the shards of one run (for merge).")
+# --- realistic traffic (issue 15): data rows, weights (targets file), journeys, think time
+@click.option("--data", "data_file", help="CSV (header row) or NDJSON rows that fill "
+              "{{column}} in the URL, header values and body: one request per row.")
+@click.option("--data-order", type=click.Choice(["sequential", "random"]),
+              help="Order the rows are sent in (default sequential; random is a shuffle, "
+                   "repeatable with --seed).")
+@click.option("--seed", type=click.IntRange(0, (1 << 63) - 1),
+              help="Seed for --data-order random, {{uuid}} and --think.")
+@click.option("--data-max-mb", type=float, default=256, show_default=True,
+              help="Refuse data whose request variants need more memory than this.")
+@click.option("--data-per-connection", is_flag=True,
+              help="Pin row i to connection i (one user's identity per connection).")
+@click.option("--journey", "journey_file",
+              help="Targets file of steps each connection walks in order, again and again.")
+@click.option("--think", help="Closed loop: wait between a connection's requests: 200ms, "
+                              "or 100ms-500ms (uniform).")
 @click.option("--uuid", "run_uuid", hidden=True, help="Store the run under this uuid (serve).")
 @click.option("--mask-host", is_flag=True, help="Show this run's host masked in the web UI.")
 def blast(urls, targets_file, connections, duration, requests, method, headers, body, body_file,
           timeout, insecure, rate, ramp_up, pipeline, workers, label, as_json, db_path, store_mode,
-          progress, thresholds, abort_on_error_rate, shard, run_id, run_uuid, mask_host,
+          progress, thresholds, abort_on_error_rate, shard, run_id, data_file, data_order, seed,
+          data_max_mb, data_per_connection, journey_file, think, run_uuid, mask_host,
           headers_file):
     """Send load to URL (several URLs, or --targets FILE, are taken in turn) and report
     throughput and latency.
@@ -74,7 +93,9 @@ def blast(urls, targets_file, connections, duration, requests, method, headers, 
                           body=body, body_file=body_file, timeout=timeout, insecure=insecure,
                           rate=rate, ramp_up=ramp_up, workers=workers, label=label,
                           shard=shard, run_id=run_id, pipeline=pipeline,
-                          headers_file=headers_file)
+                          headers_file=headers_file,
+                          **traffic_options(data_file, data_order, seed, data_max_mb,
+                                            data_per_connection, journey_file, think))
         rules = [parse_threshold(text) for text in thresholds]
         abort_rate = parse_share(abort_on_error_rate) if abort_on_error_rate else None
     except (SpecError, ValueError) as exc:
@@ -96,6 +117,14 @@ def blast(urls, targets_file, connections, duration, requests, method, headers, 
     else:
         click.echo(render_text(report))
     raise SystemExit(exit_code(report))
+
+
+def traffic_options(data_file, data_order, seed, data_max_mb, data_per_connection,
+                    journey_file, think) -> dict:
+    """build_spec's realistic-traffic arguments from blast's options."""
+    return {"data": data_file, "data_order": data_order, "seed": seed,
+            "data_max_mb": data_max_mb, "data_per_connection": data_per_connection,
+            "journey": journey_file, "think": think}
 
 
 def exit_code(report: dict) -> int:
@@ -141,11 +170,14 @@ def parse_share(text: str) -> float:
               help="Serve HTTPS with this certificate (PEM).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
               help="Private key for --tls-cert (PEM).")
-def target(host, port, delay, status, body_size, lifetime, tls_cert, tls_key):
+@click.option("--count-paths", is_flag=True,
+              help="Count what each path was served: GET /__loadtester/paths (slower).")
+def target(host, port, delay, status, body_size, lifetime, tls_cert, tls_key, count_paths):
     """A fast local HTTP server to aim at: counts what it serves.
 
     GET /__loadtester/stats returns {"served": N}; /__loadtester/pause?ms=N
-    stalls every response for N ms from now.
+    stalls every response for N ms from now; with --count-paths, /__loadtester/paths
+    returns {path: times served}.
     """
     import ssl
 
@@ -153,7 +185,7 @@ def target(host, port, delay, status, body_size, lifetime, tls_cert, tls_key):
     try:
         localtarget.run(host=host, port=port, delay_s=delay, status=status,
                        body_size=body_size, lifetime_s=lifetime, tls_cert=tls_cert,
-                       tls_key=tls_key)
+                       tls_key=tls_key, count_paths=count_paths)
     except ssl.SSLError as exc:
         raise click.ClickException(f"cannot use the TLS certificate: {exc.reason}") from None
     except OSError as exc:

@@ -1,18 +1,23 @@
 """attack -> results -> report: one blast, stored as it runs."""
 from __future__ import annotations
 
+import array
 import contextlib
+import itertools
 import json
+import operator
 import os
 import platform
 import signal
 import sys
+from collections.abc import Sequence
 
 from loadtester import __version__, store
 from loadtester.analysis import report as report_mod
 from loadtester.analysis.report import result_columns
 from loadtester.analysis.thresholds import evaluate as evaluate_thresholds
-from loadtester.run.runner import RunControl, run_blast
+from loadtester.feed import Variants
+from loadtester.run.runner import RunControl, RunResult, run_blast
 from loadtester.spec import RunSpec
 from loadtester.units import utc_now_iso
 
@@ -43,6 +48,42 @@ def run_columns(spec: RunSpec, store_mode: str) -> dict:
         "run_group": spec.run_group or None,
         "shard": f"{spec.shard[0]}/{spec.shard[1]}" if spec.shard[1] > 1 else None,
     }
+
+
+def target_entries(spec: RunSpec, result: RunResult) -> list[dict]:
+    """Per target (or journey step): its counts, and its latency when it was measured."""
+    entries = []
+    for index, (target, counts) in enumerate(zip(spec.targets, result.targets)):
+        entry = {"url": target.url.text, "method": target.method,
+                 "requests": counts[0] + counts[2], "successes": counts[1],
+                 "errors": counts[0] - counts[1] + counts[2]}
+        if spec.weighted:
+            entry["weight"] = target.weight
+        if result.target_latency is not None:
+            entry["latency_ms"] = report_mod.latency_summary_ms(result.target_latency[index])
+        elif len(spec.targets) == 1 and spec.traffic:
+            entry["latency_ms"] = report_mod.latency_summary_ms(result.latency)
+        entries.append(entry)
+    return entries
+
+
+def variants_served(counts: Sequence[int]) -> dict:
+    """How evenly the data's request variants were served (requests: responses + errors);
+    `counts`: [responses, successes, errors] of each variant, one after another."""
+    served = array.array("q", map(operator.add, counts[0::3], counts[2::3]))
+    return {"count": len(served), "min": min(served, default=0), "max": max(served, default=0),
+            "unserved": served.count(0)}
+
+
+def variant_counts_blob(variants: Variants, counts: Sequence[int]) -> bytes:
+    """test_runs.variant_counts: per variant of the data's targets, its row, counts and
+    request line (store/variants.py)."""
+    rows = itertools.chain.from_iterable(variants.row_order for rendered in variants.requests
+                                         if rendered)
+    lines = (request[:request.index(b" HTTP/1.1\r\n")] for rendered in variants.requests
+             for request in rendered)
+    triples = zip(counts[0::3], counts[1::3], counts[2::3])
+    return store.pack_variant_counts(rows, triples, lines)
 
 
 class ErrorRateBreaker:
@@ -126,20 +167,23 @@ def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: boo
         status=result.status, dropped_records=result.dropped_records,
         max_loop_lag_us=result.max_loop_lag_us, run_id=run_id, uuid=uuid, db_path=path,
         started_at=columns["started_at"],
-        targets=[{"url": t.url.text, "method": t.method, "requests": n[0] + n[2],
-                  "successes": n[1], "errors": n[0] - n[1] + n[2]}
-                 for t, n in zip(spec.targets, result.targets)],
+        targets=target_entries(spec, result),
         busy_seconds=result.busy_seconds, worker_seconds=result.worker_seconds,
         error_messages=result.error_messages)
+    if result.variants is not None:
+        report["variants"] = variants_served(result.variants)
     if thresholds:
         report["thresholds"] = evaluate_thresholds(report, thresholds)
     if result.worker_errors:
         report["worker_errors"] = result.worker_errors
     failure = None
     try:
-        writer.finish(result_columns(report, latency=result.latency, service=result.service,
-                                     duration_s=result.duration_s, stop_reason=result.stop_reason,
-                                     dropped_records=result.dropped_records), status=result.status)
+        columns = result_columns(report, latency=result.latency, service=result.service,
+                                 duration_s=result.duration_s, stop_reason=result.stop_reason,
+                                 dropped_records=result.dropped_records)
+        if result.variants is not None and spec.variants is not None:
+            columns["variant_counts"] = variant_counts_blob(spec.variants, result.variants)
+        writer.finish(columns, status=result.status)
     except store.StoreError as exc:                  # the report needs no database: still given
         failure = f"{exc}; the next open marks the run interrupted"
     failure = failure or writer.store_failure

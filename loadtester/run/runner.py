@@ -8,10 +8,12 @@ record buffers and counts them instead of stalling its loop.
 """
 from __future__ import annotations
 
+import array
 import dataclasses
 import fcntl
 import gc
 import multiprocessing
+import operator
 import os
 import pickle
 import resource
@@ -25,7 +27,7 @@ from multiprocessing.process import BaseProcess
 from loadtester import _engine
 from loadtester.analysis import aggregate
 from loadtester.run.proc import die_with_parent
-from loadtester.spec import RunSpec
+from loadtester.spec import RunSpec, weighted_turns
 
 FRAME_HEADER = struct.Struct("<IB")
 FRAME_RECORDS = 1
@@ -51,6 +53,9 @@ class RunResult:
     dropped_records: int = 0
     max_loop_lag_us: int = 0
     targets: list = dataclasses.field(default_factory=list)   # [responses, successes, errors]
+    # --data: per variant of the data's targets, [responses, successes, errors] one after another
+    variants: array.array | None = None
+    target_latency: list[_engine.Histogram] | None = None     # shaped runs: per target
     busy_seconds: int = 0        # worker-seconds with the generator's CPU >= 95% of a core
     worker_seconds: int = 0
     worker_errors: list = dataclasses.field(default_factory=list)
@@ -84,10 +89,40 @@ def _ssl_context(insecure: bool):
     return context
 
 
-def build_origins(spec: RunSpec) -> list:
-    """One _engine.Origin per scheme://host:port, holding that origin's targets."""
+def requests_per_target(spec: RunSpec) -> list[int]:
+    """How many requests (variants) each target has in the engine: its rendered rows, or 1.
+    The engine counts per variant; variants of a target are numbered one after the other."""
+    rendered = spec.variants.requests if spec.variants else ()
+    return [len(rendered[i]) if i < len(rendered) and rendered[i] else 1
+            for i in range(len(spec.targets))]
+
+
+def is_shaped(spec: RunSpec) -> bool:
+    """Whether turns go by a schedule of targets (data rows, weights, journeys) rather than
+    through a plain list of requests."""
+    return spec.variants is not None or spec.weighted or spec.journey
+
+
+MAX_TARGETS_WITH_LATENCY = 64            # a latency histogram per target up to this many
+
+
+def targets_with_latency(spec: RunSpec) -> int:
+    """How many per-target latency histograms the engine keeps: one per target of a shaped
+    run with 2 to MAX_TARGETS_WITH_LATENCY targets (one target's latency is the run's)."""
+    count = len(spec.targets)
+    return count if is_shaped(spec) and 1 < count <= MAX_TARGETS_WITH_LATENCY else 0
+
+
+def build_origins(spec: RunSpec, slot: int = 0, slots: int = 1) -> list:
+    """One _engine.Origin per scheme://host:port, holding that origin's targets: each
+    target's requests (its data variants, or its one request), and when the run is shaped
+    (is_shaped) the schedule of turns over them. `slot` of `slots` (spec.share): this
+    worker takes rows slot, slot + slots, ... so that all of them together take each in turn."""
     origins: dict[tuple, _engine.Origin] = {}
+    groups: dict[tuple, list[tuple[int, int, int]]] = {}
     context = None
+    variant_id = 0
+    rendered = spec.variants.requests if spec.variants else ()
     for index, target in enumerate(spec.targets):
         if target.origin not in origins:
             tls = target.url.scheme == "https"
@@ -96,7 +131,27 @@ def build_origins(spec: RunSpec) -> list:
             origins[target.origin] = _engine.Origin(
                 target.url.host, target.url.port, context if tls else None,
                 target.url.host if tls else None)
-        origins[target.origin].add_target(index, target.request_bytes(), target.method == "HEAD")
+            groups[target.origin] = []
+        requests = (rendered[index] if index < len(rendered) and rendered[index]
+                    else (target.request_bytes(),))
+        first = sum(count for _, count, _ in groups[target.origin])
+        for request in requests:
+            origins[target.origin].add_target(variant_id, request, target.method == "HEAD")
+            variant_id += 1
+        groups[target.origin].append((first, len(requests), index))
+    if is_shaped(spec):
+        if spec.variants is None:
+            row_mode, rows = 0, 1
+        else:
+            rows = spec.variants.rows
+            row_mode = 2 if spec.variants.per_connection else (1 if spec.journey else 0)
+        for key, origin in origins.items():
+            weights = [spec.targets[group].weight
+                       for _, _, group in groups[key]]
+            schedule = (list(range(len(weights))) if spec.journey or len(set(weights)) == 1
+                        else weighted_turns(weights))
+            origin.set_traffic(groups[key], schedule, walk=spec.journey, row_mode=row_mode,
+                               n_rows=rows, first_row=slot, row_stride=slots)
     return list(origins.values())
 
 
@@ -146,12 +201,16 @@ def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store
 
         share = spec.share(worker, spec.workers)
         client = _engine.Client(
-            origins=build_origins(spec), connections=share["connections"],
+            origins=build_origins(spec, share["slot"], share["slots"]),
+            connections=share["connections"],
             max_requests=share["max_requests"], duration_s=spec.duration_s or 0.0,
             timeout_s=spec.timeout_s, rate_per_s=share["rate_per_s"],
             ramp_up_s=spec.ramp_up_s, phase_s=share["phase_s"],
             worker_index=worker, record_sink=on_records if store_records else None,
-            window_sink=on_window, pipeline=spec.pipeline)
+            window_sink=on_window, pipeline=spec.pipeline, think_min_s=spec.think_s[0],
+            think_max_s=spec.think_s[1], seed=spec.seed or 0,
+            group_latency=targets_with_latency(spec),
+            first_connection=share["first_connection"])
         loop.add_signal_handler(signal.SIGTERM, client.stop, "interrupted")
         loop.add_signal_handler(signal.SIGINT, client.stop, "interrupted")
         if stop_requested:
@@ -166,12 +225,14 @@ def _worker_main(spec: RunSpec, worker: int, write_fd: int, start_ns: int, store
             await asyncio.sleep(0.005)
         transport.close()
 
+    failure_fd = os.dup(write_fd)
     try:
         uvloop.run(main())
     except BaseException as exc:  # reported to the parent, which marks the run failed
         try:
+            # (on its own descriptor: closing the loop closed write_fd with the transport)
             message = f"worker {worker}: {type(exc).__name__}: {exc}".encode()
-            os.write(write_fd, FRAME_HEADER.pack(len(message), FRAME_FAILED) + message)
+            os.write(failure_fd, FRAME_HEADER.pack(len(message), FRAME_FAILED) + message)
         except OSError:
             pass
         os._exit(1)
@@ -408,7 +469,9 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
     dead_for_s = 0.0
     reasons, failures = set(), []
     error_messages: dict[str, str] = {}
-    targets = [[0, 0, 0] for _ in spec.targets]
+    per_target = requests_per_target(spec)
+    variants = array.array("q", bytes(8 * 3 * sum(per_target)))   # [responses, successes, errors]
+    target_latency = None
     for worker, (reader, process) in enumerate(zip(readers, processes)):
         if reader.failure or reader.summary is None:
             # Its windows are stored, and so are its rows: count what they hold, so that the
@@ -434,16 +497,33 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
         reasons.add(summary["stop_reason"])
         for kind, message in summary.get("error_messages", {}).items():
             error_messages.setdefault(kind, message)
-        for total, part in zip(targets, summary["targets"]):
-            for k in range(3):
-                total[k] += part[k]
+        worker_counts = array.array("q")
+        worker_counts.frombytes(summary["targets"])   # (native order: the worker is this machine)
+        variants = array.array("q", map(operator.add, variants, worker_counts))
+        if summary.get("group_latency"):
+            parts = [_engine.Histogram.from_bytes(blob) for blob in summary["group_latency"]]
+            if target_latency is None:
+                target_latency = parts
+            else:
+                for merged, part in zip(target_latency, parts):
+                    merged.merge(part)
+    targets, data_variants, at = [], array.array("q"), 0
+    rendered = spec.variants.requests if spec.variants else ()
+    for index, count in enumerate(per_target):
+        counts = variants[3 * at:3 * (at + count)]
+        targets.append([sum(counts[k::3]) for k in range(3)])
+        if index < len(rendered) and rendered[index]:
+            data_variants += counts
+        at += count
     duration_s = (max(ends) - min(starts)) / 1e9 if starts else dead_for_s
     reason = stop_reason or ("interrupted" if "interrupted" in reasons else (
         sorted(reasons)[0] if reasons else "failed"))
     return RunResult(spec=spec, counters=counters, latency=latency, service=service,
                      duration_s=duration_s, stop_reason=reason,
                      dropped_records=dropped, max_loop_lag_us=lag, targets=targets,
-                     worker_errors=failures, error_messages=error_messages)
+                     worker_errors=failures, error_messages=error_messages,
+                     variants=data_variants if spec.variants else None,
+                     target_latency=target_latency)
 
 
 def worker_death(worker: int, exitcode: int | None, second: int) -> str:

@@ -26,16 +26,18 @@ from loadtester.store.queries import (
     find_run,
     iter_request_tuples,
     iter_requests,
+    iter_variant_counts,
     list_runs,
     run_windows,
     settle_dead_runs,
 )
+from loadtester.store.variants import VARIANT_COLUMNS, pack_variant_counts
 from loadtester.store.writer import RunWriter
 
 __all__ = [
     "APPLICATION_ID", "DEFAULT_DB_PATH", "JOURNAL_SIZE_LIMIT", "REQUEST_COLUMNS", "SCHEMA_VERSION",
-    "RunWriter", "StoreError", "backup", "check", "delete_run", "find_run", "iter_request_tuples",
-    "iter_requests",
-    "list_runs", "open_database", "prune", "prune_preview", "resolve_db_path", "restore",
+    "VARIANT_COLUMNS", "RunWriter", "StoreError", "backup", "check", "delete_run", "find_run",
+    "iter_request_tuples", "iter_requests", "iter_variant_counts", "list_runs", "open_database",
+    "pack_variant_counts", "prune", "prune_preview", "resolve_db_path", "restore",
     "run_lock_path", "run_windows", "settle_dead_runs", "stats",
 ]

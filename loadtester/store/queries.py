@@ -11,6 +11,7 @@ import apsw
 from loadtester.model import ERROR_KINDS, Window
 from loadtester.store.connection import StoreError, conn_path, dict_rows, table_columns, translated
 from loadtester.store.locks import writer_gone
+from loadtester.store.variants import unpack_variant_counts
 
 if TYPE_CHECKING:
     from typing import Any
@@ -138,6 +139,16 @@ def iter_request_tuples(conn: apsw.Connection, run_id: int) -> Iterator[tuple[in
            + REQUEST_ROWS_FROM)
     with translated(conn_path(conn)):
         yield from conn.execute(sql, (int(run_id),))
+
+
+def iter_variant_counts(conn: apsw.Connection, run_id: int) -> Iterator[dict[str, Any]]:
+    """A --data run's request variants in send order: {row, request, requests, successes,
+    errors} each (store/variants.py); nothing for a run without data."""
+    with translated(conn_path(conn)):
+        found = list(conn.execute("SELECT variant_counts FROM test_runs WHERE id = ?",
+                                  (int(run_id),)))
+    if found and found[0][0]:
+        yield from unpack_variant_counts(found[0][0])
 
 
 REQUEST_COLUMNS = ("test_run_id", "seq", "timestamp", "latency", "wait_us", "success", "status_code",
