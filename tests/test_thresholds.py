@@ -15,6 +15,7 @@ from loadtester.analysis.thresholds import (Threshold, ThresholdError, evaluate,
     ("p999<500ms", "p99.9", "<", 500.0, "ms"),
     ("p75<250us", "p75", "<", 0.25, "ms"),
     ("p90 < 1.5 s", "p90", "<", 1500.0, "ms"),
+    ("p95<300ms", "p95", "<", 300.0, "ms"),
     ("avg<50ms", "avg", "<", 50.0, "ms"),
     ("avg<50", "avg", "<", 50.0, "ms"),            # bare number: milliseconds
     ("min>=1ms", "min", ">=", 1.0, "ms"),
@@ -127,6 +128,17 @@ def test_real_closed_loop_report(start_target, db):
     assert results["success>99%"]["passed"] and results["rps>10"]["passed"]
     assert not results["rps>100000"]["passed"]
     assert results["rps>10"]["actual"] == pytest.approx(report["rps"])
+
+
+def test_real_p95_threshold_from_the_cli(start_target, db):
+    # p95 is in the report (issue 13: p95 in the percentile table), so it is a threshold too:
+    # the same grammar in the CLI and the web form.
+    target = start_target("--delay", "10ms")
+    report = blast_json(target.url, "-n", "200", "-c", "4", "--no-progress",
+                        "--threshold", "p95<5s", "--threshold", "p95<1ms", db=db, exit_code=1)
+    results = {r["expression"]: r for r in report["thresholds"]}
+    assert results["p95<5s"]["passed"] and not results["p95<1ms"]["passed"]
+    assert results["p95<1ms"]["actual"] == report["latency_ms"]["p95"] >= 10.0
 
 
 def test_real_error_report(start_target, db):

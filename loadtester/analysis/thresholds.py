@@ -6,7 +6,7 @@
     ok = all(r["passed"] for r in results)
 
 Metrics (case-insensitive):
-  latency   p50 p75 p90 p99 p99.9 (or p999), avg, min, max, stdev — from report["latency_ms"],
+  latency   p50 p75 p90 p95 p99 p99.9 (or p999), avg, min, max, stdev — from report["latency_ms"],
             which in rate mode is the *corrected* latency (from the intended send time).
             Limits take us / ms / s; a bare number means milliseconds.
   errors    errors<1% (share of attempts) or errors<=10 (a count).
@@ -34,11 +34,12 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 
 # metric name as written -> key in report["latency_ms"]
 LATENCY_METRICS = {
-    "p50": "p50", "p75": "p75", "p90": "p90", "p99": "p99", "p99.9": "p999", "p999": "p999",
+    "p50": "p50", "p75": "p75", "p90": "p90", "p95": "p95", "p99": "p99", "p99.9": "p999",
+    "p999": "p999",
     "avg": "avg", "mean": "avg", "min": "min", "max": "max", "stdev": "stdev",
 }
 OTHER_METRICS = ("errors", "success", "rps")
-METRIC_NAMES = "p50, p75, p90, p99, p99.9, avg, min, max, stdev, errors, success, rps"
+METRIC_NAMES = "p50, p75, p90, p95, p99, p99.9, avg, min, max, stdev, errors, success, rps"
 
 _UNIT_MS = {"us": 0.001, "µs": 0.001, "μs": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -57,7 +58,7 @@ class ThresholdError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Threshold:
     expression: str          # as written, without blanks: "p99<200ms"
-    metric: str              # canonical: p50 p75 p90 p99 p99.9 avg min max stdev errors success rps
+    metric: str              # canonical: p50 p75 p90 p95 p99 p99.9 avg min max stdev errors success rps
     op: str                  # < <= > >=
     limit: float             # in `unit`
     unit: str                # "ms" (latency), "%" (errors/success share), "count" (errors), "req/s"
