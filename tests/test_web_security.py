@@ -13,7 +13,7 @@ import re
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import children_of, cli, is_alive, wait_for
+from conftest import children_of, cli, free_port, is_alive, wait_for
 from loadtester.spec import SpecError, build_spec, parse_header, read_headers_file
 from loadtester.web import ssrf
 from loadtester.web.app import create_app
@@ -233,6 +233,31 @@ def test_real_masked_run_hides_host_path_and_query_everywhere(start_target, tmp_
             assert word.encode() not in body, (word, body[:2000])
     logs = server.log_path.read_bytes()          # (they name the clients: 127.0.0.1 is there)
     assert b"12*****.1" in logs and b"secret-path" not in logs and b"s3cret" not in logs
+
+
+@pytest.mark.timeout(120)
+def test_real_masked_run_hides_the_host_in_its_error_messages(tmp_path):
+    # A dead port: every message names where it could not connect ('connection refused
+    # 127.0.0.1:PORT'); a masked run shows those with the host masked, as its URL.
+    from test_serve_api import Server
+    server = Server(tmp_path / "runs.db", "--allow-private")
+    try:
+        started = server.start(url=f"http://127.0.0.1:{free_port()}/", users=1, duration=1,
+                               mask_host=True)
+        assert started.status == 201, started.body
+        run_uuid = started.json["uuid"]
+        assert wait_for(lambda: server.status(run_uuid)["status"] != "running", 30)
+        status = server.status(run_uuid)
+        assert status["result"] == "failed"
+        assert status["error_messages"]["connect"].startswith("connection refused 12*****.1:")
+        assert "12*****.1" in status["result_reason"]
+        shown = [server.get(path).body for path in (
+            f"/api/status/{run_uuid}", f"/api/metrics/{run_uuid}", "/api/history",
+            f"/report/{run_uuid}", f"/api/compare?a={run_uuid}&b={run_uuid}")]
+    finally:
+        server.terminate()
+    for body in shown:
+        assert b"127.0.0.1" not in body, body[:2000]
 
 
 # --------------------------------------------------------------------------- trusted proxies

@@ -18,7 +18,7 @@ import apsw
 from loadtester.analysis.report import report_from_row
 from loadtester.analysis.series import Series, SeriesSnapshot
 from loadtester.analysis.verdict import judge
-from loadtester.reports.display import display_host, display_url, summary_line
+from loadtester.reports.display import display_host, display_messages, display_text, display_url, summary_line
 from loadtester.units import parse_iso_utc
 
 if TYPE_CHECKING:
@@ -50,6 +50,11 @@ def run_report(row_full: Row, series: SeriesSnapshot, db_path: StrPath | None) -
         report["url"] = display_url(report.get("url"), True)
         for target in report.get("targets") or []:
             target["url"] = display_url(target.get("url"), True)
+        report["error_messages"] = display_messages(report.get("error_messages") or {},
+                                                    row.get("host"), True)
+        if report.get("worker_errors"):
+            report["worker_errors"] = [display_text(death, row.get("host"), True)
+                                       for death in report["worker_errors"]]
     return report
 
 
@@ -68,7 +73,8 @@ def report_data(row_full: Row, series: SeriesSnapshot, db_path: StrPath | None,
     return {"uuid": row_full["uuid"], "run_id": row_full["id"], "label": row_full.get("label"),
             "url": display_url(row_full.get("url"), masked),
             "method": row_full.get("method"), "status": row_full["status"],
-            "result": verdict.result, "result_reason": verdict.reason,
+            "result": verdict.result,
+            "result_reason": display_text(verdict.reason, row_full.get("host"), masked),
             "started_at": row_full.get("started_at"), "completed_at": row_full.get("completed_at"),
             "users": row_full.get("total_users"), "duration": row_full.get("duration"),
             "summary": summary, "report": report, "seconds": series.rows}

@@ -29,6 +29,20 @@ def display_host(host: str | None, masked: bool) -> str | None:
     return mask_host(host) if masked else host
 
 
+def display_text(text: str | None, host: str | None, masked: bool) -> str | None:
+    """A message about the run (an error's first message, why it failed) as it is shown: with
+    the host masked wherever it names it ('connection refused 12******.1:8080')."""
+    if not text or not masked or not host:
+        return text
+    return text.replace(host, mask_host(host) or "")
+
+
+def display_messages(messages: dict[str, str], host: str | None,
+                     masked: bool) -> dict[str, str]:
+    """Each error kind's first message, as display_text shows it."""
+    return {kind: display_text(text, host, masked) or "" for kind, text in messages.items()}
+
+
 def display_url(url: str | None, masked: bool) -> str | None:
     """The URL as everything that shows a run shows it (the API's payloads, the run list,
     the pages, both reports, /metrics labels, the PipeOps responses, the logs): never a

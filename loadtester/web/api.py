@@ -19,7 +19,7 @@ from loadtester.analysis import aggregate, export as export_mod
 from loadtester.analysis.series import SeriesSnapshot
 from loadtester.analysis.verdict import CIRCUIT_BREAKER_STOP, judge, stored_json
 from loadtester.reports import data as reports_data
-from loadtester.reports.display import display_host, display_url, summary_line
+from loadtester.reports.display import display_host, display_messages, display_text, display_url, summary_line
 from loadtester.store import queries
 from loadtester.units import parse_iso_utc
 from loadtester.web import pipeops
@@ -100,18 +100,21 @@ def verdict_fields(row: Row, run: RunProcess | None, successes: int | None) -> d
     abort_on_error_rate (known for runs this server started).  `row`: the summary columns
     (queries.WEB_RUN_COLUMNS, the verdict's included) or the whole row."""
     verdict = judge(row, successes, run.error_line() if run is not None else None)
+    masked, host = bool(row.get("mask_host")), row.get("host")
     thresholds = stored_json(row.get("thresholds"), [])
     if not thresholds and run is not None and row.get("status") == "running":
         thresholds = [{"expression": t, "passed": None} for t in run.params.thresholds]
     fields: dict[str, Any] = {
-        "result": verdict.result, "result_reason": verdict.reason, "thresholds": thresholds,
-        "error_messages": stored_json(row.get("error_messages"), {}),
+        "result": verdict.result, "result_reason": display_text(verdict.reason, host, masked),
+        "thresholds": thresholds,
+        "error_messages": display_messages(stored_json(row.get("error_messages"), {}), host,
+                                           masked),
         "stopped_by_circuit": row.get("stop_reason") == CIRCUIT_BREAKER_STOP,
         "abort_on_error_rate": run.params.abort_on_error_rate if run is not None else None,
     }
     deaths = stored_json(row.get("worker_errors"), [])
     if deaths:
-        fields["worker_errors"] = deaths
+        fields["worker_errors"] = [display_text(death, host, masked) for death in deaths]
     return fields
 
 
