@@ -262,7 +262,7 @@ def render_variants(targets: list[Target], table: DataTable, *, order: str, seed
                 path = "".join([piece if i % 2 == 0 else quote(value(piece), safe="")
                                 for i, piece in enumerate(url_pieces)])
             else:
-                path = _rendered_url(target, _fill(target.url.text, value, "url"),
+                path = _rendered_url(target, fill_template(target.url.text, value, "url"),
                                      f"{table.path}:{line}").path
             if static_tail is not None:
                 request = prefix + path.encode("ascii") + static_tail
@@ -273,14 +273,14 @@ def render_variants(targets: list[Target], table: DataTable, *, order: str, seed
                 continue
             headers = []
             for name, raw in target.headers:
-                filled = _fill(raw, value, "header")
+                filled = fill_template(raw, value, "header")
                 problem = _header_problem(filled)
                 if problem:
                     column = placeholders(raw)[0] if placeholders(raw) else name
                     raise FeedError(f"{table.path}:{line}: column {column!r}: {problem} "
                                     f"(it goes in the {name} header)")
                 headers.append((name, filled))
-            body = (_fill(body_text, value, "body").encode("utf-8") if body_text is not None
+            body = (fill_template(body_text, value, "body").encode("utf-8") if body_text is not None
                     else target.body)
             url = dataclasses.replace(target.url, path=path)
             request = Target(url, target.method, tuple(headers), body).request_bytes()
@@ -346,7 +346,7 @@ def _uses(targets: list[Target], name: str) -> bool:
     return False
 
 
-def _fill(template: str, value, place: str) -> str:
+def fill_template(template: str, value, place: str) -> str:
     """`template` with its placeholders replaced, each escaped for `place` (url, header or
     body) unless a filter says otherwise."""
     def replace(match: re.Match) -> str:

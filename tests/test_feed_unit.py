@@ -8,7 +8,7 @@ import pytest
 from conftest import cli
 
 from loadtester.run.runner import build_origins
-from loadtester.feed import _fill
+from loadtester.feed import fill_template
 from loadtester.spec import SpecError, Target, build_spec, parse_think, parse_url, weighted_turns
 
 URL = "http://127.0.0.1:9/"
@@ -48,7 +48,7 @@ def test_urls_built_once_per_row_equal_a_parse_of_the_filled_in_url(tmp_path, te
     data = str(tmp_path / "rows.csv")
     spec = build_spec(template, data=data, headers=["X-A: b"])
     for value, request in zip(values, spec.variants.requests[0]):
-        filled = _fill(template, lambda name, value=value: value, "url")
+        filled = fill_template(template, lambda name, value=value: value, "url")
         expected = Target(parse_url(filled), "GET", (("X-A", "b"),)).request_bytes()
         assert request == expected, (value, request)
 
