@@ -87,6 +87,8 @@ class TlsHandshakeError(Exception):
 cdef class TlsOrigin:
 
     def __cinit__(self, context, str host):
+        if TLS_UNAVAILABLE:
+            raise RuntimeError(f"HTTPS is not available: {TLS_UNAVAILABLE}")
         if getattr(context, "keylog_filename", None) or getattr(context, "_msg_callback", None):
             # Python's callbacks for these expect its own socket object on the SSL.
             raise ValueError("the engine's TLS does not support keylog_filename or "
@@ -349,4 +351,16 @@ cdef void bind_openssl() except *:
     check_context_layout()
 
 
-bind_openssl()
+# Why the engine cannot speak TLS on this Python ("" when it can). Binding OpenSSL is the
+# one part of the engine that depends on how Python's ssl module is built; when it fails,
+# plain HTTP still runs and an https URL is refused before the run (run.runner.preflight).
+cdef str TLS_UNAVAILABLE = ""
+try:
+    bind_openssl()
+except ImportError as exc:
+    TLS_UNAVAILABLE = str(exc)
+
+
+def tls_unavailable():
+    """Why HTTPS cannot be sent from this Python (None when it can)."""
+    return TLS_UNAVAILABLE or None

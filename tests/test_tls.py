@@ -259,3 +259,17 @@ def tls_target_args(directory):
     return ["--tls-cert", cert, "--tls-key", key]
 
 
+
+
+def test_https_refused_in_one_line_when_this_python_cannot_bind_openssl(monkeypatch):
+    # The engine binds OpenSSL from Python's own ssl module at import; if that fails (another
+    # build of Python), plain HTTP still runs and an https URL is refused before anything
+    # is stored. (The failure itself cannot be produced here: the check is given its answer.)
+    from loadtester.run import runner
+    from loadtester.spec import build_spec
+    monkeypatch.setattr(runner, "tls_unavailable", lambda: "no SSL_new in its OpenSSL")
+    with pytest.raises(runner.RunRefused) as refused:
+        runner.preflight(build_spec("https://127.0.0.1:8443/", requests=1))
+    assert str(refused.value) == ("cannot send HTTPS from this Python: no SSL_new in its "
+                                  "OpenSSL")
+    assert runner.preflight(build_spec("http://127.0.0.1:8080/", requests=1)) == []

@@ -25,6 +25,7 @@ import threading
 from multiprocessing.process import BaseProcess
 
 from loadtester import _engine
+from loadtester._engine import tls_unavailable
 from loadtester.analysis import aggregate
 from loadtester.run.proc import die_with_parent
 from loadtester.spec import RunSpec, weighted_turns
@@ -360,6 +361,8 @@ def preflight(spec: RunSpec) -> list[str]:
     to the hard one when that is needed).  RunRefused with one line otherwise; returns
     warnings worth printing (more workers than cores, a ramp-up longer than the run)."""
     warnings = []
+    if any(target.url.scheme == "https" for target in spec.targets) and tls_unavailable():
+        raise RunRefused(f"cannot send HTTPS from this Python: {tls_unavailable()}")
     for host in sorted({target.url.host for target in spec.targets}):
         try:
             socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
