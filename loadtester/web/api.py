@@ -16,6 +16,7 @@ import apsw
 
 from loadtester import store
 from loadtester.analysis import aggregate, export as export_mod
+from loadtester.analysis.report import traffic_summary
 from loadtester.analysis.series import SeriesSnapshot
 from loadtester.analysis.verdict import CIRCUIT_BREAKER_STOP, judge, stored_json
 from loadtester.reports import data as reports_data
@@ -148,7 +149,8 @@ def pending_status(run: RunProcess) -> dict[str, Any]:
 def settings_of(row: Row, config: object, elapsed: float | None = None) -> dict[str, Any]:
     """What a run was asked to do and how it ended, for the run page's settings panel and
     compare's settings diff: mode (closed / rate), rate, connections, ramp-up, method,
-    planned vs actual duration, request limit, timeout, pipeline depth, stop reason, times.
+    planned vs actual duration, request limit, timeout, pipeline depth, stop reason, times,
+    and the traffic that was sent (traffic_settings).
     `config`: its stored config column (JSON text or parsed); `elapsed`: while it runs."""
     spec = stored_json(config, {})
     actual = row.get("measured_duration")
@@ -164,6 +166,35 @@ def settings_of(row: Row, config: object, elapsed: float | None = None) -> dict[
         "pipeline": spec.get("pipeline") or 1, "workers": row.get("workers") or spec.get("workers"),
         "stop_reason": row.get("stop_reason"), "started_at": row.get("started_at"),
         "completed_at": row.get("completed_at"),
+        "traffic": traffic_settings(spec.get("traffic"), spec.get("targets") or [],
+                                    bool(row.get("mask_host"))),
+    }
+
+
+# What the settings show of a run's data file: not its path on the machine that ran it.
+DATA_SETTINGS = ("file", "rows", "sha256", "order", "seed", "per_connection", "variants")
+
+
+def traffic_settings(traffic: dict[str, Any] | None, targets: list[dict[str, Any]],
+                     masked: bool) -> dict[str, Any] | None:
+    """What shaped the requests (issue 15), None for a plain run: `summary` (the CLI's few
+    words), `data` (file name, rows, sha256, order, seed, one row per connection), `weights`
+    ([{target, weight}] in the targets' order), `journey` (its steps in order), `think_ms`
+    ([low, high]) and `seed`; URLs as shown (masked when the run asked for that)."""
+    if not traffic:
+        return None
+
+    def shown(method: str, url: str) -> str:
+        return f"{method} {display_url(url, masked)}"
+
+    data, weights, journey = traffic.get("data"), traffic.get("weights"), traffic.get("journey")
+    return {
+        "summary": traffic_summary(traffic),
+        "data": {key: data.get(key) for key in DATA_SETTINGS} if data else None,
+        "weights": ([{"target": shown(t["method"], t["url"]), "weight": weight}
+                     for t, weight in zip(targets, weights)] if weights else None),
+        "journey": [shown(*step.split(" ", 1)) for step in journey] if journey else None,
+        "think_ms": traffic.get("think_ms"), "seed": traffic.get("seed"),
     }
 
 
@@ -400,7 +431,8 @@ SETTING_NAMES = (("url", "Target"), ("method", "Method"), ("mode", "Load model")
                  ("rate", "Rate (req/s)"), ("connections", "Connections"),
                  ("ramp_up_s", "Ramp-up (s)"), ("planned_duration_s", "Planned duration (s)"),
                  ("actual_duration_s", "Actual duration (s)"), ("stop_reason", "Stop reason"),
-                 ("timeout_s", "Timeout (s)"), ("pipeline", "Pipeline depth"))
+                 ("timeout_s", "Timeout (s)"), ("pipeline", "Pipeline depth"),
+                 ("traffic", "Traffic"))
 
 
 def settings_diff(row_a: Row, row_b: Row, url_a: str | None,

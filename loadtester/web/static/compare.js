@@ -54,10 +54,28 @@ function runName(run, letter) {
 }
 
 function fmtSetting(key, value) {
+  if (key === "traffic") return fmtTraffic(value);
   if (value === null || value === undefined || value === "") return "–";
   if (key === "mode") return value === "rate" ? "open loop (rate)" : "closed loop";
   if (typeof value === "number") return key.endsWith("_s") ? `${+value.toFixed(1)}` : fmtInt(value);
   return String(value);
+}
+
+/** The traffic a run sent (api.traffic_settings): the CLI's few words, then what they leave
+ *  out that can tell two runs apart (the data's seed, each weight's target, each step). */
+function fmtTraffic(traffic) {
+  if (!traffic) return "fixed requests";
+  const seed = traffic.data && traffic.data.seed !== null && traffic.data.seed !== undefined
+    ? `data seed ${traffic.data.seed}` : null;
+  const details = [
+    ...(seed ? [seed] : []),
+    ...(traffic.weights || []).map((w) => `${w.weight} × ${w.target}`),
+    ...(traffic.journey || []).map((step, i) => `step ${i + 1}: ${step}`),
+  ];
+  const shown = details.slice(0, 12);
+  if (details.length > shown.length) shown.push(`… and ${details.length - shown.length} more`);
+  return el("span", { class: "traffic-setting" }, el("span", {}, traffic.summary),
+    ...shown.map((line) => el("span", { class: "traffic-detail" }, line)));
 }
 
 function renderSummary(result) {

@@ -185,6 +185,86 @@ function renderSettings(st) {
     : (STOP_REASONS[s.stop_reason] || s.stop_reason || st.status || "–");
   $("set-ended").textContent = st.status === "running" ? "–" : fmtDate(s.completed_at || st.completed_at);
   $("set-timeout").textContent = typeof s.timeout_s === "number" ? fmtSeconds(s.timeout_s) : "–";
+  renderTraffic(s.traffic || {});
+}
+
+// Lists of a run's targets (weights, steps, the targets table) show this many rows: a
+// targets file may hold thousands; `loadtester show RUN` lists them all.
+const TOP_ROWS = 20;
+
+function moreLine(hidden, run) {
+  return `… and ${fmtInt(hidden)} more (all of them: loadtester show ${run ?? "RUN"})`;
+}
+
+/** What shaped the requests (issue 15): data file, think time, weights, journey steps. */
+function renderTraffic(traffic) {
+  const shown = (id, on) => { $(`${id}-row`).hidden = !on; return on; };
+  const run = state.status?.id;
+  const capped = (items, item) => items.slice(0, TOP_ROWS).map(item).concat(items.length > TOP_ROWS
+    ? [el("li", { class: "muted more" }, moreLine(items.length - TOP_ROWS, run))] : []);
+  const data = traffic.data;
+  if (shown("set-data", !!data)) {
+    const seed = data.seed !== null && data.seed !== undefined ? `, seed ${data.seed}` : "";
+    $("set-data").replaceChildren(
+      el("span", { class: "data-file" }, data.file), ` · ${fmtInt(data.rows)} rows · sha256 `,
+      el("abbr", { class: "sha", title: data.sha256 }, `${String(data.sha256).slice(0, 12)}…`),
+      ` · ${data.order}${seed}`, data.per_connection ? " · one row per connection" : "");
+  }
+  const think = traffic.think_ms;
+  if (shown("set-think", Array.isArray(think))) {
+    $("set-think").textContent = think[0] === think[1] ? `${fmtMs(think[0])} between steps`
+      : `${fmtMs(think[0])} to ${fmtMs(think[1])}, uniform`;
+  }
+  const weights = traffic.weights;
+  if (shown("set-weights", Array.isArray(weights))) {
+    const total = weights.reduce((n, w) => n + w.weight, 0);
+    $("set-weights").replaceChildren(...capped(weights, (w) => el("li", {},
+      el("span", { class: "weight" }, `${fmtInt(w.weight)} (${fmtPct(total ? w.weight / total : null)})`),
+      " ", el("span", { class: "traffic-request" }, w.target))));
+  }
+  if (shown("set-journey", Array.isArray(traffic.journey))) {
+    $("set-journey").replaceChildren(...capped(traffic.journey, (step) => el("li", { class: "traffic-request" }, step)));
+  }
+}
+
+/** Per target (or journey step) counts and latency, for a run of more than one target; the
+ *  first TOP_ROWS in their order, or, past that, the TOP_ROWS most sent. */
+function renderTargets(m) {
+  const targets = Array.isArray(m.targets) ? m.targets.map((t, i) => ({ ...t, index: i + 1 })) : [];
+  $("targets-card").hidden = targets.length < 2;
+  renderVariantsNote(m.variants);
+  if (targets.length < 2) return;
+  const journey = Array.isArray(m.traffic?.journey);
+  const weighted = targets.some((t) => typeof t.weight === "number");
+  $("targets-title").textContent = journey ? "Journey steps" : "Targets";
+  const head = [["#", "num"], [journey ? "Step" : "Target", ""], ...(weighted ? [["Weight", "num"]] : []),
+    ["Requests", "num"], ["Share", "num"], ["Errors", "num"], ["p50", "num"], ["p99", "num"]];
+  $("targets-table").tHead.replaceChildren(el("tr", {}, ...head.map(([name, cls]) => el("th", { scope: "col", class: cls }, name))));
+  const top = targets.length > TOP_ROWS
+    ? [...targets].sort((a, b) => b.requests - a.requests).slice(0, TOP_ROWS) : targets;
+  const attempts = m.attempts || 0;
+  $("targets-table").tBodies[0].replaceChildren(...top.map((t) => el("tr", { dataset: { target: t.index } },
+    el("td", { class: "num" }, String(t.index)),
+    el("td", { class: "target" }, `${t.method} ${t.url}`),
+    weighted ? el("td", { class: "num" }, fmtInt(t.weight)) : null,
+    el("td", { class: "num" }, fmtInt(t.requests)),
+    el("td", { class: "num" }, attempts ? fmtPct(t.requests / attempts) : "–"),
+    el("td", { class: "num" }, fmtInt(t.errors)),
+    el("td", { class: "num" }, fmtMs(t.latency_ms?.p50)),
+    el("td", { class: "num" }, fmtMs(t.latency_ms?.p99)))));
+  const more = $("targets-more");
+  more.textContent = targets.length > TOP_ROWS
+    ? `The ${TOP_ROWS} most sent of ${fmtInt(targets.length)}: ${moreLine(targets.length - TOP_ROWS, m.run_id)}` : "";
+  more.hidden = !more.textContent;
+}
+
+/** A --data run: how evenly its request variants were sent, and where the full list is. */
+function renderVariantsNote(variants) {
+  const note = $("variants-note");
+  note.textContent = variants && variants.count ? `Each of the ${fmtInt(variants.count)} request variants was sent `
+    + `${fmtInt(variants.min)} to ${fmtInt(variants.max)} times (${fmtInt(variants.unserved)} never); `
+    + `per variant: loadtester export ${state.status?.id ?? "RUN"} --variants` : "";
+  note.hidden = !note.textContent;
 }
 
 function applyStatus(s) {
@@ -318,6 +398,7 @@ function renderTables(m) {
   renderStatusCodes(m.status_codes || {});
   renderErrorKinds(m.errors_by_kind || {}, m.error_messages || {});
   renderLatencyTable(m.latency_ms || {}, m.bytes);
+  renderTargets(m);
   if (Array.isArray(m.latency_distribution)) {
     distribution = distributionPoints(m.latency_distribution);
     state.charts.distribution?.setData(distribution[0], [distribution[1]]);
