@@ -165,6 +165,8 @@ def test_the_run_page_shows_the_traffic_and_fits_a_phone(served, tmp_path):
                 [t["requests"] for t in runs["journey"]["targets"]]
             assert all(row[-1].endswith(("ms", "µs")) for row in steps), steps     # p99 per step
             assert journey["width"] <= size[0], (size, journey["width"])
+            # a count run (-n 60) says its count where a duration run says its duration
+            assert driver.find_element("id", "duration-value").text == "60 requests"
             assert not re.search("null|undefined|NaN", journey["settings"]), journey["settings"]
             shoot(driver, "#set-journey-row", f"run-journey-{size[0]}")
 

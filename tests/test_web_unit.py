@@ -798,3 +798,13 @@ def test_delete_endpoint(make_client, db_path):
         assert foreign.status_code == 403                # unsafe method, foreign origin
     finally:
         live.finish({}, status="stopped")
+
+
+def test_run_progress_is_by_the_clock_for_a_duration_and_by_attempts_for_a_count():
+    from loadtester.web.api import run_progress
+    assert run_progress({"duration": 10, "requests_limit": None}, None, 2.5) == 0.25
+    assert run_progress({"duration": 10}, None, 30.0) == 1.0
+    # -n 1000 with 250 attempts stored so far (errors included): a quarter, whatever the clock
+    assert run_progress({"duration": None, "requests_limit": 1000, "total_requests": 250},
+                        None, 99.0) == 0.25
+    assert run_progress({"duration": None, "requests_limit": None}, None, 5.0) == 0.0

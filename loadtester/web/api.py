@@ -198,6 +198,21 @@ def traffic_settings(traffic: dict[str, Any] | None, targets: list[dict[str, Any
     }
 
 
+def run_progress(row: Row, series: SeriesSnapshot | None, elapsed: float) -> float:
+    """How far the run is, 0..1: by the clock for a duration (-d), by attempts for a count
+    (-n)."""
+    duration, limit = row.get("duration"), row.get("requests_limit")
+    if duration:
+        return min(1.0, elapsed / duration)
+    if limit:
+        if series is not None and series.rows:
+            attempts = series.totals.requests
+        else:
+            attempts = row.get("total_requests") or 0           # (attempts, errors included)
+        return min(1.0, attempts / limit)
+    return 0.0
+
+
 def status_payload(row: Row | None, run: RunProcess | None,
                    series: SeriesSnapshot | None) -> dict[str, Any]:
     """GET /api/status: from the stored row (and its windows), else from the RunProcess."""
@@ -211,10 +226,10 @@ def status_payload(row: Row | None, run: RunProcess | None,
     status = row["status"]
     if status == "running":
         remaining = max(0.0, (duration or 0) - elapsed)
-        progress = min(1.0, elapsed / duration) if duration else 0.0
+        progress = run_progress(row, series, elapsed)
     else:
         remaining = 0.0
-        progress = 1.0 if status == "completed" else (min(1.0, elapsed / duration) if duration else 0.0)
+        progress = 1.0 if status == "completed" else run_progress(row, series, elapsed)
     numbers = live_numbers(row, series, elapsed)
     payload = {
         "uuid": row["uuid"], "id": row["id"], "status": status,

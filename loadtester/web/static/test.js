@@ -282,7 +282,9 @@ function applyStatus(s) {
   document.title = `${title} · ${st.result === "failed" ? "failed" : st.status || ""} · loadtester`;
   $("target-url").textContent = st.url || "–";
   $("users-value").textContent = fmtInt(st.users);
-  $("duration-value").textContent = fmtSeconds(st.duration);
+  const limit = st.settings && st.settings.requests_limit;
+  $("duration-value").textContent = st.duration || !limit ? fmtSeconds(st.duration)
+    : `${fmtInt(limit)} requests`;
   $("started-at").textContent = fmtDate(st.started_at);
   $("elapsed").textContent = fmtSeconds(st.elapsed_s);
   const running = st.status === "running";
