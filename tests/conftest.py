@@ -118,26 +118,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class RawServer:
-    """A threaded TCP server on 127.0.0.1 whose replies a test scripts.
+class ThreadedListener:
+    """A TCP listener on 127.0.0.1 (or ::1) that hands each accepted connection to the
+    subclass's handle(conn), one thread each; counts connections; close() closes them all.
+    A subclass sets its own fields before calling this __init__: connections may come at once."""
 
-    `handler(conn, request_bytes) -> bool` answers one request; it returns False
-    to close the connection. Counts requests it saw and connections accepted.
-    """
+    scheme = "http"
 
-    def __init__(self, handler):
-        self.handler = handler
-        self.requests = 0
-        self.connections = 0
-        self.lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(512)
+    def __init__(self, host: str = "127.0.0.1", backlog: int = 512):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host, 0), family=family, backlog=backlog)
         self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/"
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"{self.scheme}://{shown}:{self.port}/"
+        self.lock = threading.Lock()
+        self.connections = 0
+        self.conns: list[socket.socket] = []
         self.closed = False
-        self.conns = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -149,9 +146,35 @@ class RawServer:
             with self.lock:
                 self.connections += 1
                 self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
 
-    def _serve(self, conn):
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+        for conn in self.conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+
+class RawServer(ThreadedListener):
+    """A threaded TCP server on 127.0.0.1 whose replies a test scripts.
+
+    `handler(conn, request_bytes) -> bool` answers one request; it returns False
+    to close the connection. Counts requests it saw and connections accepted.
+    """
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.requests = 0
+        super().__init__()
+
+    def handle(self, conn):
         buf = b""
         try:
             while not self.closed:
@@ -182,15 +205,6 @@ class RawServer:
             except OSError:
                 pass
 
-    def close(self):
-        self.closed = True
-        self.sock.close()
-        for conn in self.conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-                conn.close()
-            except OSError:
-                pass
 
 
 @pytest.fixture

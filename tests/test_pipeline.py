@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
-import threading
 import time
 
 import pytest
 
-from conftest import blast_json, cli
+from conftest import ThreadedListener, blast_json, cli
 from loadtester import _engine
 from loadtester.spec import SpecError, build_spec
 
@@ -24,7 +23,7 @@ CHUNKED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
            b"3\r\nabc\r\n7\r\ndefghij\r\n0\r\n\r\n")
 
 
-class PipelineServer:
+class PipelineServer(ThreadedListener):
     """A threaded server on 127.0.0.1. `answer(method, index)` gives the reply to the
     index-th request on its connection: bytes to send, b"" to send nothing (a stall), None
     to close the connection (after sending the replies before it). Replies to the requests of
@@ -37,25 +36,11 @@ class PipelineServer:
         self.recvs_with_requests = 0
         self.most_in_one_recv = 0
         self.methods: list[bytes] = []
-        self.lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
-        self.conns: list[socket.socket] = []
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(backlog=128)
 
-    def _accept(self):
-        while not self.closed:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self.lock:
-                self.conns.append(conn)
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+    def handle(self, conn):
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._serve(conn)
 
     def _serve(self, conn):
         buf, index = b"", 0
@@ -109,15 +94,6 @@ class PipelineServer:
         except OSError:
             pass
 
-    def close(self):
-        self.closed = True
-        self.sock.close()
-        with self.lock:
-            for conn in self.conns:
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 @pytest.fixture

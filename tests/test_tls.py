@@ -6,44 +6,18 @@ import os
 import socket
 import ssl
 import struct
-import threading
 
 import pytest
 
-from conftest import blast_json, cli, self_signed_cert
+from conftest import ThreadedListener, blast_json, cli, self_signed_cert
 
 CLOSE_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 
 
-class Listener:
-    """A TCP listener on 127.0.0.1 or ::1 whose accepted connections are handled one per
-    thread by the subclass's handle(conn)."""
+class Listener(ThreadedListener):
+    """A listener for TLS clients (the subclass's handle(conn) speaks, or breaks, TLS)."""
 
-    def __init__(self, host="127.0.0.1"):
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.create_server((host, 0), family=family, backlog=128)
-        shown = f"[{host}]" if ":" in host else host
-        self.url = f"https://{shown}:{self.sock.getsockname()[1]}/"
-        self.accepted = 0
-        self.held = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
-
-    def handle(self, conn):
-        raise NotImplementedError
-
-    def close(self):
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
+    scheme = "https"
 
 
 class TlsServer(Listener):
@@ -56,8 +30,7 @@ class TlsServer(Listener):
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
         self.requests = self.full_handshakes = self.resumed_handshakes = 0
-        self.lock = threading.Lock()
-        super().__init__(host)
+        super().__init__(host, backlog=128)
 
     def handle(self, conn):
         conn.settimeout(10)
@@ -94,8 +67,7 @@ class HandshakeBreaker(Listener):
 
     def handle(self, conn):
         if self.silent:
-            self.held.append(conn)
-            return
+                return
         try:
             conn.recv(65536)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -231,7 +203,7 @@ def test_reset_during_handshake_is_a_connect_error(breaker, db):
     report = blast_json(server.url, "-n", "5", "-c", "1", "--insecure", db=db, exit_code=1)
     assert report["requests"] == 0
     assert report["errors_by_kind"] == {"connect": 5}
-    assert server.accepted == 5
+    assert server.connections == 5
     port = server.url.rsplit(":", 1)[1].rstrip("/")
     assert report["error_messages"]["connect"] == (
         f"TLS: connection reset by peer during the handshake (127.0.0.1:{port})")
