@@ -194,7 +194,8 @@ class RunSpec:
         return {
             "url": self.url.text, "method": self.method, "connections": self.connections,
             "duration_s": self.duration_s, "requests": self.requests,
-            "headers": [list(h) for h in self.headers], "body_bytes": len(self.body),
+            "headers": [list(h) for h in stored_headers(self.headers)],
+            "body_bytes": len(self.body),
             "timeout_s": self.timeout_s, "insecure": self.insecure, "rate": self.rate_per_s,
             "ramp_up_s": self.ramp_up_s, "workers": self.workers, "label": self.label,
             "mode": self.mode, "pipeline": self.pipeline,
@@ -202,6 +203,31 @@ class RunSpec:
             "shard": f"{self.shard[0]}/{self.shard[1]}", "run_id": self.run_group or None,
             "traffic": self.traffic,
         }
+
+
+# Headers whose values are credentials. A run keeps them in the database without the secret
+# (the file is backed up, exported and shared): Authorization keeps its scheme ("Bearer ***"),
+# the others "***"; a {{column}} template is kept as written (it holds no secret itself).
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key",
+                            "api-key", "x-auth-token"})
+HIDDEN_VALUE = "***"
+
+
+def stored_header_value(name: str, value: str) -> str:
+    """What a run stores of a header's value: the value, or for a credential (SECRET_HEADERS)
+    its scheme and HIDDEN_VALUE."""
+    lowered = name.lower()
+    if lowered not in SECRET_HEADERS or "{{" in value:
+        return value
+    scheme, blank, _ = value.strip().partition(" ")
+    return f"{scheme} {HIDDEN_VALUE}" if lowered.endswith("authorization") and blank \
+        else HIDDEN_VALUE
+
+
+def stored_headers(headers) -> tuple[tuple[str, str], ...]:
+    """The headers as a run stores them (stored_header_value); what goes on the wire is
+    unchanged."""
+    return tuple((name, stored_header_value(name, value)) for name, value in headers)
 
 
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")     # an HTTP token

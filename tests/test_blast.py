@@ -1,4 +1,5 @@
 """`loadtester blast` end to end: real target processes on 127.0.0.1, the real CLI."""
+import json
 import time
 
 import pytest
@@ -128,3 +129,31 @@ def test_text_report_has_every_figure(start_target, db):
     for word in ("3,000 completed", "req/s", "Success", "100.00%", "p50", "p99.9", "stdev",
                  "Status codes", "200: 3,000", "Errors", "none", "Stored", "label 'smoke'"):
         assert word in out, (word, out)
+
+
+def test_credentials_go_on_the_wire_but_not_into_the_database(raw_server, tmp_path):
+    # The database is backed up, exported and shared: a run keeps the names of its credential
+    # headers (and Authorization's scheme), never their values.
+    heads = []
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    server = raw_server(lambda conn, head: heads.append(head) or conn.sendall(ok) or True)
+    db = tmp_path / "runs.db"
+    report = blast_json(server.url, "-n", "20", "-c", "2", "--store", "requests",
+                        "-H", "Authorization: Bearer s3cret-token", "-H", "Cookie: sid=c00kie",
+                        "-H", "X-Api-Key: k3y", "-H", "X-Trace: visible-1", db=db)
+    assert report["requests"] == 20 == len(heads)
+    for head in heads:
+        assert b"Authorization: Bearer s3cret-token" in head and b"Cookie: sid=c00kie" in head
+        assert b"X-Api-Key: k3y" in head
+    import sqlite3
+    with sqlite3.connect(db) as conn:
+        headers, config = conn.execute("SELECT headers, config FROM test_runs").fetchone()
+    assert json.loads(headers) == {"Authorization": "Bearer ***", "Cookie": "***",
+                                   "X-Api-Key": "***", "X-Trace": "visible-1"}
+    assert json.loads(config)["headers"] == [["Authorization", "Bearer ***"],
+                                             ["Cookie", "***"], ["X-Api-Key", "***"],
+                                             ["X-Trace", "visible-1"]]
+    for path in tmp_path.glob("runs.db*"):                # the WAL and the spool too
+        stored = path.read_bytes()
+        assert b"s3cret-token" not in stored and b"c00kie" not in stored, path
+        assert b"k3y" not in stored, path

@@ -13,7 +13,8 @@ from loadtester.analysis import aggregate
 from loadtester.analysis.report import (render_text, report_from_row, result_columns,
                                         summarize)
 from loadtester.model import ERROR_KINDS, percentile_key
-from loadtester.spec import SpecError, Target, build_spec, parse_header, parse_rate, parse_shard, parse_url
+from loadtester.spec import (SpecError, Target, build_spec, parse_header, parse_rate, parse_shard,
+                             parse_url, stored_header_value)
 from loadtester.units import (UnitError, format_bytes, format_ms, iso_utc, parse_duration_s,
                               parse_iso_utc)
 
@@ -262,3 +263,16 @@ def test_a_stored_run_gives_back_the_report_it_was_written_with(tmp_path):
                 "errors_by_kind", "latency_ms"):
         assert rebuilt[key] == report[key], key
     assert rebuilt["uuid"] == uuid
+
+
+@pytest.mark.parametrize(("name", "value", "stored"), [
+    ("Authorization", "Bearer abc.def", "Bearer ***"),
+    ("proxy-authorization", "Basic dXNlcjpwdw==", "Basic ***"),
+    ("Authorization", "opaque-token", "***"),
+    ("Cookie", "a=1; b=2", "***"),
+    ("X-API-Key", "k", "***"),
+    ("Authorization", "Bearer {{token}}", "Bearer {{token}}"),      # a template: no secret
+    ("X-Trace", "abc", "abc"),
+])
+def test_a_run_stores_credential_headers_without_their_secret(name, value, stored):
+    assert stored_header_value(name, value) == stored

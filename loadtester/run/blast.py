@@ -18,7 +18,7 @@ from loadtester.analysis.report import result_columns
 from loadtester.analysis.thresholds import evaluate as evaluate_thresholds
 from loadtester.feed import Variants
 from loadtester.run.runner import RunControl, RunResult, run_blast
-from loadtester.spec import RunSpec
+from loadtester.spec import RunSpec, stored_headers
 from loadtester.units import utc_now_iso
 
 
@@ -43,7 +43,7 @@ def run_columns(spec: RunSpec, store_mode: str) -> dict:
         "mode": spec.mode, "rate": spec.rate_per_s or None, "workers": spec.workers,
         "label": spec.label or None,
         "body": spec.body.decode("utf-8", "replace") if spec.body else None,
-        "headers": json.dumps(dict(spec.headers)), "config": json.dumps(spec.config()),
+        "headers": json.dumps(dict(stored_headers(spec.headers))), "config": json.dumps(spec.config()),
         "environment": json.dumps(environment()), "store_mode": store_mode,
         "run_group": spec.run_group or None,
         "shard": f"{spec.shard[0]}/{spec.shard[1]}" if spec.shard[1] > 1 else None,
