@@ -808,3 +808,15 @@ def test_run_progress_is_by_the_clock_for_a_duration_and_by_attempts_for_a_count
     assert run_progress({"duration": None, "requests_limit": 1000, "total_requests": 250},
                         None, 99.0) == 0.25
     assert run_progress({"duration": None, "requests_limit": None}, None, 5.0) == 0.0
+
+
+def test_compare_marks_a_setting_different_only_when_it_reads_different():
+    from loadtester.web.api import settings_diff
+    base = {"status": "completed", "total_users": 4, "duration": 0.3, "method": "GET"}
+    rows = {key: row for key, row in (("a", {**base, "measured_duration": 0.3012}),
+                                      ("b", {**base, "measured_duration": 0.2991}))}
+    diff = {s["key"]: s for s in settings_diff(rows["a"], rows["b"], "http://x/", "http://x/")}
+    assert not diff["actual_duration_s"]["differs"]               # both read "0.3"
+    rows["b"]["total_users"] = 8
+    diff = {s["key"]: s for s in settings_diff(rows["a"], rows["b"], "http://x/", "http://x/")}
+    assert diff["connections"]["differs"]

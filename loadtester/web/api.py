@@ -456,7 +456,16 @@ def settings_diff(row_a: Row, row_b: Row, url_a: str | None,
     a = {**settings_of(row_a, row_a.get("config")), "url": url_a}
     b = {**settings_of(row_b, row_b.get("config")), "url": url_b}
     return [{"key": key, "name": name, "a": a.get(key), "b": b.get(key),
-             "differs": a.get(key) != b.get(key)} for key, name in SETTING_NAMES]
+             "differs": as_compared(key, a.get(key)) != as_compared(key, b.get(key))}
+            for key, name in SETTING_NAMES]
+
+
+def as_compared(key: str, value: Any) -> Any:
+    """A setting as the compare page shows it (seconds to a tenth), so that two cells that
+    read the same are never marked different."""
+    if key.endswith("_s") and isinstance(value, (int, float)):
+        return round(float(value), 1)
+    return value
 
 
 def export(ctx: ServeContext, run_uuid: str, fmt: str) -> str:
