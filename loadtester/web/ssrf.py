@@ -2,8 +2,9 @@
 
 `check_target(url, allow_private)` resolves the URL's host with getaddrinfo (every address it
 returns, IPv4 and IPv6) and raises `BlockedTarget` when the host is a cloud-metadata name or
-when *any* of its addresses is one we refuse.  It only classifies: it never connects to the
-target (so checking literal addresses in tests sends nothing anywhere).
+when *any* of its addresses is one we refuse; otherwise it returns them (the blast is pinned
+to the first).  It only classifies: it never connects to the target (so checking literal
+addresses in tests sends nothing anywhere).
 
 Refused always:
   - cloud metadata: the names metadata.google.internal, metadata.goog, metadata,
