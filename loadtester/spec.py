@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -115,6 +116,51 @@ class Target:
 
 
 @dataclasses.dataclass(frozen=True)
+class Pin:
+    """`--resolve HOST:PORT:ADDRESS` (curl's): connections to HOST:PORT go to ADDRESS, with no
+    DNS lookup; the Host header, TLS SNI and the certificate's name check keep HOST."""
+    host: str
+    port: int
+    address: str             # an IP literal, without brackets
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}:" + (f"[{self.address}]" if ":" in self.address
+                                              else self.address)
+
+
+# HOST (a name or IPv4 literal, nothing that could hide another host) : PORT : ADDRESS
+PIN_RE = re.compile(r"(?P<host>[^:/@?#\s\[\]]+):(?P<port>[0-9]+):"
+                    r"(?:\[(?P<bracketed>[^\[\]]+)\]|(?P<bare>[^\[\]]+))")
+
+
+def parse_pins(texts, targets: list[Target]) -> tuple[Pin, ...]:
+    """`--resolve`'s pins: ADDRESS an IP literal (IPv6 in brackets), each pin on a target's
+    host:port (its host as parse_url gives it), each host:port pinned once."""
+    pins: dict[tuple[str, int], Pin] = {}
+    for text in texts:
+        match = PIN_RE.fullmatch(text.strip())
+        if not match:
+            raise SpecError(f"invalid --resolve {text!r}: use HOST:PORT:ADDRESS, e.g. "
+                            "example.com:443:127.0.0.1")
+        if not 1 <= int(match["port"]) <= 65535:
+            raise SpecError(f"invalid --resolve {text!r}: port {match['port']} is not from 1 to "
+                            "65535")
+        address = match["bracketed"] or match["bare"]
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise SpecError(f"invalid --resolve {text!r}: {address} is not an IP address "
+                            "(IPv6 in brackets: [::1])") from None
+        pin = Pin(parse_url(f"http://{match['host']}/").host, int(match["port"]), address)
+        if not any((t.url.host, t.url.port) == (pin.host, pin.port) for t in targets):
+            raise SpecError(f"--resolve {text}: no target is on {pin.host}:{pin.port}")
+        if (pin.host, pin.port) in pins:
+            raise SpecError(f"--resolve {text}: {pin.host}:{pin.port} is pinned twice")
+        pins[pin.host, pin.port] = pin
+    return tuple(pins.values())
+
+
+@dataclasses.dataclass(frozen=True)
 class RunSpec:
     url: Url
     connections: int = 50
@@ -138,6 +184,13 @@ class RunSpec:
     journey: bool = False                            # `--journey FILE`: targets are its steps
     think_s: tuple[float, float] = (0.0, 0.0)        # `--think`: uniform wait between requests
     seed: int | None = None                          # `--seed`: repeatable random choices
+    pins: tuple[Pin, ...] = ()                       # `--resolve HOST:PORT:ADDRESS`
+
+    def connect_host(self, url: Url) -> str:
+        """Where a connection for `url` goes: the address pinned for its host:port, or the
+        host itself (resolved when connecting)."""
+        return next((p.address for p in self.pins if (p.host, p.port) == (url.host, url.port)),
+                    url.host)
 
     @property
     def weighted(self) -> bool:
@@ -201,7 +254,7 @@ class RunSpec:
             "mode": self.mode, "pipeline": self.pipeline,
             "targets": [{"url": t.url.text, "method": t.method} for t in self.targets],
             "shard": f"{self.shard[0]}/{self.shard[1]}", "run_id": self.run_group or None,
-            "traffic": self.traffic,
+            "traffic": self.traffic, "resolve": [str(pin) for pin in self.pins],
         }
 
 
@@ -368,13 +421,14 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
                data_order: str | None = None, seed: int | None = None,
                data_max_mb: float = DEFAULT_DATA_MAX_MB, data_per_connection: bool = False,
                journey: str | None = None, think: str | None = None,
-               headers_file: str | None = None) -> RunSpec:
+               headers_file: str | None = None, resolve=()) -> RunSpec:
     """Validate CLI-shaped input into a RunSpec; every problem is a SpecError.
 
     Targets are `url` plus `more_urls` (all sent with the same method, headers (`headers`,
     then those of `headers_file`) and body) plus those of `targets_file`; requests go to them
     in turn. `pipeline` N > 1 writes N requests at once on each connection and waits for
-    their N responses (closed loop).
+    their N responses (closed loop). `resolve`: 'HOST:PORT:ADDRESS' pins (parse_pin), each
+    on a target.
     `data` renders `{{column}}` templates once per row (feed.py); `journey` makes the
     targets of that file steps each connection walks in order; `think` ('200ms' or
     '100ms-500ms') waits between a connection's requests (closed loop)."""
@@ -394,7 +448,7 @@ def build_spec(url: str | None = None, *, connections: int = 50, duration: str |
                            timeout=timeout, insecure=insecure, rate=rate, ramp_up=ramp_up,
                            workers=workers, label=label, targets_file=targets_file or journey,
                            shard=shard, run_id=run_id, pipeline=pipeline,
-                           headers_file=headers_file)
+                           headers_file=headers_file, resolve=resolve)
         return _shape_traffic(spec, data=data, data_order=data_order, seed=seed,
                               data_max_mb=data_max_mb, data_per_connection=data_per_connection,
                               journey=journey, think=think)
@@ -504,7 +558,7 @@ def _check_at_most(seconds: float, what: str, text: str | None) -> None:
 
 def _build_spec(urls, *, connections, duration, requests, method, headers, body, body_file,
                 timeout, insecure, rate, ramp_up, workers, label, targets_file, shard,
-                run_id, pipeline, headers_file) -> RunSpec:
+                run_id, pipeline, headers_file, resolve) -> RunSpec:
     duration_s = None
     if connections > MAX_CONNECTIONS:
         raise SpecError(f"invalid connections {connections}: at most {MAX_CONNECTIONS:,}")
@@ -558,4 +612,5 @@ def _build_spec(urls, *, connections, duration, requests, method, headers, body,
         timeout_s=timeout_s, insecure=insecure, rate_per_s=rate_per_s, ramp_up_s=ramp_up_s,
         workers=worker_count, label=label, extra_targets=tuple(all_targets[1:]),
         shard=parse_shard(shard), run_group=run_id, pipeline=pipeline,
+        pins=parse_pins(resolve, all_targets),
     )

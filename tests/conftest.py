@@ -163,16 +163,16 @@ class ThreadedListener:
 
 
 class RawServer(ThreadedListener):
-    """A threaded TCP server on 127.0.0.1 whose replies a test scripts.
+    """A threaded TCP server on 127.0.0.1 (or `host`: ::1) whose replies a test scripts.
 
     `handler(conn, request_bytes) -> bool` answers one request; it returns False
     to close the connection. Counts requests it saw and connections accepted.
     """
 
-    def __init__(self, handler):
+    def __init__(self, handler, host: str = "127.0.0.1"):
         self.handler = handler
         self.requests = 0
-        super().__init__()
+        super().__init__(host)
 
     def handle(self, conn):
         buf = b""
@@ -211,8 +211,8 @@ class RawServer(ThreadedListener):
 def raw_server():
     servers = []
 
-    def start(handler):
-        server = RawServer(handler)
+    def start(handler, host="127.0.0.1"):
+        server = RawServer(handler, host)
         servers.append(server)
         return server
 

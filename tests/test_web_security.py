@@ -14,6 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest import children_of, cli, free_port, is_alive, wait_for
+from loadtester.reports.display import mask_host
 from loadtester.spec import SpecError, build_spec, parse_header, read_headers_file
 from loadtester.web import ssrf
 from loadtester.web.app import create_app
@@ -236,28 +237,34 @@ def test_real_masked_run_hides_host_path_and_query_everywhere(start_target, tmp_
 
 
 @pytest.mark.timeout(120)
-def test_real_masked_run_hides_the_host_in_its_error_messages(tmp_path):
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_real_masked_run_hides_the_host_in_its_error_messages(tmp_path, host):
     # A dead port: every message names where it could not connect ('connection refused
-    # 127.0.0.1:PORT'); a masked run shows those with the host masked, as its URL.
+    # 127.0.0.1:PORT', the address a name was checked and pinned to); a masked run shows
+    # those masked, as its URL.
     from test_serve_api import Server
+    port = free_port()
+    address = ssrf.check_target(f"http://{host}:{port}/", True)[0]
     server = Server(tmp_path / "runs.db", "--allow-private")
     try:
-        started = server.start(url=f"http://127.0.0.1:{free_port()}/", users=1, duration=1,
+        started = server.start(url=f"http://{host}:{port}/", users=1, duration=1,
                                mask_host=True)
         assert started.status == 201, started.body
         run_uuid = started.json["uuid"]
         assert wait_for(lambda: server.status(run_uuid)["status"] != "running", 30)
         status = server.status(run_uuid)
         assert status["result"] == "failed"
-        assert status["error_messages"]["connect"].startswith("connection refused 12*****.1:")
-        assert "12*****.1" in status["result_reason"]
+        assert status["error_messages"] == {
+            "connect": f"connection refused {mask_host(address)}:{port}"}
+        assert mask_host(address) in status["result_reason"]
         shown = [server.get(path).body for path in (
             f"/api/status/{run_uuid}", f"/api/metrics/{run_uuid}", "/api/history",
-            f"/report/{run_uuid}", f"/api/compare?a={run_uuid}&b={run_uuid}")]
+            f"/api/historical-metrics/{run_uuid}", f"/report/{run_uuid}", "/metrics",
+            f"/api/compare?a={run_uuid}&b={run_uuid}")]
     finally:
         server.terminate()
     for body in shown:
-        assert b"127.0.0.1" not in body, body[:2000]
+        assert address.encode() not in body and host.encode() not in body, body[:2000]
 
 
 # --------------------------------------------------------------------------- trusted proxies

@@ -78,6 +78,8 @@ def summarize(*, spec_config: dict[str, Any], counters: _engine.Counters, latenc
     traffic = spec_config.get("traffic")
     if traffic:
         report["traffic"] = traffic
+    if spec_config.get("resolve"):                     # --resolve pins: where it connected
+        report["resolve"] = spec_config["resolve"]
     if targets and (len(targets) > 1 or traffic):
         report["targets"] = targets
     if spec_config["mode"] == "rate":

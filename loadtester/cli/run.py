@@ -30,6 +30,10 @@ from loadtester.spec import SpecError, build_spec
 @click.option("--headers-file",
               help="More headers, one 'Name: value' a line (keeps secrets such as an "
                    "Authorization header off the command line, where `ps` shows them).")
+@click.option("--resolve", "pins", multiple=True, metavar="HOST:PORT:ADDRESS",
+              help="Connect to ADDRESS (an IP; IPv6 in brackets) for HOST:PORT, without DNS, "
+                   "as curl's --resolve; the Host header, TLS SNI and the certificate check "
+                   "keep HOST. Repeatable.")
 @click.option("--body", help="Request body.")
 @click.option("--body-file", help="Read the request body from this file.")
 @click.option("--timeout", help="Per-request timeout (default 10s).")
@@ -78,7 +82,7 @@ def blast(urls, targets_file, connections, duration, requests, method, headers, 
           timeout, insecure, rate, ramp_up, pipeline, workers, label, as_json, db_path, store_mode,
           progress, thresholds, abort_on_error_rate, shard, run_id, data_file, data_order, seed,
           data_max_mb, data_per_connection, journey_file, think, run_uuid, mask_host,
-          headers_file):
+          headers_file, pins):
     """Send load to URL (several URLs, or --targets FILE, are taken in turn) and report
     throughput and latency.
 
@@ -93,7 +97,7 @@ def blast(urls, targets_file, connections, duration, requests, method, headers, 
                           body=body, body_file=body_file, timeout=timeout, insecure=insecure,
                           rate=rate, ramp_up=ramp_up, workers=workers, label=label,
                           shard=shard, run_id=run_id, pipeline=pipeline,
-                          headers_file=headers_file,
+                          headers_file=headers_file, resolve=pins,
                           **traffic_options(data_file, data_order, seed, data_max_mb,
                                             data_per_connection, journey_file, think))
         rules = [parse_threshold(text) for text in thresholds]

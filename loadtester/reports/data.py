@@ -52,6 +52,7 @@ def run_report(row_full: Row, series: SeriesSnapshot, db_path: StrPath | None) -
             target["url"] = display_url(target.get("url"), True)
         report["error_messages"] = display_messages(report.get("error_messages") or {},
                                                     row.get("host"), True)
+        report.pop("resolve", None)              # the address it was pinned to (--resolve)
         if report.get("worker_errors"):
             report["worker_errors"] = [display_text(death, row.get("host"), True)
                                        for death in report["worker_errors"]]

@@ -2,6 +2,7 @@
 function each), never a password, the one-line summary and numbers as the CLI parses them."""
 from __future__ import annotations
 
+import re
 import urllib.parse
 
 
@@ -29,12 +30,21 @@ def display_host(host: str | None, masked: bool) -> str | None:
     return mask_host(host) if masked else host
 
 
+# An IP address in a message: IPv4, or IPv6 with the port the engine writes after it run in
+# ('connection refused ::1:8080').
+ADDRESS_RE = re.compile(r"(?<![\w.:])(?:\d{1,3}(?:\.\d{1,3}){3}(?![\w.])"
+                        r"|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,}(?![\w:]))")
+
+
 def display_text(text: str | None, host: str | None, masked: bool) -> str | None:
     """A message about the run (an error's first message, why it failed) as it is shown: with
-    the host masked wherever it names it ('connection refused 12******.1:8080')."""
+    the host masked wherever it names it ('connection refused 12******.1:8080'), and so is
+    any IP address, since a run pinned to an address (--resolve; serve pins every blast to
+    the address it checked) names the address it connected to."""
     if not text or not masked or not host:
         return text
-    return text.replace(host, mask_host(host) or "")
+    text = text.replace(host, mask_host(host) or "")
+    return ADDRESS_RE.sub(lambda found: mask_host(found.group()) or "", text)
 
 
 def display_messages(messages: dict[str, str], host: str | None,

@@ -129,8 +129,9 @@ def build_origins(spec: RunSpec, slot: int = 0, slots: int = 1) -> list:
             tls = target.url.scheme == "https"
             if tls and context is None:
                 context = _ssl_context(spec.insecure)
+            # A pinned host:port (--resolve) connects to its address; TLS keeps the name.
             origins[target.origin] = _engine.Origin(
-                target.url.host, target.url.port, context if tls else None,
+                spec.connect_host(target.url), target.url.port, context if tls else None,
                 target.url.host if tls else None)
             groups[target.origin] = []
         requests = (rendered[index] if index < len(rendered) and rendered[index]
@@ -357,13 +358,16 @@ FDS_PER_WORKER_BESIDES_CONNECTIONS = 64   # pipes, the loop, stdio, libraries
 
 def preflight(spec: RunSpec) -> list[str]:
     """Check what the run needs from this machine before anything is stored: every host
-    resolves, and each worker can open its connections (the soft open-file limit is raised
-    to the hard one when that is needed).  RunRefused with one line otherwise; returns
-    warnings worth printing (more workers than cores, a ramp-up longer than the run)."""
+    resolves (a host:port pinned by --resolve is not looked up), and each worker can open its
+    connections (the soft open-file limit is raised to the hard one when that is needed).
+    RunRefused with one line otherwise; returns warnings worth printing (more workers than
+    cores, a ramp-up longer than the run)."""
     warnings = []
     if any(target.url.scheme == "https" for target in spec.targets) and tls_unavailable():
         raise RunRefused(f"cannot send HTTPS from this Python: {tls_unavailable()}")
-    for host in sorted({target.url.host for target in spec.targets}):
+    pinned = {(pin.host, pin.port) for pin in spec.pins}          # --resolve: no DNS for them
+    for host in sorted({target.url.host for target in spec.targets
+                        if (target.url.host, target.url.port) not in pinned}):
         try:
             socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as exc:

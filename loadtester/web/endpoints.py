@@ -89,8 +89,8 @@ async def api_start(request: Request) -> Response:
     params = validate_start(payload)
     check_caps(ctx, client)
     try:
-        await asyncio.wait_for(run_in_threadpool(ssrf.check_target, params.url,
-                                                 ctx.allow_private), DNS_TIMEOUT_S)
+        addresses = await asyncio.wait_for(run_in_threadpool(ssrf.check_target, params.url,
+                                                             ctx.allow_private), DNS_TIMEOUT_S)
     except ssrf.BlockedTarget as exc:
         log_event("target_refused", client=client, reason=str(exc))
         return error_response(400, str(exc))
@@ -100,7 +100,8 @@ async def api_start(request: Request) -> Response:
         return error_response(503, "the server is shutting down")
     check_caps(ctx, client)                      # again: no await between here and spawn
     try:
-        run = ctx.manager.spawn(params, client)  # on the event loop's (long-lived) thread
+        # On the event loop's (long-lived) thread; the blast connects to the address checked.
+        run = ctx.manager.spawn(params, client, addresses[0])
     except OSError as exc:
         return error_response(500, f"cannot start the test: {exc.strerror or exc}")
     log_event("run_started", uuid=run.uuid, client=client, pid=run.proc.pid,

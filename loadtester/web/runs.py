@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import os
 import pathlib
 import signal
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from loadtester import store
 from loadtester.reports.display import plain_number
 from loadtester.run.proc import catches_sigterm, children, die_with_parent
+from loadtester.spec import Pin, parse_url
 from loadtester.units import utc_now_iso
 from loadtester.web.logs import log_event
 from loadtester.web.validation import StartParams
@@ -75,6 +77,14 @@ def memory_file(name: str, data: bytes) -> int:
     return fd
 
 
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class RunManager:
     """The blast subprocesses this server started.
 
@@ -103,7 +113,9 @@ class RunManager:
     python = sys.executable                 # what runs `-m loadtester blast`
 
     def command(self, run_uuid: str, params: StartParams, *, headers_file: str | None = None,
-                body_file: str | None = None) -> list[str]:
+                body_file: str | None = None, address: str | None = None) -> list[str]:
+        """The blast's argv; `address`: the one ssrf.check_target allowed, which a named host
+        is pinned to (--resolve) so that no second DNS answer can send the load elsewhere."""
         argv = [self.python, "-m", "loadtester", "blast", "-c", str(params.users),
                 "-d", f"{plain_number(params.duration_s)}s", "--uuid", run_uuid,
                 "--db", str(self.db_path), "--json", "--no-progress", "-m", params.method]
@@ -117,6 +129,9 @@ class RunManager:
             argv.append(f"--headers-file={headers_file}")
         if body_file:
             argv.append(f"--body-file={body_file}")
+        if address is not None and not is_ip_literal(params.host):
+            target = parse_url(params.url)
+            argv.append(f"--resolve={Pin(target.host, target.port, address)}")
         if params.mask_host:
             argv.append("--mask-host")
         if params.label:
@@ -128,7 +143,7 @@ class RunManager:
         argv += ["--", params.url]
         return argv
 
-    def spawn(self, params: StartParams, client: str) -> RunProcess:
+    def spawn(self, params: StartParams, client: str, address: str | None = None) -> RunProcess:
         run_uuid = str(_uuid.uuid4())
         fds: list[int] = []
         try:
@@ -143,7 +158,7 @@ class RunManager:
                 fds.append(memory_file("loadtester-body", params.body.encode("utf-8")))
                 body_file = f"/dev/fd/{fds[-1]}"
             proc = self._popen(self.command(run_uuid, params, headers_file=headers_file,
-                                                 body_file=body_file), fds)
+                                            body_file=body_file, address=address), fds)
         finally:
             for fd in fds:              # the blast has its own copies (or never started)
                 os.close(fd)

@@ -2,8 +2,9 @@
 
 `check_target(url, allow_private)` resolves the URL's host with getaddrinfo (every address it
 returns, IPv4 and IPv6) and raises `BlockedTarget` when the host is a cloud-metadata name or
-when *any* of its addresses is one we refuse.  It only classifies: it never connects to the
-target (so checking literal addresses in tests sends nothing anywhere).
+when *any* of its addresses is one we refuse; otherwise it returns them (the blast is pinned
+to the first).  It only classifies: it never connects to the target (so checking literal
+addresses in tests sends nothing anywhere).
 
 Refused always:
   - cloud metadata: the names metadata.google.internal, metadata.goog, metadata,
@@ -26,11 +27,11 @@ one the blast connects to (spec.parse_url's host), a trailing dot kept: 'localho
 Redirects: the engine never follows redirects - a 3xx answer is recorded as a response (and
 counted as a success, 1xx-3xx), so a target cannot bounce the load to another host.
 
-Not covered (residual risk): DNS rebinding between this check and the blast's own resolution
-a moment later (a name with a very short TTL that first answers a public address, then a
-private one).  Closing it needs the blast to connect to the address checked here (a
-"connect to" option in the engine); until then, deployments that must be airtight should also
-filter egress at the network level.
+DNS rebinding (a name with a very short TTL that first answers a public address, then a
+private one): `check_target` returns the addresses it checked and allowed, and the server pins
+the blast to the first (`blast --resolve HOST:PORT:ADDRESS`, web/runs.py), so the blast connects
+to that address and never asks DNS again; the Host header, TLS SNI and the certificate check
+keep the name.
 """
 from __future__ import annotations
 
@@ -114,8 +115,10 @@ def classify_address(address: str, allow_private: bool = False) -> str | None:
     return _classify_one(ip, allow_private)
 
 
-def check_target(url: str, allow_private: bool) -> None:
-    """Raise BlockedTarget unless every address url's host resolves to may be tested.
+def check_target(url: str, allow_private: bool) -> list[str]:
+    """Raise BlockedTarget unless every address url's host resolves to may be tested; return
+    those addresses, IPv4 first (a local server is most often on 127.0.0.1 alone, and a pinned
+    blast has no other address to fall back on), else in getaddrinfo's order.
 
     The name resolved here is the very one the blast's engine resolves and connects to
     (spec.parse_url's host: IDNA-encoded, lower case, a trailing dot kept): 'localhost.' is
@@ -133,7 +136,9 @@ def check_target(url: str, allow_private: bool) -> None:
     except (socket.gaierror, UnicodeError, OSError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise BlockedTarget(f"cannot resolve host {host!r}: {reason}") from None
-    addresses = sorted({str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)})
+    addresses = sorted(dict.fromkeys(str(info[4][0]) for info in infos
+                                     if info[0] in (socket.AF_INET, socket.AF_INET6)),
+                       key=lambda address: ":" in address)
     if not addresses:
         raise BlockedTarget(f"cannot resolve host {host!r}: no IPv4 or IPv6 address")
     for address in addresses:
@@ -147,3 +152,4 @@ def check_target(url: str, allow_private: bool) -> None:
             hint = ("; start the server with --allow-private to test local targets"
                     if local and not allow_private else "")
             raise BlockedTarget(f"target {shown} is {reason}; refused{hint}")
+    return addresses

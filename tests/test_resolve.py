@@ -1,0 +1,221 @@
+"""`blast --resolve HOST:PORT:ADDRESS` (curl's) and the web app pinning each blast to the address
+its SSRF check allowed (DNS rebinding).  The name used, loadtester.test, resolves nowhere: a run
+on it that is served at all was served through its pin.  Real servers on 127.0.0.1 and ::1."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import blast_json, cli, free_port, self_signed_cert, wait_for
+from loadtester.reports.display import display_text
+from loadtester.run.runner import RunRefused, preflight
+from loadtester.spec import Pin, SpecError, build_spec
+from loadtester.web import ssrf
+from loadtester.web.runs import RunManager
+from loadtester.web.validation import validate_start
+
+NAME = "loadtester.test"                    # a reserved TLD: never resolves
+UUID = "00000000-0000-4000-8000-000000000001"
+
+
+@pytest.fixture
+def host_recorder(raw_server):
+    """start(host) -> (a RawServer on host answering 200, the list of Host headers it saw)."""
+    def start(host="127.0.0.1"):
+        hosts: list[str] = []
+
+        def answer(conn, head):
+            hosts.extend(line.split(b":", 1)[1].strip().decode()
+                         for line in head.split(b"\r\n") if line.lower().startswith(b"host:"))
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            return True
+
+        return raw_server(answer, host), hosts
+    return start
+
+
+# --------------------------------------------------------------------------- the option
+
+def test_pins_are_parsed_and_matched_as_url_hosts():
+    spec = build_spec(f"http://{NAME}:8080/", more_urls=[f"https://{NAME}/", "http://other.test/"],
+                      resolve=["LoadTester.TEST:8080:127.0.0.1", f"{NAME}:443:[::1]"])
+    assert spec.pins == (Pin(NAME, 8080, "127.0.0.1"), Pin(NAME, 443, "::1"))
+    assert [spec.connect_host(t.url) for t in spec.targets] == ["127.0.0.1", "::1", "other.test"]
+    assert spec.config()["resolve"] == [f"{NAME}:8080:127.0.0.1", f"{NAME}:443:[::1]"]
+    assert build_spec(f"http://{NAME}/").config()["resolve"] == []
+
+
+def test_a_pinned_host_is_not_looked_up_but_an_unpinned_port_of_it_is():
+    assert preflight(build_spec(f"http://{NAME}:81/", resolve=[f"{NAME}:81:127.0.0.1"])) == []
+    spec = build_spec(f"http://{NAME}:81/", more_urls=[f"http://{NAME}:82/"],
+                      resolve=[f"{NAME}:81:127.0.0.1"])
+    with pytest.raises(RunRefused, match=f"cannot resolve host {NAME}"):
+        preflight(spec)
+
+
+def test_a_host_pinned_twice_is_refused():
+    with pytest.raises(SpecError) as info:
+        build_spec(f"http://{NAME}/", resolve=[f"{NAME}:80:127.0.0.1", f"{NAME}:80:127.0.0.2"])
+    assert str(info.value) == f"--resolve {NAME}:80:127.0.0.2: {NAME}:80 is pinned twice"
+
+
+@pytest.mark.parametrize(("pin", "message"), [
+    ("example.test", "invalid --resolve 'example.test': use HOST:PORT:ADDRESS, e.g. "
+                     "example.com:443:127.0.0.1"),
+    (f"{NAME}:http:127.0.0.1", f"invalid --resolve '{NAME}:http:127.0.0.1': use "
+                               "HOST:PORT:ADDRESS, e.g. example.com:443:127.0.0.1"),
+    (f"{NAME}:80:[::1", f"invalid --resolve '{NAME}:80:[::1': use HOST:PORT:ADDRESS, e.g. "
+                        "example.com:443:127.0.0.1"),
+    (f"user@{NAME}:80:127.0.0.1", f"invalid --resolve 'user@{NAME}:80:127.0.0.1': use "
+                                  "HOST:PORT:ADDRESS, e.g. example.com:443:127.0.0.1"),
+    (f"{NAME}:0:127.0.0.1", f"invalid --resolve '{NAME}:0:127.0.0.1': port 0 is not from 1 to "
+                            "65535"),
+    (f"{NAME}:65536:127.0.0.1", f"invalid --resolve '{NAME}:65536:127.0.0.1': port 65536 is not "
+                                "from 1 to 65535"),
+    (f"{NAME}:80:localhost", f"invalid --resolve '{NAME}:80:localhost': localhost is not an IP "
+                             "address (IPv6 in brackets: [::1])"),
+    (f"{NAME}:80:127.0.0.256", f"invalid --resolve '{NAME}:80:127.0.0.256': 127.0.0.256 is not an "
+                               "IP address (IPv6 in brackets: [::1])"),
+    ("example.test:443:127.0.0.1", "--resolve example.test:443:127.0.0.1: no target is on "
+                                   "example.test:443"),
+    (f"{NAME}:443:127.0.0.1", f"--resolve {NAME}:443:127.0.0.1: no target is on {NAME}:443"),
+])
+def test_bad_pin_is_a_one_line_usage_error(pin, message, tmp_path):
+    result = cli("blast", f"http://{NAME}/", "--resolve", pin, "-n", "1", "--db",
+                 tmp_path / "runs.db")
+    assert (result.returncode, result.stderr, result.stdout) == (2, f"loadtester: error: {message}\n", "")
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_real_http_goes_to_the_pin_with_the_name_in_host(host_recorder, db):
+    server, hosts = host_recorder()
+    url = f"http://{NAME}:{server.port}/"
+    report = blast_json(url, "--resolve", f"{NAME}:{server.port}:127.0.0.1", "-n", "50", "-c", "2",
+                        db=db)
+    assert report["requests"] == 50 == server.requests == len(hosts)
+    assert set(hosts) == {f"{NAME}:{server.port}"}
+    assert report["resolve"] == [f"{NAME}:{server.port}:127.0.0.1"]
+    stored = json.loads(cli("show", "last", "--json", "--no-windows", "--db", db).stdout)
+    assert stored["resolve"] == [f"{NAME}:{server.port}:127.0.0.1"] and stored["url"] == url
+
+
+def test_real_ipv6_pin(host_recorder, db):
+    server, hosts = host_recorder("::1")
+    report = blast_json(f"http://{NAME}:{server.port}/", f"--resolve={NAME}:{server.port}:[::1]",
+                        "-n", "20", "-c", "2", db=db)
+    assert report["requests"] == 20 == server.requests
+    assert set(hosts) == {f"{NAME}:{server.port}"}
+    assert report["resolve"] == [f"{NAME}:{server.port}:[::1]"]
+
+
+def test_real_a_dead_pin_names_the_address_it_connected_to(db):
+    port = free_port()
+    report = blast_json(f"http://{NAME}:{port}/", "--resolve", f"{NAME}:{port}:127.0.0.1",
+                        "-n", "2", "-c", "1", db=db, exit_code=1)
+    assert report["error_messages"] == {"connect": f"connection refused 127.0.0.1:{port}"}
+
+
+@pytest.fixture
+def named_tls_server(tmp_path):
+    """start(san) -> (an HTTPS server on 127.0.0.1 with a certificate for `san`, which the
+    blast trusts through SSL_CERT_FILE, the SNI names it was sent)."""
+    from test_tls import TlsServer
+    servers = []
+
+    def start(san):
+        server = TlsServer(*self_signed_cert(tmp_path, san, name=f"server{len(servers)}"))
+        names: list[str | None] = []
+        server.context.sni_callback = lambda _socket, name, _context: names.append(name)
+        servers.append(server)
+        return server, names
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_real_https_pin_keeps_the_name_for_sni_and_the_certificate(named_tls_server, db,
+                                                                   monkeypatch):
+    server, names = named_tls_server(f"DNS:{NAME}")
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))          # no --insecure
+    report = blast_json(f"https://{NAME}:{server.port}/", "--resolve",
+                        f"{NAME}:{server.port}:127.0.0.1", "-n", "20", "-c", "2", db=db)
+    assert report["requests"] == 20 == server.requests and report["errors"] == 0
+    assert set(names) == {NAME}
+
+
+def test_real_https_pin_still_checks_the_certificate_for_the_name(named_tls_server, db,
+                                                                 monkeypatch):
+    server, _names = named_tls_server("DNS:other.test,IP:127.0.0.1")   # not for the name
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))
+    report = blast_json(f"https://{NAME}:{server.port}/", "--resolve",
+                        f"{NAME}:{server.port}:127.0.0.1", "-n", "3", "-c", "1", db=db,
+                        exit_code=1)
+    assert report["requests"] == 0 == server.requests
+    assert report["error_messages"] == {
+        "connect": f"TLS: certificate verify failed: hostname mismatch (127.0.0.1:{server.port})"}
+
+
+# --------------------------------------------------------------------------- the web app
+
+def test_check_target_returns_the_addresses_it_allowed():
+    assert ssrf.check_target("http://127.0.0.1:9/", True) == ["127.0.0.1"]
+    assert ssrf.check_target("http://[::1]:9/", True) == ["::1"]
+    addresses = ssrf.check_target("http://localhost:9/", True)
+    assert addresses[0] == "127.0.0.1" and set(addresses) <= {"127.0.0.1", "::1"}
+
+
+@pytest.mark.parametrize(("url", "address", "pin"), [
+    ("http://localhost:8080/x", "127.0.0.1", "--resolve=localhost:8080:127.0.0.1"),
+    ("https://Example.COM/", "2001:db8::1", "--resolve=example.com:443:[2001:db8::1]"),
+    ("http://127.0.0.1:8080/", "127.0.0.1", None),
+    ("http://[::1]:8080/", "::1", None),
+])
+def test_the_blast_is_pinned_to_the_address_checked(tmp_path, url, address, pin):
+    argv = RunManager(tmp_path / "runs.db").command(
+        UUID, validate_start({"url": url, "users": 1, "duration": 1}), address=address)
+    assert [arg for arg in argv if arg.startswith("--resolve")] == ([pin] if pin else [])
+    assert argv[-2:] == ["--", url]
+
+
+@pytest.mark.timeout(120)
+def test_real_web_run_connects_to_the_address_it_checked(host_recorder, tmp_path):
+    from test_serve_api import Server
+    url_of = {"name": "http://localhost:{port}/", "literal": "http://127.0.0.1:{port}/"}
+    server = Server(tmp_path / "runs.db", "--allow-private")
+    try:
+        for kind, url_format in url_of.items():
+            address = ssrf.check_target(url_format.format(port=9), True)[0]
+            target, hosts = host_recorder(address)
+            url = url_format.format(port=target.port)
+            started = server.start(url=url, users=1, duration=2)
+            assert started.status == 201, started.body
+            run_uuid = started.json["uuid"]
+            blasts = server.children()
+            assert len(blasts) == 1
+            with open(f"/proc/{blasts[0]}/cmdline", "rb") as handle:
+                argv = handle.read().decode().split("\0")
+            pins = [arg for arg in argv if arg.startswith("--resolve")]
+            shown = f"[{address}]" if ":" in address else address
+            assert pins == ([f"--resolve=localhost:{target.port}:{shown}"] if kind == "name"
+                            else []), argv
+            server.wait_status(run_uuid, {"completed"}, 30)
+            assert target.requests > 0 and set(hosts) == {url.split("/")[2]}
+            assert wait_for(lambda: not server.children(), 10)
+    finally:
+        server.terminate()
+
+
+@pytest.mark.parametrize(("message", "shown"), [
+    ("connection refused 10.1.2.3:443", "connection refused 10****.3:443"),
+    ("connection refused 2001:db8::1:443", "connection refused 20*************"),
+    ("TLS: certificate verify failed: hostname mismatch (10.1.2.3:443)",
+     "TLS: certificate verify failed: hostname mismatch (10****.3:443)"),
+    ("cannot resolve example.com: Name or service not known",
+     "cannot resolve ex*****.com: Name or service not known"),
+])
+def test_a_masked_run_hides_the_address_it_was_pinned_to(message, shown):
+    assert display_text(message, "example.com", True) == shown
+    assert display_text(message, "example.com", False) == message
+
