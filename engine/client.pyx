@@ -33,7 +33,8 @@ cdef str connect_error_text(exc, Origin origin):
     """One line for a failed connect, naming where: 'connection refused 127.0.0.1:80',
     'cannot resolve example.invalid: Name or service not known', 'TLS: certificate verify
     failed: self-signed certificate (127.0.0.1:8443)'."""
-    where = f"{origin.host}:{origin.port}"
+    where = (f"[{origin.host}]:{origin.port}" if ":" in origin.host
+             else f"{origin.host}:{origin.port}")
     if isinstance(exc, asyncio.TimeoutError):
         return f"connect timed out {where}"
     if isinstance(exc, socket.gaierror):

@@ -3,6 +3,7 @@ asserting the exact count, the exit code and the one line the user reads."""
 from __future__ import annotations
 
 import json
+import socket
 import os
 import re
 import resource
@@ -30,6 +31,14 @@ def test_first_message_of_each_error_kind_is_reported_and_stored(db):
     assert f"first connect: connection refused 127.0.0.1:{port}" in result.stdout
     report = json.loads(cli("show", "last", "--json", "--db", db).stdout)
     assert report["error_messages"] == {"connect": f"connection refused 127.0.0.1:{port}"}
+
+
+def test_an_ipv6_address_in_a_message_is_in_brackets(db):
+    with socket.socket(socket.AF_INET6) as sock:          # a free port on ::1, closed again
+        sock.bind(("::1", 0))
+        port = sock.getsockname()[1]
+    report = blast_json(f"http://[::1]:{port}/", "-n", "3", "-c", "1", db=db, exit_code=1)
+    assert report["error_messages"] == {"connect": f"connection refused [::1]:{port}"}
 
 
 def test_status_errors_name_the_first_status(start_target, db):

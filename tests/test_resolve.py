@@ -209,7 +209,7 @@ def test_real_web_run_connects_to_the_address_it_checked(host_recorder, tmp_path
 
 @pytest.mark.parametrize(("message", "shown"), [
     ("connection refused 10.1.2.3:443", "connection refused 10****.3:443"),
-    ("connection refused 2001:db8::1:443", "connection refused 20*************"),
+    ("connection refused [2001:db8::1]:443", "connection refused [20*********]:443"),
     ("TLS: certificate verify failed: hostname mismatch (10.1.2.3:443)",
      "TLS: certificate verify failed: hostname mismatch (10****.3:443)"),
     ("cannot resolve example.com: Name or service not known",
