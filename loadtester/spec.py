@@ -264,6 +264,19 @@ def read_headers_file(path: str) -> list[tuple[str, str]]:
     return headers
 
 
+def check_keylog_file() -> None:
+    """SSLKEYLOGFILE, when set, must be writable before the run starts: each worker opens it
+    for the engine's TLS (engine/tls.pyx), and one that cannot would die with no request sent."""
+    path = os.environ.get("SSLKEYLOGFILE")
+    if not path:
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise SpecError(f"cannot write the TLS key log SSLKEYLOGFILE={path!r}: {exc.strerror} "
+                        "(unset it, or point it at a writable file)") from None
+
+
 def parse_shard(text: str | None) -> tuple[int, int]:
     if not text:
         return (0, 1)
@@ -525,6 +538,8 @@ def _build_spec(urls, *, connections, duration, requests, method, headers, body,
     all_targets = [Target(parse_url(u), method, header_pairs, payload) for u in urls]
     if targets_file:
         all_targets += read_targets_file(targets_file)
+    if any(target.url.scheme == "https" for target in all_targets):
+        check_keylog_file()
     first = all_targets[0]
     return RunSpec(
         url=first.url, connections=connections, duration_s=duration_s, requests=requests,
