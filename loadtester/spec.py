@@ -397,8 +397,9 @@ def parse_think(text: str) -> tuple[float, float]:
     try:
         low_s = parse_duration_s(low.strip(), "think time")
         high_s = parse_duration_s(high.strip(), "think time") if sep else low_s
-    except UnitError as exc:
-        raise SpecError(str(exc)) from None
+    except UnitError:
+        raise SpecError(f"invalid think time {text!r}: use a duration or a range low-high, "
+                        "e.g. 200ms or 100ms-500ms") from None
     if high_s < low_s:
         raise SpecError(f"invalid think time {text!r}: the range goes from low to high")
     if high_s <= 0:

@@ -91,7 +91,7 @@ def test_think_times():
     assert parse_think("200ms") == (0.2, 0.2)
     assert parse_think("100ms-500ms") == (0.1, 0.5)
     for bad, message in (("500ms-100ms", "from low to high"), ("0ms", "more than 0"),
-                         ("soon", "use a number with a unit")):
+                         ("soon", "use a duration or a range")):
         with pytest.raises(SpecError, match=message):
             parse_think(bad)
 

@@ -29,3 +29,11 @@ def test_unwritable_sslkeylogfile_is_refused_before_the_run(start_target, db, tm
                  env={"SSLKEYLOGFILE": str(keys)})
     assert result.returncode == 0, result.stderr
     assert "CLIENT_TRAFFIC_SECRET_0" in keys.read_text()
+
+
+def test_a_bad_think_time_is_named_as_typed(db):
+    # Before: '-5ms' and '1s-' said "invalid think time ''", naming nothing the user typed.
+    for typed in ("-5ms", "1s-", "-1ms-5ms", "abc"):
+        message = one_line_error(cli("blast", "http://127.0.0.1:9/", f"--think={typed}",
+                                     "-n", "1", "--db", db))
+        assert f"invalid think time {typed!r}" in message, message
