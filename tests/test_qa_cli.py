@@ -1,8 +1,13 @@
 """What a new user trips on (the QA pass over realistic traffic, reports and HTTPS): each test is
 one problem found, against real servers on 127.0.0.1 and a real SQLite file."""
-from conftest import cli, self_signed_cert
+import json
+import subprocess
+import sys
+
+from conftest import cli, self_signed_cert, wait_for
 
 from loadtester import store
+from loadtester.localtarget import fetch_stats
 
 
 def one_line_error(result, code=2):
@@ -37,3 +42,46 @@ def test_a_bad_think_time_is_named_as_typed(db):
         message = one_line_error(cli("blast", "http://127.0.0.1:9/", f"--think={typed}",
                                      "-n", "1", "--db", db))
         assert f"invalid think time {typed!r}" in message, message
+
+
+def test_merged_data_shards_keep_their_per_variant_counts(start_target, tmp_path):
+    # Before: the merged run had no variant counts: `export --variants` printed a header and
+    # exit 0, and `show` lost the "each variant served" line.
+    rows = tmp_path / "ids.csv"
+    rows.write_text("id\n" + "".join(f"{i}\n" for i in range(1, 11)))
+    target = start_target("--count-paths")
+    parts = []
+    for shard in ("0/2", "1/2"):
+        part = tmp_path / f"shard{shard[0]}.db"
+        result = cli("blast", target.url + "v/{{id}}", "--data", rows, "-n", "10", "-c", "4",
+                     "--shard", shard, "--run-id", "qa", "--db", part)
+        assert result.returncode == 0, result.stderr
+        parts.append(part)
+    merged = tmp_path / "all.db"
+    assert cli("merge", *parts, "--into", merged).returncode == 0
+    exported = cli("export", "last", "--variants", "--format", "ndjson", "--db", merged)
+    assert exported.returncode == 0, exported.stderr
+    variants = [json.loads(line) for line in exported.stdout.splitlines()]
+    served = {path: count for path, count in fetch_stats(target.url, what="paths").items()
+              if path.startswith("/v/")}
+    assert len(variants) == 10 and len(served) == 10
+    assert {v["request"].split(" ", 1)[1]: v["requests"] for v in variants} == served
+    shown = cli("show", "last", "--json", "--db", merged)
+    assert json.loads(shown.stdout)["variants"] == {"count": 10, "min": 1, "max": 1,
+                                                    "unserved": 0}
+
+
+def test_export_variants_of_a_data_run_without_counts_says_so(start_target, db, tmp_path):
+    # Before: a running --data run exported an empty table with exit 0.
+    rows = tmp_path / "ids.csv"
+    rows.write_text("id\n1\n2\n")
+    target = start_target()
+    blast = subprocess.Popen([sys.executable, "-m", "loadtester", "blast", target.url + "{{id}}",
+                              "--data", rows, "-d", "4s", "-c", "1", "--db", db],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: db.exists() and cli("show", "last", "--db", db).returncode == 0)
+        message = one_line_error(cli("export", "last", "--variants", "--db", db), code=1)
+        assert "still running" in message, message
+    finally:
+        blast.wait(timeout=30)

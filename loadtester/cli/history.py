@@ -130,6 +130,11 @@ def export(run, db_path, fmt, with_requests, with_variants, output):
             if not (report.get("traffic") or {}).get("data"):
                 raise click.UsageError(f"run {row['id']} was not run with --data: it has no "
                                        "request variants")
+            if not row.get("variant_counts"):
+                raise StoreFailure(f"run {row['id']} has no per-variant counts stored ("
+                                   + ("it is still running)" if row.get("status") == "running"
+                                      else "its parts sent different variants, or it ended "
+                                           "before its summary was stored)"))
             columns, rows, fast = store.VARIANT_COLUMNS, store.iter_variant_counts(conn, row["id"]), False
         elif with_requests:
             columns, rows, fast = store.REQUEST_COLUMNS, store.iter_request_tuples(conn, row["id"]), True
