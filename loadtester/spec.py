@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import re
@@ -466,6 +467,8 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
         if data_per_connection and spec.connections > table.rows:
             raise SpecError(f"--data-per-connection: {spec.connections:,} connections but "
                             f"{table.rows:,} rows in {data} (one row per connection)")
+        if data_order == "random" and seed is None and spec.shard[1] > 1:
+            seed = shard_seed(spec.run_group)
         variants = render_variants(list(spec.targets), table, order=data_order or "sequential",
                                    seed=seed, per_connection=data_per_connection,
                                    max_bytes=int(data_max_mb * (1 << 20)))
@@ -477,6 +480,16 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
         weighted_turns([t.weight for t in spec.targets])      # (checks the round's length)
     return dataclasses.replace(spec, variants=variants, journey=bool(journey), think_s=think_s,
                                seed=seed)
+
+
+def shard_seed(run_group: str) -> int:
+    """--data-order random over shards without --seed: every shard must shuffle the rows the
+    same way (they interleave one order), so the seed comes from the run's --run-id, which
+    they share; a seed drawn by each shard would send some rows twice and others never."""
+    if not run_group:
+        raise SpecError("--data-order random with --shard needs --seed or --run-id: every shard "
+                        "must shuffle the rows the same way")
+    return int.from_bytes(hashlib.sha256(run_group.encode()).digest()[:4], "big")
 
 
 def check_pipeline(pipeline: int, *, open_loop: bool, rate_name: str = "--rate",

@@ -85,3 +85,22 @@ def test_export_variants_of_a_data_run_without_counts_says_so(start_target, db, 
         assert "still running" in message, message
     finally:
         blast.wait(timeout=30)
+
+
+def test_random_order_over_shards_without_seed_sends_each_row_once(start_target, tmp_path):
+    # Before: each shard drew its own seed, so with -n = rows some rows went twice and others
+    # never, silently (README: shards interleave the rows, each sent exactly once).
+    rows = tmp_path / "ids.csv"
+    rows.write_text("id\n" + "".join(f"{i}\n" for i in range(1, 41)))
+    target = start_target("--count-paths")
+    for shard in ("0/2", "1/2"):
+        result = cli("blast", target.url + "r/{{id}}", "--data", rows, "--data-order", "random",
+                     "-n", "40", "-c", "2", "--shard", shard, "--run-id", "qa-shuffle",
+                     "--db", tmp_path / f"shard{shard[0]}.db")
+        assert result.returncode == 0, result.stderr
+    served = fetch_stats(target.url, what="paths")
+    assert served == {f"/r/{i}": 1 for i in range(1, 41)}
+    message = one_line_error(cli("blast", target.url + "r/{{id}}", "--data", rows,
+                                 "--data-order", "random", "-n", "40", "--shard", "0/2",
+                                 "--db", tmp_path / "x.db"))
+    assert "--seed or --run-id" in message, message
