@@ -150,6 +150,23 @@ def _read_ndjson(path: str, text: str) -> Columns:
     return tuple(values), tuple(values.values()), lines
 
 
+# What reads as a template but is not one ('{{name|bogus}}', '{{ id | JSON }}', '{{}}'):
+# with --data it is refused, not sent as it is.  ('{{#each}}', '{{> x}}' are left alone.)
+MALFORMED_RE = re.compile(r"\{\{\s*(?:[A-Za-z_][A-Za-z0-9_.-]*)?\s*(?:\|[^{}]*)?\}\}")
+
+
+def check_templates(target: Target, where: str) -> None:
+    """Every template-looking '{{...}}' of the target is a template: else one line."""
+    texts = [target.url.text, *(value for _, value in target.headers)]
+    if b"{{" in target.body:
+        texts.append(target.body.decode("utf-8", "replace"))
+    for text in texts:
+        for match in MALFORMED_RE.finditer(text):
+            if not PLACEHOLDER_RE.fullmatch(match.group(0)):
+                raise FeedError(f"{where}: {match.group(0)!r} is not a template: use "
+                                "{{column}}, {{column|raw}} or {{column|json}}")
+
+
 def placeholders(text: str) -> list[str]:
     return [match.group(1) for match in PLACEHOLDER_RE.finditer(text)]
 

@@ -460,7 +460,9 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
     variants = None
     if data is not None:
         table = read_data_file(data, max_bytes=int(data_max_mb * (1 << 20)))
-        from loadtester.feed import target_uses_data
+        from loadtester.feed import check_templates, target_uses_data
+        for number, target in enumerate(spec.targets, 1):
+            check_templates(target, f"target {number} ({target.method} {target.url.text})")
         if not any(target_uses_data(t) for t in spec.targets):
             raise SpecError(f"--data {data}: no target uses a {{{{column}}}} of it (put "
                             "{{name}} in the URL, a header value or the body)")

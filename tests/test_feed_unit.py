@@ -164,3 +164,20 @@ def test_the_cli_says_it_in_one_line_with_exit_2(tmp_path):
     assert result.returncode == 2
     assert f"{data}:1: no column 'user'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("where", "template"), [
+    ("url", "{{id|bogus}}"), ("url", "{{ id | JSON }}"), ("header", "{{}}"), ("body", "{{id|}}")])
+def test_a_misspelt_template_is_refused_not_sent_as_it_is(tmp_path, where, template):
+    # Before: '{{id|bogus}}' beside a good '{{id}}' went out literally (%7B%7Bid%7Cbogus%7D%7D),
+    # and alone it was "no target uses a {{column}}".
+    data = rows_file(tmp_path, "id\n1\n")
+    for url in (URL + "u/{{id}}", URL + "u"):
+        with pytest.raises(SpecError, match=r"is not a template: use \{\{column\}\}") as info:
+            build_spec(url + (f"?x={template}" if where == "url" else ""), data=data,
+                       headers=[f"X-T: {template}"] if where == "header" else [],
+                       method="POST", body=template if where == "body" else None)
+        assert repr(template) in str(info.value)
+    # what is no template at all is still sent as it is
+    spec = build_spec(URL + "u/{{id}}", data=data, method="POST", body="{{#each x}}{{> p}}")
+    assert first_request(spec).endswith("{{#each x}}{{> p}}")
