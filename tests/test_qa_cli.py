@@ -1,10 +1,13 @@
 """What a new user trips on (the QA pass over realistic traffic, reports and HTTPS): each test is
 one problem found, against real servers on 127.0.0.1 and a real SQLite file."""
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
-from conftest import cli, self_signed_cert, wait_for
+from conftest import children_of, cli, kill_if_alive, self_signed_cert, wait_for
 
 from loadtester import store
 from loadtester.localtarget import fetch_stats
@@ -104,3 +107,34 @@ def test_random_order_over_shards_without_seed_sends_each_row_once(start_target,
                                  "--data-order", "random", "-n", "40", "--shard", "0/2",
                                  "--db", tmp_path / "x.db"))
     assert "--seed or --run-id" in message, message
+
+
+def test_per_variant_counts_of_a_run_whose_worker_died_say_what_they_leave_out(start_target, db,
+                                                                              tmp_path):
+    # Before: "Requests 255,195" above "Target ...: 208,672 requests" and "(5 never)" for rows
+    # the dead worker did send, with nothing to say why the counts disagree.
+    rows = tmp_path / "ids.csv"
+    rows.write_text("id\n" + "".join(f"{i}\n" for i in range(1, 11)))
+    target = start_target()
+    proc = subprocess.Popen([sys.executable, "-m", "loadtester", "blast", target.url + "{{id}}",
+                             "--data", rows, "-c", "2", "--workers", "2", "-d", "4s",
+                             "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert wait_for(lambda: len(children_of(proc.pid)) >= 2, timeout_s=20)
+        time.sleep(1.5)
+        os.kill(sorted(children_of(proc.pid))[-1], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        kill_if_alive([proc.pid])
+    report = json.loads(cli("show", "last", "--json", "--db", db).stdout)
+    assert report["worker_errors"]
+    left_out = report["attempts"] - report["targets"][0]["requests"]
+    assert left_out > 0
+    exported = cli("export", "last", "--variants", "--format", "ndjson", "--db", db).stdout
+    assert sum(json.loads(line)["requests"] for line in exported.splitlines()) + left_out \
+        == report["attempts"]
+    note = (f"(the counts per target and variant leave out {left_out:,} requests of the worker "
+            "that died)")
+    assert note in out
+    assert note in cli("show", "last", "--db", db).stdout
