@@ -3,8 +3,10 @@ one problem found, against real servers on 127.0.0.1 and a real SQLite file."""
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 
 from conftest import children_of, cli, kill_if_alive, self_signed_cert, wait_for
@@ -138,3 +140,28 @@ def test_per_variant_counts_of_a_run_whose_worker_died_say_what_they_leave_out(s
             "that died)")
     assert note in out
     assert note in cli("show", "last", "--db", db).stdout
+
+
+def test_output_to_a_pipe_or_dev_stdout_is_written_into_it(start_target, db, tmp_path):
+    # Before: -o PIPE renamed a temporary file over the pipe (the reader got nothing, a regular
+    # file took its place; as root, -o /dev/stdout replaced /dev/stdout itself), and
+    # "wrote /dev/stdout" was appended to the page.
+    target = start_target()
+    assert cli("blast", target.url, "-n", "20", "-c", "2", "--db", db).returncode == 0
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = {}
+    reader = threading.Thread(target=lambda: got.update(text=fifo.read_text()))
+    reader.start()
+    result = cli("export", "last", "--db", db, "-o", fifo)
+    reader.join(timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert got["text"].startswith("second,requests,")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    page = cli("plot", "last", "--db", db, "-o", "/dev/stdout")
+    assert page.returncode == 0, page.stderr
+    assert page.stdout.rstrip().endswith("</html>"), page.stdout[-80:]
+    pdf = subprocess.run([sys.executable, "-m", "loadtester", "show", "last", "--db", str(db),
+                          "--pdf", "/dev/stdout"], capture_output=True)
+    assert pdf.returncode == 0 and pdf.stdout.startswith(b"%PDF") and b"wrote" not in pdf.stdout
+    assert os.path.islink("/dev/stdout")
