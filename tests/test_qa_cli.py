@@ -165,3 +165,17 @@ def test_output_to_a_pipe_or_dev_stdout_is_written_into_it(start_target, db, tmp
                           "--pdf", "/dev/stdout"], capture_output=True)
     assert pdf.returncode == 0 and pdf.stdout.startswith(b"%PDF") and b"wrote" not in pdf.stdout
     assert os.path.islink("/dev/stdout")
+
+
+def test_target_refuses_what_it_cannot_serve_with_one_line(tmp_path):
+    # Before: '--lifetime 0s' served forever, '--tls-key' alone served plain HTTP, and a
+    # certificate without its key said "cannot use the TLS certificate: None" (exit 1).
+    cert, key = self_signed_cert(tmp_path)
+    other_cert, _ = self_signed_cert(tmp_path, name="other")
+    for args, expected in (
+            (["--lifetime", "0s"], "'--lifetime': must be more than 0"),
+            (["--tls-key", key], "'--tls-key': needs --tls-cert"),
+            (["--tls-cert", cert], f"could be read from {cert} (without --tls-key"),
+            (["--tls-cert", other_cert, "--tls-key", key], "the key does not match")):
+        message = one_line_error(cli("target", "--port", "0", *args, timeout=20))
+        assert expected in message, message
