@@ -179,3 +179,20 @@ def test_target_refuses_what_it_cannot_serve_with_one_line(tmp_path):
             (["--tls-cert", other_cert, "--tls-key", key], "the key does not match")):
         message = one_line_error(cli("target", "--port", "0", *args, timeout=20))
         assert expected in message, message
+
+
+def test_the_report_summary_of_a_count_run_says_how_many_requests(start_target, db, tmp_path):
+    # Before: a run of -n N (no planned duration) read "... virtual users for ? - ..." in the
+    # HTML report, the PDF and the web history.
+    from loadtester.reports.display import summary_line
+    assert summary_line("h", 2, None, 1.0, 5.0, 1.0, requests=1000).startswith(
+        "Tested h with 2 virtual users for 1,000 requests - ")
+    target = start_target()
+    assert cli("blast", target.url, "-n", "20", "-c", "2", "--db", db).returncode == 0
+    page = tmp_path / "r.html"
+    assert cli("show", "last", "--db", db, "--html", page).returncode == 0
+    assert "Tested 127.0.0.1 with 2 virtual users for 20 requests - " in page.read_text()
+    from loadtester.web.api import history_entry, status_payload
+    row = store.find_run(store.open_database(db), "last")
+    for payload in (history_entry(row, None), status_payload(row, None, None)):
+        assert " virtual users for 20 requests - " in payload["summary"], payload["summary"]
