@@ -478,6 +478,9 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
     if shaped and spec.pipeline > 1:
         raise SpecError("--pipeline above 1 cannot be combined with --data, weights or "
                         "--journey (a pipelined batch is the same requests in order)")
+    if think and spec.pipeline > 1:
+        raise SpecError("--think cannot be combined with --pipeline above 1 (a pipelined "
+                        "batch goes out at once, with no wait between its requests)")
     if spec.weighted:
         weighted_turns([t.weight for t in spec.targets])      # (checks the round's length)
     return dataclasses.replace(spec, variants=variants, journey=bool(journey), think_s=think_s,

@@ -181,3 +181,11 @@ def test_a_misspelt_template_is_refused_not_sent_as_it_is(tmp_path, where, templ
     # what is no template at all is still sent as it is
     spec = build_spec(URL + "u/{{id}}", data=data, method="POST", body="{{#each x}}{{> p}}")
     assert first_request(spec).endswith("{{#each x}}{{> p}}")
+
+
+def test_think_time_with_pipelining_is_refused():
+    # Before: `--think 100ms --pipeline 4 -n 16 -c 1` sent 7 requests, reported
+    # "7 completed ... [count]" and exit 0.
+    with pytest.raises(SpecError, match="--think cannot be combined with --pipeline above 1"):
+        build_spec(URL, think="100ms", pipeline=4, requests=16, connections=1)
+    assert build_spec(URL, think="100ms", pipeline=1, requests=16).think_s == (0.1, 0.1)
