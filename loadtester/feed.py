@@ -225,7 +225,7 @@ def render_variants(targets: list[Target], table: DataTable, *, order: str, seed
 
     if order not in DATA_ORDERS:
         raise FeedError(f"invalid data order {order!r}: sequential or random")
-    uses_uuid = _uses(targets, "uuid")
+    uses_uuid = uses_template(targets, "uuid")
     if seed is None and (order == "random" or uses_uuid):
         # Drawn, and stored with the run: --seed with it repeats the run's choices.
         seed = random.SystemRandom().randrange(1 << 32)
@@ -354,7 +354,8 @@ def _rendered_url(target: Target, text: str, where: str) -> Url:
     return url
 
 
-def _uses(targets: list[Target], name: str) -> bool:
+def uses_template(targets: list[Target], name: str) -> bool:
+    """Whether a target's URL, header values or body use {{name}}."""
     for target in targets:
         texts: Iterator[str] = iter([target.url.text, *(v for _, v in target.headers),
                                      target.body.decode("utf-8", "replace")])

@@ -460,7 +460,7 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
     variants = None
     if data is not None:
         table = read_data_file(data, max_bytes=int(data_max_mb * (1 << 20)))
-        from loadtester.feed import check_templates, target_uses_data
+        from loadtester.feed import check_templates, target_uses_data, uses_template
         for number, target in enumerate(spec.targets, 1):
             check_templates(target, f"target {number} ({target.method} {target.url.text})")
         if not any(target_uses_data(t) for t in spec.targets):
@@ -469,8 +469,9 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
         if data_per_connection and spec.connections > table.rows:
             raise SpecError(f"--data-per-connection: {spec.connections:,} connections but "
                             f"{table.rows:,} rows in {data} (one row per connection)")
-        if data_order == "random" and seed is None and spec.shard[1] > 1:
-            seed = shard_seed(spec.run_group)
+        if seed is None and spec.shard[1] > 1 and (
+                data_order == "random" or uses_template(list(spec.targets), "uuid")):
+            seed = shard_seed(spec.run_group, data_order == "random")
         variants = render_variants(list(spec.targets), table, order=data_order or "sequential",
                                    seed=seed, per_connection=data_per_connection,
                                    max_bytes=int(data_max_mb * (1 << 20)))
@@ -487,13 +488,16 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
                                seed=seed)
 
 
-def shard_seed(run_group: str) -> int:
-    """--data-order random over shards without --seed: every shard must shuffle the rows the
-    same way (they interleave one order), so the seed comes from the run's --run-id, which
-    they share; a seed drawn by each shard would send some rows twice and others never."""
+def shard_seed(run_group: str, required: bool) -> int | None:
+    """A seed for shards given none: every shard must shuffle the rows the same way (they
+    interleave one order) and draw the same {{uuid}}s (their merged variants are one set), so
+    it comes from the run's --run-id, which they share.  Without one: refused when `required`
+    (a shuffle per shard sends some rows twice and others never), else None (drawn)."""
     if not run_group:
-        raise SpecError("--data-order random with --shard needs --seed or --run-id: every shard "
-                        "must shuffle the rows the same way")
+        if required:
+            raise SpecError("--data-order random with --shard needs --seed or --run-id: every "
+                            "shard must shuffle the rows the same way")
+        return None
     return int.from_bytes(hashlib.sha256(run_group.encode()).digest()[:4], "big")
 
 

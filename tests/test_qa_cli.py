@@ -51,14 +51,15 @@ def test_a_bad_think_time_is_named_as_typed(db):
 
 def test_merged_data_shards_keep_their_per_variant_counts(start_target, tmp_path):
     # Before: the merged run had no variant counts: `export --variants` printed a header and
-    # exit 0, and `show` lost the "each variant served" line.
+    # exit 0, and `show` lost the "each variant served" line.  (With {{uuid}}, shards drew
+    # their own seeds, so their variants differed and could not be added up.)
     rows = tmp_path / "ids.csv"
     rows.write_text("id\n" + "".join(f"{i}\n" for i in range(1, 11)))
     target = start_target("--count-paths")
     parts = []
     for shard in ("0/2", "1/2"):
         part = tmp_path / f"shard{shard[0]}.db"
-        result = cli("blast", target.url + "v/{{id}}", "--data", rows, "-n", "10", "-c", "4",
+        result = cli("blast", target.url + "v/{{id}}/{{uuid}}", "--data", rows, "-n", "10", "-c", "4",
                      "--shard", shard, "--run-id", "qa", "--db", part)
         assert result.returncode == 0, result.stderr
         parts.append(part)
