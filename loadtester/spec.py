@@ -456,7 +456,8 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
             if given:
                 raise SpecError(f"{flag} needs --data FILE")
     if not 0 < data_max_mb <= 1 << 20:
-        raise SpecError(f"invalid --data-max-mb {data_max_mb:g}: more than 0")
+        raise SpecError(f"invalid --data-max-mb {data_max_mb:g}: more than 0, at most "
+                        f"{1 << 20:,}")
     variants = None
     if data is not None:
         table = read_data_file(data, max_bytes=int(data_max_mb * (1 << 20)))

@@ -189,3 +189,11 @@ def test_think_time_with_pipelining_is_refused():
     with pytest.raises(SpecError, match="--think cannot be combined with --pipeline above 1"):
         build_spec(URL, think="100ms", pipeline=4, requests=16, connections=1)
     assert build_spec(URL, think="100ms", pipeline=1, requests=16).think_s == (0.1, 0.1)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), 2e6, float("inf")])
+def test_data_max_mb_out_of_range_says_the_range(tmp_path, value):
+    # Before: 2000000 said "invalid --data-max-mb 2e+06: more than 0".
+    data = rows_file(tmp_path, "id\n1\n")
+    with pytest.raises(SpecError, match=r"more than 0, at most 1,048,576"):
+        build_spec(URL + "{{id}}", data=data, data_max_mb=value)
