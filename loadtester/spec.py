@@ -64,7 +64,10 @@ def parse_url(url: str) -> Url:
     the path and query percent-encoded where they hold anything but printable ASCII."""
     if CONTROL_RE.search(url.strip()):
         raise SpecError(f"invalid URL {url!r}: control characters are not allowed")
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as exc:                  # 'Invalid IPv6 URL'
+        raise SpecError(f"invalid URL {url!r}: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise SpecError(f"invalid URL {url!r}: scheme must be http or https")
     if not parts.hostname:

@@ -197,3 +197,11 @@ def test_data_max_mb_out_of_range_says_the_range(tmp_path, value):
     data = rows_file(tmp_path, "id\n1\n")
     with pytest.raises(SpecError, match=r"more than 0, at most 1,048,576"):
         build_spec(URL + "{{id}}", data=data, data_max_mb=value)
+
+
+def test_a_broken_ipv6_url_in_a_targets_file_names_the_file_line_and_url(tmp_path):
+    # Before: "loadtester: error: Invalid IPv6 URL", naming neither the file nor the URL.
+    targets = tmp_path / "t.txt"
+    targets.write_text(f"GET {URL}\n\nGET http://[::1/x\n")
+    with pytest.raises(SpecError, match=r"t\.txt:3: invalid URL 'http://\[::1/x': Invalid IPv6"):
+        build_spec(targets_file=str(targets))
