@@ -251,7 +251,7 @@ def read_headers_file(path: str) -> list[tuple[str, str]]:
     blank lines are skipped.  Secrets go through a file so that they never show on a command
     line (`ps`)."""
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
             lines = handle.read().split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read headers file {path!r}: "
@@ -307,7 +307,7 @@ def read_targets_file(path: str) -> list[Target]:
     """vegeta's format: blocks of `METHOD URL`, then `Name: value` header lines and an
     optional `@path` body line (relative to the file); blank lines between blocks."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read targets file {path!r}: "

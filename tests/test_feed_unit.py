@@ -9,7 +9,15 @@ from conftest import cli
 
 from loadtester.run.runner import build_origins
 from loadtester.feed import _fill
-from loadtester.spec import SpecError, Target, build_spec, parse_think, parse_url, weighted_turns
+from loadtester.spec import (
+    SpecError,
+    Target,
+    build_spec,
+    parse_think,
+    parse_url,
+    read_headers_file,
+    weighted_turns,
+)
 
 URL = "http://127.0.0.1:9/"
 
@@ -205,3 +213,15 @@ def test_a_broken_ipv6_url_in_a_targets_file_names_the_file_line_and_url(tmp_pat
     targets.write_text(f"GET {URL}\n\nGET http://[::1/x\n")
     with pytest.raises(SpecError, match=r"t\.txt:3: invalid URL 'http://\[::1/x': Invalid IPv6"):
         build_spec(targets_file=str(targets))
+
+
+def test_targets_and_headers_files_saved_with_a_bom_are_read(tmp_path):
+    # Before: a file saved by Windows Notepad (UTF-8 with BOM) was refused: "expected 'METHOD
+    # URL', got '\ufeffGET ...'", and its first header was "not a token".
+    targets = tmp_path / "t.txt"
+    targets.write_bytes(b"\xef\xbb\xbfGET " + URL.encode() + b"a\r\n")
+    headers = tmp_path / "h.txt"
+    headers.write_bytes(b"\xef\xbb\xbfX-A: 1\r\n")
+    spec = build_spec(targets_file=str(targets), headers_file=str(headers))
+    assert spec.url.path == "/a"
+    assert read_headers_file(str(headers)) == [("X-A", "1")]
