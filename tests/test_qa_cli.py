@@ -197,3 +197,17 @@ def test_the_report_summary_of_a_count_run_says_how_many_requests(start_target, 
     row = store.find_run(store.open_database(db), "last")
     for payload in (history_entry(row, None), status_payload(row, None, None)):
         assert " virtual users for 20 requests - " in payload["summary"], payload["summary"]
+
+
+def test_export_of_rows_a_run_did_not_store_says_so(start_target, db):
+    # Before: `export` of a --store none run wrote nothing at all (not even a header) and
+    # `export --requests` of a --store windows run only the header, both with exit 0.
+    target = start_target()
+    for mode in ("none", "windows"):
+        assert cli("blast", target.url, "-n", "5", "-c", "1", "--store", mode,
+                   "--db", db).returncode == 0
+        message = one_line_error(cli("export", "last", "--requests", "--db", db), code=1)
+        assert f"stored with --store {mode}: it has no request rows" in message, message
+    assert cli("export", "last", "--db", db).stdout.startswith("second,requests,")
+    message = one_line_error(cli("export", "last~1", "--db", db), code=1)
+    assert "stored with --store none: it has no per-second rows" in message, message

@@ -137,8 +137,15 @@ def export(run, db_path, fmt, with_requests, with_variants, output):
                                            "before its summary was stored)"))
             columns, rows, fast = store.VARIANT_COLUMNS, store.iter_variant_counts(conn, row["id"]), False
         elif with_requests:
+            if row.get("store_mode") in ("windows", "none"):
+                raise StoreFailure(f"run {row['id']} was stored with --store {row['store_mode']}: "
+                                   "it has no request rows to export")
             columns, rows, fast = store.REQUEST_COLUMNS, store.iter_request_tuples(conn, row["id"]), True
         else:
+            if row.get("store_mode") == "none":
+                raise StoreFailure(f"run {row['id']} was stored with --store none: it has no "
+                                   f"per-second rows to export (its summary: `loadtester show "
+                                   f"{row['id']} --json`)")
             (columns, rows), fast = window_rows(stored_windows or []), False
         if output:
             _write_file(Path(output), lambda out: write_rows(out, columns, rows, fast, fmt, report))
