@@ -150,6 +150,23 @@ def _read_ndjson(path: str, text: str) -> Columns:
     return tuple(values), tuple(values.values()), lines
 
 
+# What reads as a template but is not one ('{{name|bogus}}', '{{ id | JSON }}', '{{}}'):
+# with --data it is refused, not sent as it is.  ('{{#each}}', '{{> x}}' are left alone.)
+MALFORMED_RE = re.compile(r"\{\{\s*(?:[A-Za-z_][A-Za-z0-9_.-]*)?\s*(?:\|[^{}]*)?\}\}")
+
+
+def check_templates(target: Target, where: str) -> None:
+    """Every template-looking '{{...}}' of the target is a template: else one line."""
+    texts = [target.url.text, *(value for _, value in target.headers)]
+    if b"{{" in target.body:
+        texts.append(target.body.decode("utf-8", "replace"))
+    for text in texts:
+        for match in MALFORMED_RE.finditer(text):
+            if not PLACEHOLDER_RE.fullmatch(match.group(0)):
+                raise FeedError(f"{where}: {match.group(0)!r} is not a template: use "
+                                "{{column}}, {{column|raw}} or {{column|json}}")
+
+
 def placeholders(text: str) -> list[str]:
     return [match.group(1) for match in PLACEHOLDER_RE.finditer(text)]
 
@@ -208,7 +225,7 @@ def render_variants(targets: list[Target], table: DataTable, *, order: str, seed
 
     if order not in DATA_ORDERS:
         raise FeedError(f"invalid data order {order!r}: sequential or random")
-    uses_uuid = _uses(targets, "uuid")
+    uses_uuid = uses_template(targets, "uuid")
     if seed is None and (order == "random" or uses_uuid):
         # Drawn, and stored with the run: --seed with it repeats the run's choices.
         seed = random.SystemRandom().randrange(1 << 32)
@@ -337,7 +354,8 @@ def _rendered_url(target: Target, text: str, where: str) -> Url:
     return url
 
 
-def _uses(targets: list[Target], name: str) -> bool:
+def uses_template(targets: list[Target], name: str) -> bool:
+    """Whether a target's URL, header values or body use {{name}}."""
     for target in targets:
         texts: Iterator[str] = iter([target.url.text, *(v for _, v in target.headers),
                                      target.body.decode("utf-8", "replace")])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
 import math
 import os
@@ -64,7 +65,10 @@ def parse_url(url: str) -> Url:
     the path and query percent-encoded where they hold anything but printable ASCII."""
     if CONTROL_RE.search(url.strip()):
         raise SpecError(f"invalid URL {url!r}: control characters are not allowed")
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as exc:                  # 'Invalid IPv6 URL'
+        raise SpecError(f"invalid URL {url!r}: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise SpecError(f"invalid URL {url!r}: scheme must be http or https")
     if not parts.hostname:
@@ -326,7 +330,7 @@ def read_headers_file(path: str) -> list[tuple[str, str]]:
     blank lines are skipped.  Secrets go through a file so that they never show on a command
     line (`ps`)."""
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
             lines = handle.read().split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read headers file {path!r}: "
@@ -338,9 +342,27 @@ def read_headers_file(path: str) -> list[tuple[str, str]]:
             continue
         try:
             headers.append(parse_header(line))
-        except SpecError as exc:
-            raise SpecError(f"{path}:{number}: {exc}") from None
+        except HeaderError as exc:
+            # Not the line itself: the file is there to keep its values (tokens) out of sight,
+            # and this message goes to terminals and CI logs.
+            name = line.partition(":")[0].strip()
+            named = f" {name!r}" if ":" in line and HEADER_NAME_RE.match(name) else ""
+            raise SpecError(f"{path}:{number}: invalid header{named} (its value not shown): "
+                            f"{exc.reason}") from None
     return headers
+
+
+def check_keylog_file() -> None:
+    """SSLKEYLOGFILE, when set, must be writable before the run starts: each worker opens it
+    for the engine's TLS (engine/tls.pyx), and one that cannot would die with no request sent."""
+    path = os.environ.get("SSLKEYLOGFILE")
+    if not path:
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError as exc:
+        raise SpecError(f"cannot write the TLS key log SSLKEYLOGFILE={path!r}: {exc.strerror} "
+                        "(unset it, or point it at a writable file)") from None
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -364,7 +386,7 @@ def read_targets_file(path: str) -> list[Target]:
     """vegeta's format: blocks of `METHOD URL`, then `Name: value` header lines and an
     optional `@path` body line (relative to the file); blank lines between blocks."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read targets file {path!r}: "
@@ -464,8 +486,9 @@ def parse_think(text: str) -> tuple[float, float]:
     try:
         low_s = parse_duration_s(low.strip(), "think time")
         high_s = parse_duration_s(high.strip(), "think time") if sep else low_s
-    except UnitError as exc:
-        raise SpecError(str(exc)) from None
+    except UnitError:
+        raise SpecError(f"invalid think time {text!r}: use a duration or a range low-high, "
+                        "e.g. 200ms or 100ms-500ms") from None
     if high_s < low_s:
         raise SpecError(f"invalid think time {text!r}: the range goes from low to high")
     if high_s <= 0:
@@ -516,17 +539,23 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
             if given:
                 raise SpecError(f"{flag} needs --data FILE")
     if not 0 < data_max_mb <= 1 << 20:
-        raise SpecError(f"invalid --data-max-mb {data_max_mb:g}: more than 0")
+        raise SpecError(f"invalid --data-max-mb {data_max_mb:g}: more than 0, at most "
+                        f"{1 << 20:,}")
     variants = None
     if data is not None:
         table = read_data_file(data, max_bytes=int(data_max_mb * (1 << 20)))
-        from loadtester.feed import target_uses_data
+        from loadtester.feed import check_templates, target_uses_data, uses_template
+        for number, target in enumerate(spec.targets, 1):
+            check_templates(target, f"target {number} ({target.method} {target.url.text})")
         if not any(target_uses_data(t) for t in spec.targets):
             raise SpecError(f"--data {data}: no target uses a {{{{column}}}} of it (put "
                             "{{name}} in the URL, a header value or the body)")
         if data_per_connection and spec.connections > table.rows:
             raise SpecError(f"--data-per-connection: {spec.connections:,} connections but "
                             f"{table.rows:,} rows in {data} (one row per connection)")
+        if seed is None and spec.shard[1] > 1 and (
+                data_order == "random" or uses_template(list(spec.targets), "uuid")):
+            seed = shard_seed(spec.run_group, data_order == "random")
         variants = render_variants(list(spec.targets), table, order=data_order or "sequential",
                                    seed=seed, per_connection=data_per_connection,
                                    max_bytes=int(data_max_mb * (1 << 20)))
@@ -534,10 +563,26 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
     if shaped and spec.pipeline > 1:
         raise SpecError("--pipeline above 1 cannot be combined with --data, weights or "
                         "--journey (a pipelined batch is the same requests in order)")
+    if think and spec.pipeline > 1:
+        raise SpecError("--think cannot be combined with --pipeline above 1 (a pipelined "
+                        "batch goes out at once, with no wait between its requests)")
     if spec.weighted:
         weighted_turns([t.weight for t in spec.targets])      # (checks the round's length)
     return dataclasses.replace(spec, variants=variants, journey=bool(journey), think_s=think_s,
                                seed=seed)
+
+
+def shard_seed(run_group: str, required: bool) -> int | None:
+    """A seed for shards given none: every shard must shuffle the rows the same way (they
+    interleave one order) and draw the same {{uuid}}s (their merged variants are one set), so
+    it comes from the run's --run-id, which they share.  Without one: refused when `required`
+    (a shuffle per shard sends some rows twice and others never), else None (drawn)."""
+    if not run_group:
+        if required:
+            raise SpecError("--data-order random with --shard needs --seed or --run-id: every "
+                            "shard must shuffle the rows the same way")
+        return None
+    return int.from_bytes(hashlib.sha256(run_group.encode()).digest()[:4], "big")
 
 
 def check_pipeline(pipeline: int, *, open_loop: bool, rate_name: str = "--rate",
@@ -605,6 +650,8 @@ def _build_spec(urls, *, connections, duration, requests, method, headers, body,
     all_targets = [Target(parse_url(u), method, header_pairs, payload) for u in urls]
     if targets_file:
         all_targets += read_targets_file(targets_file)
+    if any(target.url.scheme == "https" for target in all_targets):
+        check_keylog_file()
     first = all_targets[0]
     return RunSpec(
         url=first.url, connections=connections, duration_s=duration_s, requests=requests,

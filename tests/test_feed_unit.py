@@ -9,7 +9,15 @@ from conftest import cli
 
 from loadtester.run.runner import build_origins
 from loadtester.feed import fill_template
-from loadtester.spec import SpecError, Target, build_spec, parse_think, parse_url, weighted_turns
+from loadtester.spec import (
+    SpecError,
+    Target,
+    build_spec,
+    parse_think,
+    parse_url,
+    read_headers_file,
+    weighted_turns,
+)
 
 URL = "http://127.0.0.1:9/"
 
@@ -91,7 +99,7 @@ def test_think_times():
     assert parse_think("200ms") == (0.2, 0.2)
     assert parse_think("100ms-500ms") == (0.1, 0.5)
     for bad, message in (("500ms-100ms", "from low to high"), ("0ms", "more than 0"),
-                         ("soon", "use a number with a unit")):
+                         ("soon", "use a duration or a range")):
         with pytest.raises(SpecError, match=message):
             parse_think(bad)
 
@@ -164,3 +172,56 @@ def test_the_cli_says_it_in_one_line_with_exit_2(tmp_path):
     assert result.returncode == 2
     assert f"{data}:1: no column 'user'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("where", "template"), [
+    ("url", "{{id|bogus}}"), ("url", "{{ id | JSON }}"), ("header", "{{}}"), ("body", "{{id|}}")])
+def test_a_misspelt_template_is_refused_not_sent_as_it_is(tmp_path, where, template):
+    # Before: '{{id|bogus}}' beside a good '{{id}}' went out literally (%7B%7Bid%7Cbogus%7D%7D),
+    # and alone it was "no target uses a {{column}}".
+    data = rows_file(tmp_path, "id\n1\n")
+    for url in (URL + "u/{{id}}", URL + "u"):
+        with pytest.raises(SpecError, match=r"is not a template: use \{\{column\}\}") as info:
+            build_spec(url + (f"?x={template}" if where == "url" else ""), data=data,
+                       headers=[f"X-T: {template}"] if where == "header" else [],
+                       method="POST", body=template if where == "body" else None)
+        assert repr(template) in str(info.value)
+    # what is no template at all is still sent as it is
+    spec = build_spec(URL + "u/{{id}}", data=data, method="POST", body="{{#each x}}{{> p}}")
+    assert first_request(spec).endswith("{{#each x}}{{> p}}")
+
+
+def test_think_time_with_pipelining_is_refused():
+    # Before: `--think 100ms --pipeline 4 -n 16 -c 1` sent 7 requests, reported
+    # "7 completed ... [count]" and exit 0.
+    with pytest.raises(SpecError, match="--think cannot be combined with --pipeline above 1"):
+        build_spec(URL, think="100ms", pipeline=4, requests=16, connections=1)
+    assert build_spec(URL, think="100ms", pipeline=1, requests=16).think_s == (0.1, 0.1)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), 2e6, float("inf")])
+def test_data_max_mb_out_of_range_says_the_range(tmp_path, value):
+    # Before: 2000000 said "invalid --data-max-mb 2e+06: more than 0".
+    data = rows_file(tmp_path, "id\n1\n")
+    with pytest.raises(SpecError, match=r"more than 0, at most 1,048,576"):
+        build_spec(URL + "{{id}}", data=data, data_max_mb=value)
+
+
+def test_a_broken_ipv6_url_in_a_targets_file_names_the_file_line_and_url(tmp_path):
+    # Before: "loadtester: error: Invalid IPv6 URL", naming neither the file nor the URL.
+    targets = tmp_path / "t.txt"
+    targets.write_text(f"GET {URL}\n\nGET http://[::1/x\n")
+    with pytest.raises(SpecError, match=r"t\.txt:3: invalid URL 'http://\[::1/x': Invalid IPv6"):
+        build_spec(targets_file=str(targets))
+
+
+def test_targets_and_headers_files_saved_with_a_bom_are_read(tmp_path):
+    # Before: a file saved by Windows Notepad (UTF-8 with BOM) was refused: "expected 'METHOD
+    # URL', got '\ufeffGET ...'", and its first header was "not a token".
+    targets = tmp_path / "t.txt"
+    targets.write_bytes(b"\xef\xbb\xbfGET " + URL.encode() + b"a\r\n")
+    headers = tmp_path / "h.txt"
+    headers.write_bytes(b"\xef\xbb\xbfX-A: 1\r\n")
+    spec = build_spec(targets_file=str(targets), headers_file=str(headers))
+    assert spec.url.path == "/a"
+    assert read_headers_file(str(headers)) == [("X-A", "1")]

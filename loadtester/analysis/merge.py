@@ -517,9 +517,14 @@ def _merge_group(key: tuple[str, str], parts: list[_Part], notes: list[str], int
         dropped_records=sum(r.get("dropped_records") or 0 for r in rows),
         run_id=run_id, uuid=merged_uuid, db_path=into, started_at=run["started_at"],
         **generator_args)
+    variants = store.merge_variant_counts([r.get("variant_counts") for r in rows])
+    if variants is not None:
+        report["variants"] = store.variants_served(variants[1])
     result = report_mod.result_columns(report, latency=latency, service=service,
                                        duration_s=duration_s, stop_reason=stop_reason,
                                        dropped_records=report["dropped_records"])
+    if variants is not None:
+        result["variant_counts"] = variants[0]
     if ends:
         result["completed_at"] = iso_utc(max(ends))
     writer.finish(result, status=status)

@@ -144,6 +144,13 @@ def _traffic_lines(report: dict[str, Any]) -> list[str]:
             line += (f"; latency p50 {format_ms(latency['p50'])}, p99 {format_ms(latency['p99'])}"
                      f", max {format_ms(latency['max'])}")
         lines.append(line)
+    # A worker killed outright never sent its per-target counts (its totals come from its
+    # windows): say how much the lines above leave out, rather than let them disagree.
+    unattributed = report["attempts"] - sum(t["requests"] for t in report.get("targets", []))
+    if report.get("worker_errors") and report.get("targets") and unattributed > 0:
+        lines.append(f"  {'':<13}(the counts per {'step' if traffic.get('journey') else 'target'}"
+                     f"{' and variant' if data else ''} leave out {unattributed:,} requests of "
+                     f"the worker{'s' if len(report['worker_errors']) > 1 else ''} that died)")
     return lines
 
 

@@ -130,10 +130,22 @@ def export(run, db_path, fmt, with_requests, with_variants, output):
             if not (report.get("traffic") or {}).get("data"):
                 raise click.UsageError(f"run {row['id']} was not run with --data: it has no "
                                        "request variants")
+            if not row.get("variant_counts"):
+                raise StoreFailure(f"run {row['id']} has no per-variant counts stored ("
+                                   + ("it is still running)" if row.get("status") == "running"
+                                      else "its parts sent different variants, or it ended "
+                                           "before its summary was stored)"))
             columns, rows, fast = store.VARIANT_COLUMNS, store.iter_variant_counts(conn, row["id"]), False
         elif with_requests:
+            if row.get("store_mode") in ("windows", "none"):
+                raise StoreFailure(f"run {row['id']} was stored with --store {row['store_mode']}: "
+                                   "it has no request rows to export")
             columns, rows, fast = store.REQUEST_COLUMNS, store.iter_request_tuples(conn, row["id"]), True
         else:
+            if row.get("store_mode") == "none":
+                raise StoreFailure(f"run {row['id']} was stored with --store none: it has no "
+                                   f"per-second rows to export (its summary: `loadtester show "
+                                   f"{row['id']} --json`)")
             (columns, rows), fast = window_rows(stored_windows or []), False
         if output:
             _write_file(Path(output), lambda out: write_rows(out, columns, rows, fast, fmt, report))
@@ -164,8 +176,8 @@ def plot(runs, db_path, output):
     finally:
         conn.close()
     if output:
-        _write_file(Path(output), lambda out: out.write(page))
-        click.echo(f"wrote {output}")
+        if _write_file(Path(output), lambda out: out.write(page)):
+            click.echo(f"wrote {output}")
     else:
         click.echo(page, nl=False)
 
@@ -175,12 +187,12 @@ def _write_reports(data, html_path, pdf_path) -> None:
     from loadtester.reports import htmlreport, pdfreport
     if html_path:
         page = htmlreport.render_html(data)
-        _write_file(Path(html_path), lambda out: out.write(page))
-        click.echo(f"wrote {html_path}")
+        if _write_file(Path(html_path), lambda out: out.write(page)):
+            click.echo(f"wrote {html_path}")
     if pdf_path:
         document = pdfreport.render_pdf(data)
-        _write_file(Path(pdf_path), lambda out: out.write(document), binary=True)
-        click.echo(f"wrote {pdf_path}")
+        if _write_file(Path(pdf_path), lambda out: out.write(document), binary=True):
+            click.echo(f"wrote {pdf_path}")
 
 
 def _run_report(conn, ref, db_path, with_windows):
@@ -193,18 +205,28 @@ def _run_report(conn, ref, db_path, with_windows):
     return row, stored_windows, report
 
 
-def _write_file(output: Path, write, binary: bool = False) -> None:
+def _write_file(output: Path, write, binary: bool = False) -> bool:
     """write(file) into a temporary file next to `output`, renamed over it once complete: a
-    failed export (no such directory, a full disk) leaves nothing, and no half file."""
+    failed export (no such directory, a full disk) leaves nothing, and no half file.  False
+    when `output` was a device or pipe (/dev/stdout): no "wrote" line may follow into it."""
     if output.is_dir():
         raise StoreFailure(f"cannot write {output}: it is a directory")
+    text = {"mode": "w", "newline": "", "encoding": "utf-8", "buffering": 1 << 20}
+    if output.exists() and not output.is_file():
+        # /dev/stdout, a pipe, a terminal: written to as it is (renaming over it would put a
+        # regular file in its place, and the reader would get nothing).
+        try:
+            with open(output, **({"mode": "wb"} if binary else text)) as out:
+                write(out)
+        except OSError as exc:
+            raise StoreFailure(f"cannot write {output}: {exc.strerror or exc}") from None
+        return False
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
-        text = {"mode": "w", "newline": "", "encoding": "utf-8", "buffering": 1 << 20}
         with open(fd, **({"mode": "wb"} if binary else text)) as out:
             write(out)
         os.replace(tmp, output)
@@ -216,6 +238,7 @@ def _write_file(output: Path, write, binary: bool = False) -> None:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
+    return True
 
 
 def register(cli: click.Group) -> None:

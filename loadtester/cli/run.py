@@ -186,12 +186,22 @@ def target(host, port, delay, status, body_size, lifetime, tls_cert, tls_key, co
     import ssl
 
     from loadtester import localtarget
+    if lifetime is not None and lifetime <= 0:
+        raise click.BadParameter("must be more than 0 (leave it out to serve until stopped)",
+                                 param_hint="'--lifetime'")
+    if tls_key and not tls_cert:
+        raise click.BadParameter("needs --tls-cert (the certificate it belongs to)",
+                                 param_hint="'--tls-key'")
     try:
         localtarget.run(host=host, port=port, delay_s=delay, status=status,
                        body_size=body_size, lifetime_s=lifetime, tls_cert=tls_cert,
                        tls_key=tls_key, count_paths=count_paths)
     except ssl.SSLError as exc:
-        raise click.ClickException(f"cannot use the TLS certificate: {exc.reason}") from None
+        detail = ("the key does not match the certificate" if exc.reason == "KEY_VALUES_MISMATCH"
+                  else exc.reason or "no PEM certificate and private key could be read from "
+                  + (f"{tls_cert} and {tls_key}" if tls_key else
+                     f"{tls_cert} (without --tls-key the key must be in the same file)"))
+        raise click.BadParameter(detail, param_hint="'--tls-cert'") from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 

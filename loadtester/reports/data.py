@@ -70,7 +70,8 @@ def report_data(row_full: Row, series: SeriesSnapshot, db_path: StrPath | None,
     avg_ms = (report.get("latency_ms") or {}).get("avg")
     summary = summary_line(host, row_full.get("total_users"), row_full.get("duration"),
                            report["success_rate"] if report["attempts"] else None,
-                           report["rps"], avg_ms, running=row_full["status"] == "running")
+                           report["rps"], avg_ms, running=row_full["status"] == "running",
+                           requests=row_full.get("requests_limit"))
     return {"uuid": row_full["uuid"], "run_id": row_full["id"], "label": row_full.get("label"),
             "url": display_url(row_full.get("url"), masked),
             "method": row_full.get("method"), "status": row_full["status"],

@@ -81,11 +81,12 @@ def display_url(url: str | None, masked: bool) -> str | None:
 
 def summary_line(host: str | None, users: int | None, duration: float | None,
                  success_rate: float | None, rps: float | None, avg_ms: float | None,
-                 running: bool = False) -> str:
+                 running: bool = False, requests: int | None = None) -> str:
     """PipeOps' one-liner: 'Tested example.com with 10 virtual users for 30s - 98.5% success
-    rate, 125.32 RPS, 45.23ms avg latency'."""
+    rate, 125.32 RPS, 45.23ms avg latency' ('for 1,000 requests' for a run of -n 1000)."""
     verb = "Testing" if running else "Tested"
-    length = f"{plain_number(duration)}s" if duration else "?"
+    length = (f"{plain_number(duration)}s" if duration
+              else f"{requests:,} requests" if requests else "?")
     rate = f"{success_rate * 100:.1f}%" if success_rate is not None else "n/a"
     speed = f"{rps:.2f}" if rps is not None else "n/a"
     avg = f"{avg_ms:.2f}ms" if avg_ms is not None else "n/a"

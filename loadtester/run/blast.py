@@ -1,11 +1,9 @@
 """attack -> results -> report: one blast, stored as it runs."""
 from __future__ import annotations
 
-import array
 import contextlib
 import itertools
 import json
-import operator
 import os
 import platform
 import signal
@@ -65,14 +63,6 @@ def target_entries(spec: RunSpec, result: RunResult) -> list[dict]:
             entry["latency_ms"] = report_mod.latency_summary_ms(result.latency)
         entries.append(entry)
     return entries
-
-
-def variants_served(counts: Sequence[int]) -> dict:
-    """How evenly the data's request variants were served (requests: responses + errors);
-    `counts`: [responses, successes, errors] of each variant, one after another."""
-    served = array.array("q", map(operator.add, counts[0::3], counts[2::3]))
-    return {"count": len(served), "min": min(served, default=0), "max": max(served, default=0),
-            "unserved": served.count(0)}
 
 
 def variant_counts_blob(variants: Variants, counts: Sequence[int]) -> bytes:
@@ -171,7 +161,7 @@ def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: boo
         busy_seconds=result.busy_seconds, worker_seconds=result.worker_seconds,
         error_messages=result.error_messages)
     if result.variants is not None:
-        report["variants"] = variants_served(result.variants)
+        report["variants"] = store.variants_served(result.variants)
     if thresholds:
         report["thresholds"] = evaluate_thresholds(report, thresholds)
     if result.worker_errors:

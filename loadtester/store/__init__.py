@@ -31,13 +31,19 @@ from loadtester.store.queries import (
     run_windows,
     settle_dead_runs,
 )
-from loadtester.store.variants import VARIANT_COLUMNS, pack_variant_counts
+from loadtester.store.variants import (
+    VARIANT_COLUMNS,
+    merge_variant_counts,
+    pack_variant_counts,
+    variants_served,
+)
 from loadtester.store.writer import RunWriter
 
 __all__ = [
     "APPLICATION_ID", "DEFAULT_DB_PATH", "JOURNAL_SIZE_LIMIT", "REQUEST_COLUMNS", "SCHEMA_VERSION",
     "VARIANT_COLUMNS", "RunWriter", "StoreError", "backup", "check", "delete_run", "find_run",
-    "iter_request_tuples", "iter_requests", "iter_variant_counts", "list_runs", "open_database",
-    "pack_variant_counts", "prune", "prune_preview", "resolve_db_path", "restore",
-    "run_lock_path", "run_windows", "settle_dead_runs", "stats",
+    "iter_request_tuples", "iter_requests", "iter_variant_counts", "list_runs",
+    "merge_variant_counts", "open_database", "pack_variant_counts", "prune", "prune_preview",
+    "resolve_db_path", "restore", "run_lock_path", "run_windows", "settle_dead_runs", "stats",
+    "variants_served",
 ]
