@@ -50,7 +50,7 @@ def test_workers_split_the_count_and_merge(start_target, db):
 
 def test_status_errors_are_counted_not_raised(start_target, db):
     target = start_target("--status", "500")
-    report = blast_json(target.url, "-n", "2000", "-c", "10", db=db)
+    report = blast_json(target.url, "-n", "2000", "-c", "10", db=db, exit_code=1)
     assert report["requests"] == 2000
     assert report["successes"] == 0 and report["success_rate"] == 0.0
     assert report["errors_by_kind"] == {"status": 2000}

@@ -43,9 +43,16 @@ def test_an_ipv6_address_in_a_message_is_in_brackets(db):
 
 def test_status_errors_name_the_first_status(start_target, db):
     target = start_target("--status", "503")
-    report = blast_json(target.url, "-n", "20", "-c", "2", db=db)
+    result = cli("blast", target.url, "-n", "20", "-c", "2", "--json", "--db", db)
+    report = json.loads(result.stdout)
     assert report["errors_by_kind"] == {"status": 20}
     assert report["error_messages"] == {"status": "HTTP 503"}
+    # Nothing but errors is not a success, in the shell as in the web app and the reports.
+    assert result.returncode == 1
+    assert result.stderr == ("loadtester: no successful response: status 20 (first status "
+                             "error: HTTP 503)\n")
+    some = start_target()
+    assert blast_json(some.url, "-n", "20", "-c", "2", db=db)["successes"] == 20
 
 
 def _stored_runs(db) -> int:

@@ -143,7 +143,7 @@ def test_real_p95_threshold_from_the_cli(start_target, db):
 
 def test_real_error_report(start_target, db):
     target = start_target("--status", "500")
-    report = blast_json(target.url, "-n", "200", "-c", "4", "--no-progress", db=db)
+    report = blast_json(target.url, "-n", "200", "-c", "4", "--no-progress", db=db, exit_code=1)
     results = evaluate(report, ["errors<1%", "errors<=10", "success>99%", "p99<1s", "errors>=100%"])
     assert [r["passed"] for r in results] == [False, False, False, True, True]
     assert results[1]["actual"] == 200 and results[0]["actual"] == pytest.approx(100.0)

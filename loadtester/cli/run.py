@@ -10,6 +10,7 @@ import click
 
 from loadtester.analysis.report import render_text
 from loadtester.analysis.thresholds import all_passed, parse_threshold
+from loadtester.analysis.verdict import judge
 from loadtester.cli.options import EXIT_FAILED, DurationType, db_option
 from loadtester.run.blast import blast as run_blast
 from loadtester.run.runner import RunRefused, preflight
@@ -132,7 +133,8 @@ def traffic_options(data_file, data_order, seed, data_max_mb, data_per_connectio
 
 
 def exit_code(report: dict) -> int:
-    """What the shell sees; a run that got nothing back never looks like a success."""
+    """What the shell sees; a run that got nothing back, or nothing but errors, never looks
+    like a success."""
     signal_name = report.get("stop_signal")
     if signal_name:
         return 128 + signal.Signals[signal_name].value         # 130 SIGINT, 143 SIGTERM
@@ -141,6 +143,11 @@ def exit_code(report: dict) -> int:
         first = next(iter(report.get("error_messages", {}).values()), "")
         click.echo(f"loadtester: no response at all: {kinds}" + (f" ({first})" if first else ""),
                    err=True)
+        return EXIT_FAILED
+    if report["successes"] == 0 and report["attempts"]:
+        # Every response an error (a 404 for a mistyped path, a 503): the web app and the
+        # reports call this run failed, and so does the shell.
+        click.echo(f"loadtester: {judge(report, 0).reason}", err=True)
         return EXIT_FAILED
     if (report["status"] == "failed" or report["stop_reason"] == "aborted"
             or not all_passed(report.get("thresholds", []))):
