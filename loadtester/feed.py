@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
+from loadtester.units import format_bytes
+
 if TYPE_CHECKING:
     from loadtester.spec import Target, Url
 
@@ -67,8 +69,8 @@ def read_data_file(path: str, max_bytes: int = DEFAULT_DATA_MAX_MB << 20) -> Dat
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > max_bytes:
-                raise FeedError(f"data file {path!r} is {size / (1 << 20):,.1f} MB, more than "
-                                f"--data-max-mb ({max_bytes / (1 << 20):g} MB): use fewer rows "
+                raise FeedError(f"data file {path!r} is {format_bytes(size)}, more than "
+                                f"--data-max-mb ({format_bytes(max_bytes)}): use fewer rows "
                                 "or raise --data-max-mb")
             raw = handle.read()
     except OSError as exc:
@@ -313,7 +315,7 @@ def render_variants(targets: list[Target], table: DataTable, *, order: str, seed
 
 def _too_big(table: DataTable, max_bytes: int, done: int) -> FeedError:
     return FeedError(f"{table.path}: the request variants need more than "
-                     f"{max_bytes / (1 << 20):g} MB (--data-max-mb) after {done:,} of them: "
+                     f"{format_bytes(max_bytes)} (--data-max-mb) after {done:,} of them: "
                      "use fewer rows or raise --data-max-mb")
 
 
