@@ -180,7 +180,12 @@ def target_uses_data(target: Target) -> bool:
 
 
 def check_columns(target: Target, table: DataTable, where: str) -> None:
-    """Every name a template uses is a column or a built-in: else one line naming both."""
+    """Every name a template uses is a column or a built-in, and the URL's templates are in
+    its path or query (a connection keeps to one scheme://host:port): else one line."""
+    head = target.url.text.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+    if "{{" in target.url.text.split("://", 1)[0] or "{{" in head:
+        raise FeedError(f"{where}: a {{{{column}}}} may go in the URL's path and query, not in "
+                        "its scheme, host or port (a connection keeps to one host)")
     names = set(placeholders(target.url.text))
     for _, value in target.headers:
         names.update(placeholders(value))

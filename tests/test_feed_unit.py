@@ -124,7 +124,8 @@ def test_engine_groups_rows_and_schedule(tmp_path):
     (lambda d: dict(url=URL, headers=["X-Token: {{token}}"], data=d["newline"]),
      r"nl.csv:2: column 'token': control characters .* X-Token header"),
     (lambda d: dict(url="http://{{host}}:8080/", data=d["hosts"]),
-     r"hosts.csv:2: .*not its scheme, host or port|invalid URL"),
+     r"target 1 \(GET http://\{\{host\}\}:8080/\): a \{\{column\}\} may go in the URL's path and "
+     r"query, not in its scheme, host or port"),
     (lambda d: dict(url=URL + "{{id}}", data=d["csv"], data_max_mb=100 / (1 << 20)),
      r"need more than 100 B \(--data-max-mb\)"),
     (lambda d: dict(url=URL + "{{id}}", data=d["csv"], data_max_mb=10 / (1 << 20)),
