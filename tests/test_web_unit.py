@@ -739,7 +739,7 @@ def test_status_has_the_settings_and_the_previous_run(make_client, db_path):
     assert status["settings"] == {
         "mode": "rate", "rate": 250.0, "connections": 4, "ramp_up_s": 2.0, "method": "GET",
         "planned_duration_s": 3.0, "actual_duration_s": 3.0, "requests_limit": None, "timeout_s": 7.5,
-        "pipeline": 1, "workers": 2, "stop_reason": "duration", "started_at": status["started_at"],
+        "insecure": False, "pipeline": 1, "workers": 2, "stop_reason": "duration", "started_at": status["started_at"],
         "completed_at": status["completed_at"], "traffic": None}
     assert status["previous_uuid"] == first                    # the one before against the same URL
     assert client.get(f"/api/status/{first}").json()["previous_uuid"] is None

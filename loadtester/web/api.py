@@ -138,7 +138,8 @@ def pending_status(run: RunProcess) -> dict[str, Any]:
         "settings": settings_of({"status": status, "mode": "rate" if p.rate else "closed",
                                  "rate": p.rate, "total_users": p.users, "ramp_up_sec": p.ramp_up_s,
                                  "method": p.method, "duration": p.duration_s,
-                                 "started_at": run.started_at}, None, elapsed),
+                                 "started_at": run.started_at},
+                              {"insecure": p.insecure}, elapsed),
     }
     payload.update(verdict_fields({"status": status}, run, 0))
     if status == "failed":
@@ -149,7 +150,8 @@ def pending_status(run: RunProcess) -> dict[str, Any]:
 def settings_of(row: Row, config: object, elapsed: float | None = None) -> dict[str, Any]:
     """What a run was asked to do and how it ended, for the run page's settings panel and
     compare's settings diff: mode (closed / rate), rate, connections, ramp-up, method,
-    planned vs actual duration, request limit, timeout, pipeline depth, stop reason, times,
+    planned vs actual duration, request limit, timeout, insecure (TLS certificates not
+    verified: the CLI's --insecure), pipeline depth, stop reason, times,
     and the traffic that was sent (traffic_settings).
     `config`: its stored config column (JSON text or parsed); `elapsed`: while it runs."""
     spec = stored_json(config, {})
@@ -163,6 +165,7 @@ def settings_of(row: Row, config: object, elapsed: float | None = None) -> dict[
         "planned_duration_s": row.get("duration"),
         "actual_duration_s": round(actual, 3) if actual is not None else None,
         "requests_limit": row.get("requests_limit"), "timeout_s": spec.get("timeout_s"),
+        "insecure": bool(spec.get("insecure")),
         "pipeline": spec.get("pipeline") or 1, "workers": row.get("workers") or spec.get("workers"),
         "stop_reason": row.get("stop_reason"), "started_at": row.get("started_at"),
         "completed_at": row.get("completed_at"),

@@ -134,6 +134,8 @@ class RunManager:
             argv.append(f"--resolve={Pin(target.host, target.port, address)}")
         if params.mask_host:
             argv.append("--mask-host")
+        if params.insecure:
+            argv.append("--insecure")
         if params.label:
             argv.append(f"--label={params.label}")
         for expression in params.thresholds:

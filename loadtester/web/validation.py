@@ -32,7 +32,8 @@ DEFAULT_USERS = 10
 DEFAULT_DURATION_S = 30.0
 
 START_FIELDS = ("url", "users", "duration", "ramp_up", "rate", "pipeline", "method", "headers",
-                "body", "auth", "mask_host", "label", "thresholds", "abort_on_error_rate")
+                "body", "auth", "mask_host", "insecure", "label", "thresholds",
+                "abort_on_error_rate")
 # PipeOps' names for fields this body spells differently (for the error message)
 OUR_NAME_FOR = {"host": "url", "ramp_up_sec": "ramp_up", "max_concurrent_requests": "rate",
                 "error_threshold": "abort_on_error_rate"}
@@ -51,6 +52,7 @@ class StartParams:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: str | None = None
     mask_host: bool = False
+    insecure: bool = False                                  # the CLI's --insecure (no TLS checks)
     label: str = ""
     thresholds: list[str] = field(default_factory=list)     # CLI expressions: "p99<200ms"
     abort_on_error_rate: float | None = None                # the circuit breaker, 0..1
@@ -171,6 +173,14 @@ def _check_method(payload: dict[str, Any]) -> str:
     return method.upper()
 
 
+def _check_flag(payload: dict[str, Any], name: str) -> bool:
+    """A true/false field, false when absent (JSON's booleans only: not "yes", not 1)."""
+    value = payload.get(name, False)
+    if not isinstance(value, bool):
+        raise _bad(f"{name} must be true or false")
+    return value
+
+
 def _check_body(payload: dict[str, Any]) -> str | None:
     body = payload.get("body")
     if body is None:
@@ -278,9 +288,8 @@ def validate_start(payload: object) -> StartParams:
         headers += auth_headers(auth, headers)
     body = _check_body(payload)
 
-    masked = payload.get("mask_host", False)
-    if not isinstance(masked, bool):
-        raise _bad("mask_host must be true or false")
+    masked = _check_flag(payload, "mask_host")
+    insecure = _check_flag(payload, "insecure")
 
     label = payload.get("label") or ""
     if not isinstance(label, str) or len(label) > MAX_LABEL or CONTROL_RE.search(label):
@@ -292,5 +301,6 @@ def validate_start(payload: object) -> StartParams:
 
     return StartParams(url=url, host=host, users=users, duration_s=duration,
                        ramp_up_s=ramp_up, rate=rate, pipeline=pipeline, method=method,
-                       headers=headers, body=body, mask_host=masked, label=label.strip(),
-                       thresholds=thresholds, abort_on_error_rate=abort_rate)
+                       headers=headers, body=body, mask_host=masked, insecure=insecure,
+                       label=label.strip(), thresholds=thresholds,
+                       abort_on_error_rate=abort_rate)

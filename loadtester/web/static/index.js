@@ -48,6 +48,16 @@ export function parseHeaders(text) {
   return headers;
 }
 
+/** Whether the URL field holds an https:// URL (the TLS checkbox means something only then). */
+function isHttps() {
+  return /^https:\/\//i.test($("url").value.trim());
+}
+
+/** The TLS checkbox is shown for https:// URLs only (it keeps its state while hidden). */
+function syncInsecureField() {
+  $("insecure-field").hidden = !isHttps();
+}
+
 function validate() {
   const errors = {};
   const url = $("url").value.trim();
@@ -105,7 +115,7 @@ function validate() {
 
   const payload = {
     url, users, duration, ramp_up: rampUp, method: $("method").value,
-    mask_host: $("mask_host").checked,
+    mask_host: $("mask_host").checked, insecure: isHttps() && $("insecure").checked,
   };
   if (Object.keys(headers).length) payload.headers = headers;
   const body = $("body").value;
@@ -354,6 +364,8 @@ async function prefillFrom(runUuid) {
   $("rate").value = s.mode === "rate" && s.rate ? String(s.rate) : "";
   $("label").value = st.label || "";
   $("mask_host").checked = Boolean(st.mask_host);
+  $("insecure").checked = Boolean(s.insecure);
+  syncInsecureField();
   const thresholds = (st.thresholds || []).map((t) => t.expression).filter(Boolean);
   $("thresholds").value = thresholds.join(", ");
   if (typeof st.abort_on_error_rate === "number") $("abort_on_error_rate").value = String(+(st.abort_on_error_rate * 100).toFixed(4));
@@ -372,6 +384,8 @@ function init() {
   $("start-form").addEventListener("submit", onSubmit);
   $("auth-type").addEventListener("change", syncAuthFields);
   syncAuthFields();
+  $("url").addEventListener("input", syncInsecureField);
+  syncInsecureField();
   for (const id of ["url", "users", "duration", "ramp_up", "rate", "headers", "auth-token", "auth-username"]) {
     $(id).addEventListener("input", () => setFieldError(id, ""));
   }

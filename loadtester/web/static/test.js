@@ -185,6 +185,9 @@ function renderSettings(st) {
     : (STOP_REASONS[s.stop_reason] || s.stop_reason || st.status || "–");
   $("set-ended").textContent = st.status === "running" ? "–" : fmtDate(s.completed_at || st.completed_at);
   $("set-timeout").textContent = typeof s.timeout_s === "number" ? fmtSeconds(s.timeout_s) : "–";
+  // certificates: said for an https run (a run with --insecure says "skipped" whatever its URL)
+  $("set-tls-row").hidden = !(s.insecure || /^https:/i.test(st.url || ""));
+  $("set-tls").textContent = s.insecure ? "skipped" : "verified";
   renderTraffic(s.traffic || {});
 }
 
