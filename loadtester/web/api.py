@@ -452,7 +452,7 @@ SETTING_NAMES = (("url", "Target"), ("method", "Method"), ("mode", "Load model")
                  ("ramp_up_s", "Ramp-up (s)"), ("planned_duration_s", "Planned duration (s)"),
                  ("actual_duration_s", "Actual duration (s)"), ("stop_reason", "Stop reason"),
                  ("timeout_s", "Timeout (s)"), ("pipeline", "Pipeline depth"),
-                 ("traffic", "Traffic"))
+                 ("insecure", "TLS verification skipped"), ("traffic", "Traffic"))
 
 
 def settings_diff(row_a: Row, row_b: Row, url_a: str | None,

@@ -57,6 +57,7 @@ function fmtSetting(key, value) {
   if (key === "traffic") return fmtTraffic(value);
   if (value === null || value === undefined || value === "") return "–";
   if (key === "mode") return value === "rate" ? "open loop (rate)" : "closed loop";
+  if (key === "insecure") return value ? "yes" : "no";
   if (typeof value === "number") return key.endsWith("_s") ? `${+value.toFixed(1)}` : fmtInt(value);
   return String(value);
 }
