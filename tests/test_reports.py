@@ -440,3 +440,45 @@ def test_plot_and_show_refuse_bad_input_in_one_line(tmp_path):
         assert (result.returncode, result.stderr.strip()) == (code, message), args
         assert result.stdout == ""
     assert not (tmp_path / "x.html").exists()
+
+
+def test_plot_of_runs_without_per_second_data_says_so_and_writes_nothing(tmp_path):
+    db = tmp_path / "runs.db"
+    target = TargetProcess()
+    try:
+        unstored = [blast_json(target.url, "-n", "200", "-c", "2", "--store", "none", db=db)
+                    for _ in range(2)]
+        stored = blast_json(target.url, "-n", "200", "-c", "2", "--store", "windows", db=db)
+        assert target.stats()["served"] == 600
+    finally:
+        target.stop()
+    first, second = (str(r["run_id"]) for r in unstored)
+    empty = _write_run(db, 0)                   # stored with windows, but never a second
+    empty_id = str(stored["run_id"] + 1)
+    out = tmp_path / "plot.html"
+    for runs, message in (
+            ([first], f"run {first} stored no per-second data (--store none): nothing to plot"),
+            ([first, second], f"runs {first} and {second} stored no per-second data "
+                              "(--store none): nothing to plot"),
+            ([empty[:8]], f"run {empty_id} stored no per-second data: nothing to plot"),
+            ([first, empty_id], f"runs {first} and {empty_id} stored no per-second data "
+                                f"(run {first}: --store none): nothing to plot")):
+        for output in (("-o", out), ()):               # to a file, and to stdout
+            result = cli("plot", *runs, "--db", db, *output)
+            assert (result.returncode, result.stderr, result.stdout) == (
+                1, f"loadtester: {message}\n", ""), (runs, output)
+            assert not out.exists() and not list(tmp_path.glob(".plot.html.*"))
+
+    # some have data: those are plotted, the others named in one warning
+    result = cli("plot", first, str(stored["run_id"]), second, "--db", db, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"wrote {out}\n"
+    assert result.stderr == (f"loadtester: warning: runs {first} and {second} stored no "
+                             "per-second data (--store none): left out of the plot\n")
+    page = out.read_text(encoding="utf-8")
+    data = json.loads(page.split('<script id="plot-data" type="application/json">')[1]
+                      .split("</script>")[0])
+    assert [run["name"] for run in data] == [f"run {stored['run_id']}"]
+    # its points are its own: 200 responses over seconds of one point each
+    assert data[0]["bucket_s"] == 1 and data[0]["requests"] == 200
+    assert sum(p["rps"] for p in data[0]["points"]) == pytest.approx(200)
