@@ -30,14 +30,15 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 # ---------------------------------------------------------------------------- stored runs
 
 PLAIN = ("closed", "rate", "dead")
-SHAPED = ("data", "weighted", "journey", "long")
+SHAPED = ("data", "weighted", "journey", "long", "two")
 LONG_STEPS = 23                          # past the 20 rows a report lists
 
 
 def _shaped_runs(db: Path, folder: Path) -> dict:
-    """Four shaped runs (issue 15) against the built-in target counting its paths: a --data
-    run in random order, weights 70/25/5, a journey of three steps with think time, and a
-    masked journey of LONG_STEPS steps; and what the target was sent, by path."""
+    """Shaped runs (issue 15) against the built-in target counting its paths: a --data run in
+    random order, weights 70/25/5, a journey of three steps with think time, a masked journey
+    of LONG_STEPS steps, and two targets of a plain targets file; and what the target was
+    sent, by path."""
     rows = folder / "users.csv"
     rows.write_text("id,word\n" + "".join(f"{i},w{i}\n" for i in range(300)))
     target = TargetProcess("--count-paths")
@@ -56,10 +57,13 @@ def _shaped_runs(db: Path, folder: Path) -> dict:
         long_steps.write_text("\n".join(f"GET {url}s{i}\n" for i in range(1, LONG_STEPS + 1)))
         long = blast_json(f"--journey={long_steps}", "-n", str(LONG_STEPS * 10), "-c", "1",
                           "--mask-host", db=db)
+        two_targets = folder / "two.txt"
+        two_targets.write_text(f"GET {url}one\n\nGET {url}two\n")
+        two = blast_json(f"--targets={two_targets}", "-n", "100", "-c", "2", db=db)
         served = fetch_stats(url, what="paths")
     finally:
         target.stop()
-    return {"data": data, "weighted": weighted, "journey": journey, "long": long,
+    return {"data": data, "weighted": weighted, "journey": journey, "long": long, "two": two,
             "served": served}
 
 
@@ -237,6 +241,21 @@ def test_a_journeys_reports_list_its_steps_in_order_with_their_counts(stored_run
     positions = [page.index(f"<td>{i}. ") for i in (1, 2, 3)]
     assert positions == sorted(positions)
     assert flat.index("Step 1 GET") < flat.index("Step 2 GET") < flat.index("Step 3 POST")
+
+
+def test_a_plain_targets_file_gets_the_targets_table_and_no_traffic_section(stored_run, tmp_path):
+    report, served = stored_run["two"], stored_run["served"]
+    url = report["url"].rsplit("/", 1)[0] + "/"
+    page, flat = _reports(stored_run, "two", tmp_path)
+    assert "<h2>Traffic</h2>" not in page and "What was sent" not in flat
+    # no weights, and no latency per target was measured: no columns of dashes
+    assert "<tr><th>Target</th><th>Requests</th><th>Share</th><th>Errors</th></tr>" in page
+    assert "Targets Target Requests Share Errors 1." in flat
+    for index, path in enumerate(("one", "two"), 1):
+        requests = served["/" + path]
+        assert requests == report["targets"][index - 1]["requests"]
+        row = [f"{index}. GET {url}{path}", f"{requests:,}", f"{requests / 100 * 100:.2f}%", "0"]
+        assert "<tr>" + _cells(*row) + "</tr>" in page and " ".join(row) in flat
 
 
 def test_a_long_masked_journey_lists_twenty_steps_and_where_the_rest_are(stored_run, tmp_path):

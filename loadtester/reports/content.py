@@ -146,7 +146,9 @@ def traffic_rows(report: dict) -> list[tuple[str, str]]:
                      + " before each request of a connection but its first"))
     targets = report.get("targets") or []
     weights = traffic.get("weights")
-    if weights:
+    if weights and len(targets) != len(weights):   # (a run rebuilt from its windows: no targets)
+        rows.append(("Weights", " / ".join(map(fmt_int, weights))))
+    elif weights:
         total = sum(weights)
         rows += _capped([(f"Weight {fmt_int(weight)} ({weight / total * 100:.1f}%)",
                           f"{t['method']} {t['url']}") for weight, t in zip(weights, targets)],
@@ -161,13 +163,15 @@ def traffic_rows(report: dict) -> list[tuple[str, str]]:
 
 def target_table(report: dict) -> tuple[str, list[str], list[list[str]], str] | None:
     """(title, head, rows, note) of a run with more than one target (or journey step): each
-    one's requests, share of the attempts, errors and p50/p99 when measured; past TOP_ROWS
-    the TOP_ROWS most sent, and a note saying where the rest is.  None for one target."""
+    one's requests, share of the attempts, errors and p50/p99 when they were measured; past
+    TOP_ROWS the TOP_ROWS most sent, and a note saying where the rest is.  None for one
+    target."""
     targets = report.get("targets") or []
     if len(targets) < 2:
         return None
     journey = bool((report.get("traffic") or {}).get("journey"))
     weighted = any(t.get("weight") is not None for t in targets)
+    measured = any(t.get("latency_ms") for t in targets)
     numbered = list(enumerate(targets, 1))
     if len(numbered) > TOP_ROWS:
         numbered = sorted(numbered, key=lambda it: -it[1]["requests"])[:TOP_ROWS]
@@ -178,9 +182,11 @@ def target_table(report: dict) -> tuple[str, list[str], list[list[str]], str] | 
         rows.append([f"{index}. {t['method']} {t['url']}",
                      *([fmt_int(t.get("weight"))] if weighted else []),
                      fmt_int(t["requests"]), fmt_pct(t["requests"] / attempts) if attempts else "-",
-                     fmt_int(t["errors"]), fmt_ms(latency.get("p50")), fmt_ms(latency.get("p99"))])
+                     fmt_int(t["errors"]),
+                     *([fmt_ms(latency.get("p50")), fmt_ms(latency.get("p99"))] if measured
+                       else [])])
     head = ["Step" if journey else "Target", *(["Weight"] if weighted else []), "Requests",
-            "Share", "Errors", "p50", "p99"]
+            "Share", "Errors", *(["p50", "p99"] if measured else [])]
     note = (f"The {TOP_ROWS} most sent of {fmt_int(len(targets))}: "
             f"{more_line(len(targets) - TOP_ROWS, report)}" if len(targets) > TOP_ROWS else "")
     return ("Journey steps" if journey else "Targets"), head, rows, note
