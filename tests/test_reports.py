@@ -18,6 +18,7 @@ import pytest
 
 from conftest import TargetProcess, blast_json, cli, free_port
 from loadtester import _engine
+from loadtester.localtarget import fetch_stats
 from loadtester.model import ERROR_KINDS
 from loadtester.reports.plot import MAX_POINTS
 from loadtester.store import RunWriter
@@ -28,12 +29,51 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 # ---------------------------------------------------------------------------- stored runs
 
+PLAIN = ("closed", "rate", "dead")
+SHAPED = ("data", "weighted", "journey", "long", "two")
+LONG_STEPS = 23                          # past the 20 rows a report lists
+
+
+def _shaped_runs(db: Path, folder: Path) -> dict:
+    """Shaped runs (issue 15) against the built-in target counting its paths: a --data run in
+    random order, weights 70/25/5, a journey of three steps with think time, a masked journey
+    of LONG_STEPS steps, and two targets of a plain targets file; and what the target was
+    sent, by path."""
+    rows = folder / "users.csv"
+    rows.write_text("id,word\n" + "".join(f"{i},w{i}\n" for i in range(300)))
+    target = TargetProcess("--count-paths")
+    try:
+        url = target.url
+        data = blast_json(url + "item/{{id}}?q={{word}}", "--data", rows, "--data-order", "random",
+                          "--seed", "42", "-n", "600", "-c", "4", db=db)
+        mix = folder / "mix.txt"
+        mix.write_text(f"GET {url}browse\nweight: 70\n\nGET {url}search\nweight: 25\n\n"
+                       f"POST {url}checkout\nweight: 5\n")
+        weighted = blast_json(f"--targets={mix}", "-n", "1000", "-c", "4", db=db)
+        steps = folder / "journey.txt"
+        steps.write_text(f"GET {url}login\n\nGET {url}find\n\nPOST {url}cart\n")
+        journey = blast_json(f"--journey={steps}", "--think", "1ms", "-n", "300", "-c", "3", db=db)
+        long_steps = folder / "long.txt"
+        long_steps.write_text("\n".join(f"GET {url}s{i}\n" for i in range(1, LONG_STEPS + 1)))
+        long = blast_json(f"--journey={long_steps}", "-n", str(LONG_STEPS * 10), "-c", "1",
+                          "--mask-host", db=db)
+        two_targets = folder / "two.txt"
+        two_targets.write_text(f"GET {url}one\n\nGET {url}two\n")
+        two = blast_json(f"--targets={two_targets}", "-n", "100", "-c", "2", db=db)
+        served = fetch_stats(url, what="paths")
+    finally:
+        target.stop()
+    return {"data": data, "weighted": weighted, "journey": journey, "long": long, "two": two,
+            "served": served}
+
+
 @pytest.fixture(scope="module")
 def stored_run(tmp_path_factory):
-    """A database with three real runs against the built-in target: closed loop (labelled
-    with markup), open loop with a threshold it breaks, and one against a dead port (no
-    response at all)."""
-    db = tmp_path_factory.mktemp("reports") / "runs.db"
+    """A database of real runs against the built-in target: closed loop (labelled with
+    markup), open loop with a threshold it breaks, the shaped runs of _shaped_runs, and (the
+    last) one against a dead port (no response at all)."""
+    folder = tmp_path_factory.mktemp("reports")
+    db = folder / "runs.db"
     target = TargetProcess("--delay", "1ms")
     try:
         closed = blast_json(target.url, "-c", "4", "-d", "2s", "--label", "<b>closed</b> ✓", db=db)
@@ -41,9 +81,10 @@ def stored_run(tmp_path_factory):
                           "--threshold", "p99<0.001ms", db=db, exit_code=1)
     finally:
         target.stop()
+    shaped = _shaped_runs(db, folder)
     dead = blast_json(f"http://127.0.0.1:{free_port()}/", "-n", "40", "-c", "2", db=db,
                       exit_code=1)
-    return {"db": db, "closed": closed, "rate": rate, "dead": dead}
+    return {"db": db, "closed": closed, "rate": rate, "dead": dead, **shaped}
 
 
 def _serve_client(db: Path):
@@ -62,7 +103,7 @@ def _pdf_text(pdf: bytes, tmp_path: Path, name: str) -> str:
                           capture_output=True, text=True, timeout=60).stdout
 
 
-@pytest.mark.parametrize("which", ["closed", "rate", "dead"])
+@pytest.mark.parametrize("which", PLAIN + SHAPED)
 def test_show_writes_the_reports_serve_gives(stored_run, tmp_path, which):
     db, report = stored_run["db"], stored_run[which]
     html_path, pdf_path = tmp_path / "report.html", tmp_path / "report.pdf"
@@ -120,8 +161,121 @@ def test_reports_read_as_the_dashboard(stored_run, tmp_path, which):
         assert flat.count("no responses") == 1
 
 
+def _reports(stored_run, which: str, tmp_path: Path) -> tuple[str, str]:
+    """(the HTML page, the PDF's text with its whitespace collapsed) of `show RUN`."""
+    html_path, pdf_path = tmp_path / f"{which}.html", tmp_path / f"{which}.pdf"
+    result = cli("show", str(stored_run[which]["run_id"]), "--db", stored_run["db"],
+                 "--html", html_path, "--pdf", pdf_path)
+    assert result.returncode == 0, result.stderr
+    text = _pdf_text(pdf_path.read_bytes(), tmp_path, which)
+    return html_path.read_text(encoding="utf-8"), " ".join(text.split())
+
+
+def _cells(*values) -> str:
+    return "".join(f"<td>{value}</td>" for value in values)
+
+
+@pytest.mark.parametrize("which", PLAIN)
+def test_a_plain_runs_reports_have_no_traffic_section(stored_run, tmp_path, which):
+    page, flat = _reports(stored_run, which, tmp_path)
+    assert "<h2>Traffic</h2>" not in page and "<h2>Targets</h2>" not in page
+    assert "What was sent" not in flat and "Traffic" not in flat
+
+
+def test_a_data_runs_reports_name_its_file_and_how_its_rows_were_sent(stored_run, tmp_path):
+    report, served = stored_run["data"], stored_run["served"]
+    items = {path: n for path, n in served.items() if path.startswith("/item/")}
+    # every row twice: 600 requests over 300 rows in one shuffled order, as the target saw
+    assert len(items) == 300 and set(items.values()) == {2} and report["requests"] == 600
+    page, flat = _reports(stored_run, "data", tmp_path)
+    sha256 = report["traffic"]["data"]["sha256"]
+    assert len(sha256) == 64
+    for label, text in (("Data file", "users.csv, 300 rows"), ("Data sha256", sha256),
+                        ("Data order", "random, seed 42"),
+                        ("Variants", "300 request variants, each sent 2 times (0 never)")):
+        assert f'<tr><th scope="row">{label}</th><td>{text}</td></tr>' in page
+        assert f"{label} {text}" in flat
+    assert str(stored_run["db"].parent) not in page + flat        # its name, not where it was
+    assert "<h2>Targets</h2>" not in page                          # one target: no table
+
+
+def test_a_weighted_runs_reports_give_each_targets_weight_and_count(stored_run, tmp_path):
+    report, served = stored_run["weighted"], stored_run["served"]
+    url = report["url"].rsplit("/", 1)[0] + "/"
+    page, flat = _reports(stored_run, "weighted", tmp_path)
+    assert "<h2>Traffic</h2>" in page and "<h2>Targets</h2>" in page
+    by_path = {t["url"].rsplit("/", 1)[1]: t for t in report["targets"]}
+    for index, (method, path, weight, share) in enumerate(
+            (("GET", "browse", 70, "70.00%"), ("GET", "search", 25, "25.00%"),
+             ("POST", "checkout", 5, "5.00%")), 1):
+        requests = served["/" + path]                       # the target's own count
+        assert requests == by_path[path]["requests"] == weight * 10
+        asked = f"Weight {weight} ({weight:.1f}%)"
+        assert f'<th scope="row">{asked}</th><td>{method} {url}{path}</td>' in page
+        assert f"{asked} {method} {url}{path}" in flat
+        p50 = by_path[path]["latency_ms"]["p50"]
+        assert p50 is not None
+        row = [f"{index}. {method} {url}{path}", str(weight), f"{requests:,}", share, "0"]
+        assert "<tr>" + _cells(*row) in page and " ".join(row) + " " in flat
+    assert page.index("<h2>Traffic</h2>") < page.index("<h2>Targets</h2>") < page.index("<h2>Per second")
+
+
+def test_a_journeys_reports_list_its_steps_in_order_with_their_counts(stored_run, tmp_path):
+    report, served = stored_run["journey"], stored_run["served"]
+    url = report["url"].rsplit("/", 1)[0] + "/"
+    page, flat = _reports(stored_run, "journey", tmp_path)
+    assert "<h2>Journey steps</h2>" in page and "Journey steps Step Requests Share Errors" in flat
+    think = "1.00 ms before each request of a connection but its first"
+    assert f"<td>{think}</td>" in page and f"Think time {think}" in flat
+    steps = [("GET", "login"), ("GET", "find"), ("POST", "cart")]
+    assert sum(served["/" + path] for _, path in steps) == report["requests"] == 300
+    for index, (method, path) in enumerate(steps, 1):
+        step = f"Step {index} {method} {url}{path}"
+        assert f'<th scope="row">Step {index}</th><td>{method} {url}{path}</td>' in page
+        assert step in flat
+        requests = served["/" + path]
+        share = f"{requests / report['attempts'] * 100:.2f}%"
+        row = [f"{index}. {method} {url}{path}", f"{requests:,}", share, "0"]
+        assert "<tr>" + _cells(*row) in page and " ".join(row) + " " in flat
+    # in the order they were walked
+    positions = [page.index(f"<td>{i}. ") for i in (1, 2, 3)]
+    assert positions == sorted(positions)
+    assert flat.index("Step 1 GET") < flat.index("Step 2 GET") < flat.index("Step 3 POST")
+
+
+def test_a_plain_targets_file_gets_the_targets_table_and_no_traffic_section(stored_run, tmp_path):
+    report, served = stored_run["two"], stored_run["served"]
+    url = report["url"].rsplit("/", 1)[0] + "/"
+    page, flat = _reports(stored_run, "two", tmp_path)
+    assert "<h2>Traffic</h2>" not in page and "What was sent" not in flat
+    # no weights, and no latency per target was measured: no columns of dashes
+    assert "<tr><th>Target</th><th>Requests</th><th>Share</th><th>Errors</th></tr>" in page
+    assert "Targets Target Requests Share Errors 1." in flat
+    for index, path in enumerate(("one", "two"), 1):
+        requests = served["/" + path]
+        assert requests == report["targets"][index - 1]["requests"]
+        row = [f"{index}. GET {url}{path}", f"{requests:,}", f"{requests / 100 * 100:.2f}%", "0"]
+        assert "<tr>" + _cells(*row) + "</tr>" in page and " ".join(row) in flat
+
+
+def test_a_long_masked_journey_lists_twenty_steps_and_where_the_rest_are(stored_run, tmp_path):
+    report = stored_run["long"]
+    page, flat = _reports(stored_run, "long", tmp_path)
+    hidden = LONG_STEPS - 20
+    run_id = report["run_id"]
+    more = f"and {hidden} more (all of them: loadtester show {run_id})"
+    assert f"<td>\u2026 {more}</td>" in page and f"... {more}" in flat
+    assert f"The 20 most sent of {LONG_STEPS}: \u2026 {more}" in page
+    assert f"The 20 most sent of {LONG_STEPS}: ... {more}" in flat
+    assert page.count('<th scope="row">Step ') == 20 and "Step 21" not in page
+    assert len(re.findall(r"<tr><td>\d+\. GET ", page)) == 20
+    # masked (--mask-host): neither the host nor a step's path is shown
+    for text in (page, flat):
+        assert "127.0.0.1" not in text and "/s7" not in text and "/***" in text
+
+
 def test_html_report_fits_a_phone_and_has_a_dark_mode(stored_run, tmp_path, browser):
-    for which in ("closed", "rate", "dead"):
+    for which in PLAIN + SHAPED:
         out = tmp_path / f"{which}.html"
         assert cli("show", str(stored_run[which]["run_id"]), "--db", stored_run["db"], "--html", out).returncode == 0
         browser.set_window_size(390, 844)
@@ -305,3 +459,45 @@ def test_plot_and_show_refuse_bad_input_in_one_line(tmp_path):
         assert (result.returncode, result.stderr.strip()) == (code, message), args
         assert result.stdout == ""
     assert not (tmp_path / "x.html").exists()
+
+
+def test_plot_of_runs_without_per_second_data_says_so_and_writes_nothing(tmp_path):
+    db = tmp_path / "runs.db"
+    target = TargetProcess()
+    try:
+        unstored = [blast_json(target.url, "-n", "200", "-c", "2", "--store", "none", db=db)
+                    for _ in range(2)]
+        stored = blast_json(target.url, "-n", "200", "-c", "2", "--store", "windows", db=db)
+        assert target.stats()["served"] == 600
+    finally:
+        target.stop()
+    first, second = (str(r["run_id"]) for r in unstored)
+    empty = _write_run(db, 0)                   # stored with windows, but never a second
+    empty_id = str(stored["run_id"] + 1)
+    out = tmp_path / "plot.html"
+    for runs, message in (
+            ([first], f"run {first} stored no per-second data (--store none): nothing to plot"),
+            ([first, second], f"runs {first} and {second} stored no per-second data "
+                              "(--store none): nothing to plot"),
+            ([empty[:8]], f"run {empty_id} stored no per-second data: nothing to plot"),
+            ([first, empty_id], f"runs {first} and {empty_id} stored no per-second data "
+                                f"(run {first}: --store none): nothing to plot")):
+        for output in (("-o", out), ()):               # to a file, and to stdout
+            result = cli("plot", *runs, "--db", db, *output)
+            assert (result.returncode, result.stderr, result.stdout) == (
+                1, f"loadtester: {message}\n", ""), (runs, output)
+            assert not out.exists() and not list(tmp_path.glob(".plot.html.*"))
+
+    # some have data: those are plotted, the others named in one warning
+    result = cli("plot", first, str(stored["run_id"]), second, "--db", db, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"wrote {out}\n"
+    assert result.stderr == (f"loadtester: warning: runs {first} and {second} stored no "
+                             "per-second data (--store none): left out of the plot\n")
+    page = out.read_text(encoding="utf-8")
+    data = json.loads(page.split('<script id="plot-data" type="application/json">')[1]
+                      .split("</script>")[0])
+    assert [run["name"] for run in data] == [f"run {stored['run_id']}"]
+    # its points are its own: 200 responses over seconds of one point each
+    assert data[0]["bucket_s"] == 1 and data[0]["requests"] == 200
+    assert sum(p["rps"] for p in data[0]["points"]) == pytest.approx(200)

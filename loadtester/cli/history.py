@@ -167,14 +167,23 @@ def export(run, db_path, fmt, with_requests, with_variants, output):
               help="Write the page here (default: stdout).")
 def plot(runs, db_path, output):
     """Plot runs on one self-contained HTML page: latency and throughput over time and the
-    latency distribution (percentile curve) of each RUN (id, uuid prefix, last, last~1)."""
-    from loadtester.reports.plot import render_plot, run_plot_data
+    latency distribution (percentile curve) of each RUN (id, uuid prefix, last, last~1).
+    A run that stored no per-second data (blast --store none) is left out, with a warning;
+    when none of them did, nothing is written (exit 1)."""
+    from loadtester.reports.plot import render_plot, run_plot_data, without_seconds_line
     conn = open_existing(db_path, readonly=True)
     try:
         rows = store.settle_dead_runs(conn, [find_run(conn, ref) for ref in runs])
-        page = render_plot([run_plot_data(conn, row) for row in rows])
+        plotted = [(row, run_plot_data(conn, row)) for row in rows]
     finally:
         conn.close()
+    empty = [row for row, data in plotted if not data["points"]]
+    if len(empty) == len(plotted):
+        raise StoreFailure(f"{without_seconds_line(empty)}: nothing to plot")
+    if empty:
+        click.echo(f"loadtester: warning: {without_seconds_line(empty)}: left out of the plot",
+                   err=True)
+    page = render_plot([data for _, data in plotted if data["points"]])
     if output:
         if _write_file(Path(output), lambda out: out.write(page)):
             click.echo(f"wrote {output}")

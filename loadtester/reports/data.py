@@ -35,7 +35,8 @@ def seconds_since_start(row: Row) -> float:
 
 def run_report(row_full: Row, series: SeriesSnapshot, db_path: StrPath | None) -> dict[str, Any]:
     """report_from_row, fed from the windows when the run has no stored summary (yet); without
-    the database path and with the URL masked when the run asked for that."""
+    the database path, and with the URLs (the run's, its targets' and journey steps') masked
+    when the run asked for that."""
     row = dict(row_full)
     if row["status"] == "running" or (row.get("latency_hist") is None and series.rows):
         totals = series.totals
@@ -47,6 +48,10 @@ def run_report(row_full: Row, series: SeriesSnapshot, db_path: StrPath | None) -
     report = report_from_row(row, db_path)
     report.pop("db", None)
     if row.get("mask_host"):
+        traffic = report.get("traffic")
+        if traffic and traffic.get("journey"):
+            traffic["journey"] = [f"{method} {display_url(url, True)}" for method, url in
+                                  (step.split(" ", 1) for step in traffic["journey"])]
         report["url"] = display_url(report.get("url"), True)
         for target in report.get("targets") or []:
             target["url"] = display_url(target.get("url"), True)

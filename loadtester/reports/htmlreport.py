@@ -15,7 +15,9 @@ from loadtester.reports.content import (
     result_line,
     run_times,
     status_rows,
+    target_table,
     threshold_rows,
+    traffic_rows,
 )
 
 
@@ -115,18 +117,42 @@ th{background:var(--head);font-weight:600}td.fail{color:var(--bad);font-weight:7
 .chart .grid{stroke:var(--grid)}.chart .axis{stroke:var(--axis)}
 .chart .yt,.chart .xt,.chart .xl,.chart .yl{font-size:10px;fill:var(--muted)}
 .chart .yt,.chart .xl,.chart .yl{text-anchor:end}.chart .xt{text-anchor:middle}
+table.facts th{text-align:left;font-weight:600;width:1%;white-space:nowrap;overflow-wrap:normal}
+table.facts td{text-align:left;overflow-wrap:anywhere;word-break:break-word}
 footer{color:var(--muted);font-size:12px;margin-top:28px}
-@media (max-width:600px){main{padding:12px}h1{font-size:19px}}
+@media (max-width:600px){main{padding:12px}h1{font-size:19px}
+ table.targets{font-size:12px}table.targets th,table.targets td{padding:4px 3px}}
 """
 
 
-def _table(head: list[str], rows: list[list[str]], classes: list[list[str]] | None = None) -> str:
+def _table(head: list[str], rows: list[list[str]], classes: list[list[str]] | None = None,
+           css: str = "") -> str:
     e = html.escape
     body = "".join(
         "<tr>" + "".join(f'<td class="{e(c)}">{e(v)}</td>' if c else f"<td>{e(v)}</td>"
                          for v, c in zip(row, (classes[i] if classes else [""] * len(row))))
         + "</tr>" for i, row in enumerate(rows))
-    return "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>" + body + "</table>"
+    return (f'<table class="{css}">' if css else "<table>") + "<tr>" + "".join(
+        f"<th>{e(h)}</th>" for h in head) + "</tr>" + body + "</table>"
+
+
+def traffic_html(report: dict) -> str:
+    """What a shaped run sent (content.traffic_rows) and its per-target (or per-step) table;
+    "" for a plain run."""
+    e = html.escape
+    out = ""
+    facts = traffic_rows(report)
+    if facts:
+        out += ('<h2>Traffic</h2><table class="facts">' + "".join(
+            f'<tr><th scope="row">{e(label)}</th><td>{e(text)}</td></tr>' for label, text in facts)
+            + "</table>")
+    table = target_table(report)
+    if table is not None:
+        title, head, rows, note = table
+        out += f"<h2>{e(title)}</h2>" + _table(head, rows, css="targets")
+        if note:
+            out += f'<p class="meta">{e(note)}</p>'
+    return out
 
 
 def render_html(data: dict) -> str:
@@ -181,7 +207,7 @@ def render_html(data: dict) -> str:
 <h2>Key numbers</h2><div class="grid4">{cards}</div>
 <h2>Latency</h2>{lat_table}
 <h2>Status codes and errors</h2>{codes_html}
-<p class="meta">{e(rule)}</p>{thresholds_html}
+<p class="meta">{e(rule)}</p>{thresholds_html}{traffic_html(r)}
 <h2>Per second</h2>{charts}
 <footer>loadtester {e(__version__)} &middot; times in UTC &middot; latency measured from the
 request's first byte written (intended send time in open loop) to the response's last byte

@@ -34,9 +34,9 @@ def _fit(pdf, text: str, width: float) -> str:
 
 
 def _pdf_table(pdf, rows: list[list[str]], widths: list[float], size: float = 9,
-               red_cells: Collection[tuple[int, int]] = ()) -> None:
-    """rows[0] is the header; the first column is left-aligned, the others right-aligned;
-    red_cells: (row, column) shown in red."""
+               red_cells: Collection[tuple[int, int]] = (), left_columns: int = 1) -> None:
+    """rows[0] is the header; the first `left_columns` columns are left-aligned, the others
+    right-aligned; red_cells: (row, column) shown in red."""
     line_h = 5.5
     for index, row in enumerate(rows):
         is_header = index == 0
@@ -46,9 +46,43 @@ def _pdf_table(pdf, rows: list[list[str]], widths: list[float], size: float = 9,
         for col, (cell, w) in enumerate(zip(row, widths)):
             pdf.set_text_color(*(RED if (index, col) in red_cells else (17, 24, 39)))
             pdf.cell(w, line_h, _fit(pdf, cell, w - 2), border=1,
-                     align="L" if col == 0 else "R", fill=is_header)
+                     align="L" if col < left_columns else "R", fill=is_header)
         pdf.ln(line_h)
     pdf.set_text_color(17, 24, 39)
+
+
+def _pdf_note(pdf, text: str, width: float) -> None:
+    pdf.set_font("Helvetica", "I", 8)
+    pdf.set_text_color(107, 114, 128)
+    pdf.multi_cell(width, 4.5, _latin1(text.replace("\u2026", "...")), new_x="LMARGIN",
+                   new_y="NEXT", align="L")
+    pdf.set_text_color(17, 24, 39)
+
+
+def _pdf_traffic(pdf, report: dict, width: float) -> None:
+    """What a shaped run sent and its per-target (or per-step) table, as htmlreport shows
+    them (content.traffic_rows, content.target_table); nothing for a plain run."""
+    facts = content.traffic_rows(report)
+    if facts:
+        pdf.set_font("Helvetica", "B", 12)
+        pdf.cell(width, 7, "Traffic", new_x="LMARGIN", new_y="NEXT")
+        listed = [[label, text] for label, text in facts if label]
+        _pdf_table(pdf, [["", "What was sent"]] + listed, [36, width - 36], left_columns=2)
+        for label, text in facts:
+            if not label:                        # the line that says what a cut list left out
+                _pdf_note(pdf, text, width)
+        pdf.ln(5)
+    table = content.target_table(report)
+    if table is not None:
+        title, head, rows, note = table
+        pdf.set_font("Helvetica", "B", 12)
+        pdf.cell(width, 7, title, new_x="LMARGIN", new_y="NEXT")
+        numbers = [{"Weight": 14.0, "Errors": 14.0, "Share": 16.0, "Requests": 20.0}.get(name, 18.0)
+                   for name in head[1:]]
+        _pdf_table(pdf, [head] + rows, [width - sum(numbers)] + numbers, size=8)
+        if note:
+            _pdf_note(pdf, note, width)
+        pdf.ln(5)
 
 
 def _pdf_chart(pdf, title: str, unit: str, xs: list, series, *, y_max=None,
@@ -220,6 +254,7 @@ def render_pdf(data: dict) -> bytes:
                    red_cells={(i + 1, 1) for i, c in enumerate(checks) if c[1] == "FAIL"})
         pdf.ln(5)
 
+    _pdf_traffic(pdf, r, width)
     series = chart_series(data.get("seconds") or [])
     _pdf_chart(pdf, "Throughput per second (responses, errors)", "req/s", series["xs"],
                series["rps"])

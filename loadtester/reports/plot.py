@@ -90,6 +90,22 @@ def run_plot_data(conn: apsw.Connection, row: Row) -> dict[str, Any]:
             "curve": percentile_curve(overall), "requests": overall.requests}
 
 
+def without_seconds_line(rows: list[Row]) -> str:
+    """Which of the runs `rows` stored no per-second data, and why when it is known: 'run 3
+    stored no per-second data (--store none)', 'runs 3 and 4 stored ...'."""
+    ids = [str(row["id"]) for row in rows]
+    named = (f"run {ids[0]}" if len(ids) == 1
+             else f"runs {', '.join(ids[:-1])} and {ids[-1]}")
+    unstored = [str(row["id"]) for row in rows if row.get("store_mode") == "none"]
+    if len(unstored) == len(ids):
+        why = " (--store none)"
+    elif unstored:                   # the others stopped before their first second was stored
+        why = f" (run{'s' if len(unstored) > 1 else ''} {', '.join(unstored)}: --store none)"
+    else:
+        why = ""
+    return f"{named} stored no per-second data{why}"
+
+
 def _vendor_text(name: str) -> str:
     return resources.files("loadtester").joinpath(*VENDOR, name).read_text(encoding="utf-8")
 
@@ -207,7 +223,8 @@ CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline
 
 
 def render_plot(runs: list[dict[str, Any]]) -> str:
-    """The page for runs (run_plot_data of each), in the order given."""
+    """The page for runs (run_plot_data of each, each with per-second points: `plot` leaves
+    out, and names, those without), in the order given."""
     e = html.escape
     for index, run in enumerate(runs):
         run["color"] = PALETTE[index % len(PALETTE)]
@@ -216,7 +233,6 @@ def render_plot(runs: list[dict[str, Any]]) -> str:
         f'<span><b>{e(run["name"])}</b> {e(str(run.get("url") or ""))} &middot; '
         f'{run["requests"]:,} requests, {e(str(run.get("status") or ""))}'
         + (f' &middot; points of {run["bucket_s"]} s' if run["bucket_s"] > 1 else "")
-        + (" &middot; no per-second data stored" if not run["points"] else "")
         + "</span></li>" for run in runs)
     title = "loadtester plot: " + ", ".join(run["name"] for run in runs)
     return f"""<!doctype html>
