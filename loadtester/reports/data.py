@@ -35,8 +35,8 @@ def seconds_since_start(row: Row) -> float:
 
 def run_report(row_full: Row, series: SeriesSnapshot, db_path: StrPath | None) -> dict[str, Any]:
     """report_from_row, fed from the windows when the run has no stored summary (yet); without
-    the database path, and with the URLs (the run's, its targets' and journey steps') masked
-    when the run asked for that."""
+    the database path or the data file's, and with the URLs (the run's, its targets' and
+    journey steps') masked when the run asked for that."""
     row = dict(row_full)
     if row["status"] == "running" or (row.get("latency_hist") is None and series.rows):
         totals = series.totals
@@ -47,6 +47,9 @@ def run_report(row_full: Row, series: SeriesSnapshot, db_path: StrPath | None) -
             row["measured_duration"] = float(len(series.rows))
     report = report_from_row(row, db_path)
     report.pop("db", None)
+    data = (report.get("traffic") or {}).get("data")
+    if data:
+        data.pop("path", None)     # where the data file was on the machine that ran it: its name
     if row.get("mask_host"):
         traffic = report.get("traffic")
         if traffic and traffic.get("journey"):
