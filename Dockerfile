@@ -27,7 +27,12 @@ RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir /wheels/*.whl
 
 FROM ${BASE}
-RUN useradd --uid 1000 --user-group --create-home --home-dir /home/pipeops pipeops
+# DejaVu Sans for the PDF reports (text in any script it covers, not Latin-1 only).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --uid 1000 --user-group --create-home --home-dir /home/pipeops pipeops
 COPY --from=build /opt/venv /opt/venv
 COPY deploy/entrypoint.sh /usr/local/bin/loadtester-entrypoint
 WORKDIR /home/pipeops/app

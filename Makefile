@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 ENGINE_SOURCES := $(wildcard engine/*.pyx engine/*.pxd engine/vendor/llhttp/*.h)
 ENGINE_SO = $(wildcard loadtester/_engine*.so)
 # Debian packages the test suite needs; installed when missing (CI runs as root).
-TEST_DEB_PACKAGES := chromium chromium-driver poppler-utils buildah debootstrap
+TEST_DEB_PACKAGES := chromium chromium-driver poppler-utils fonts-dejavu-core buildah debootstrap
 DEMO_PORT ?= 18089
 BENCH_ARGS ?=
 

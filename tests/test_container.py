@@ -555,6 +555,10 @@ def test_image_is_the_dockerfile_non_root_and_without_compilers(image, container
     # the image's own data directory (no volume mounted) works too
     runs = probe.run(probe.docker_run_command(["loadtester", "runs", "--json"]))
     assert runs.returncode == 0 and json.loads(runs.stdout) == [], runs.stderr
+    # the PDF reports' font (fonts-dejavu-core): text in any script it covers, not '?'
+    font = probe.run(["/opt/venv/bin/python", "-c",
+                      "from loadtester.reports import pdfreport; print(pdfreport.UNICODE)"])
+    assert font.returncode == 0 and font.stdout.strip() == "True", (font.stdout, font.stderr)
 
     # the host's CA bundle was mounted for the build, not copied in: /etc/ssl/certs is the base's
     certs = "ls -A /etc/ssl/certs 2>/dev/null | sha256sum; cat /etc/ssl/certs/ca-certificates.crt 2>/dev/null | sha256sum"

@@ -501,3 +501,16 @@ def test_plot_of_runs_without_per_second_data_says_so_and_writes_nothing(tmp_pat
     # its points are its own: 200 responses over seconds of one point each
     assert data[0]["bucket_s"] == 1 and data[0]["requests"] == 200
     assert sum(p["rps"] for p in data[0]["points"]) == pytest.approx(200)
+
+
+def test_the_pdf_prints_a_label_in_any_script_dejavu_covers(stored_run, tmp_path):
+    # DejaVu Sans (fonts-dejavu-core, installed by `make system-deps` and the image): the
+    # closed run's label '<b>closed</b> ✓' prints as written, not as '?'.
+    from loadtester.reports import pdfreport
+    assert pdfreport.UNICODE, ("DejaVu Sans missing under /usr/share/fonts/truetype/dejavu: "
+                               "install fonts-dejavu-core (make system-deps)")
+    pdf_path = tmp_path / "closed.pdf"
+    done = cli("show", stored_run["closed"]["uuid"], "--db", stored_run["db"], "--pdf", pdf_path)
+    assert done.returncode == 0, done.stderr
+    text = _pdf_text(pdf_path.read_bytes(), tmp_path, "closed")
+    assert "<b>closed</b> ✓" in text
