@@ -161,9 +161,12 @@ def test_think_time_holds_the_request_rate_and_steps_show_latency(start_target, 
     journey = write(tmp_path / "journey.txt",
                     f"GET {target.url}a\n\nGET {target.url}b\n\nGET {target.url}c\n")
     report = blast_json(f"--journey={journey}", "--think", "50ms", "-c", "10", "-d", "2s", db=db)
-    # 10 users, each at most one request per 50 ms: at most 200 req/s (and not far below)
-    assert report["rps"] <= 200
-    assert report["requests"] >= 300
+    # 10 users, each waiting 50 ms between its requests (none before its first, as Locust's
+    # wait_time): at most 10 x (D / 50 ms + 1) in D seconds, 200 req/s in the steady state
+    duration_s = report["duration_s"]
+    assert report["requests"] <= 10 * (duration_s / 0.050 + 1)
+    assert report["rps"] <= 200 + 10 / duration_s
+    assert report["requests"] >= 300                                  # (and not far below)
     assert report["traffic"]["think_ms"] == [50.0, 50.0]
     shown = cli("show", report["run_id"], "--db", db, "--no-windows").stdout
     assert "Step 1" in shown and "Step 3" in shown and "latency p50" in shown
