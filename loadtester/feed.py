@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
+from loadtester.headers import CONTROL_RE
+from loadtester.model import SpecError
 from loadtester.units import format_bytes
 
 if TYPE_CHECKING:
@@ -350,7 +352,7 @@ def _url_pieces(target: Target) -> list[str] | None:
 
 def _rendered_url(target: Target, text: str, where: str) -> Url:
     """A filled-in URL parsed, on the template's own scheme, host and port."""
-    from loadtester.spec import SpecError, parse_url
+    from loadtester.spec import parse_url
     try:
         url = parse_url(text)
     except SpecError as exc:
@@ -386,7 +388,6 @@ def fill_template(template: str, value, place: str) -> str:
 
 
 def _header_problem(value: str) -> str | None:
-    from loadtester.spec import CONTROL_RE
     if CONTROL_RE.search(value):
         return "control characters (CR, LF, NUL, ...) cannot go in a header"
     try:

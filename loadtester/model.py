@@ -9,6 +9,12 @@ from typing import TypedDict
 
 from loadtester import _engine
 
+
+class SpecError(ValueError):
+    """Bad input to a run (options, URLs, headers, files): a one-line message for the user;
+    the CLI exits 2 with it, the web API answers 400."""
+
+
 ERROR_KINDS: tuple[str, ...] = tuple(_engine.ERROR_NAMES)      # index = the stored error code
 RUN_STATUSES = ("running", "completed", "stopped", "failed", "interrupted")
 STORE_MODES = ("requests", "windows", "none")

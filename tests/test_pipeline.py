@@ -15,7 +15,8 @@ import pytest
 
 from conftest import ThreadedListener, blast_json, cli
 from loadtester import _engine
-from loadtester.spec import SpecError, build_spec
+from loadtester.model import SpecError
+from loadtester.spec import build_spec
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 HEAD_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"         # the length a GET would get

@@ -10,7 +10,8 @@ import pytest
 from conftest import blast_json, cli, free_port, self_signed_cert, wait_for
 from loadtester.reports.display import display_text
 from loadtester.run.runner import RunRefused, preflight
-from loadtester.spec import Pin, SpecError, build_spec
+from loadtester.model import SpecError
+from loadtester.spec import Pin, build_spec
 from loadtester.web import ssrf
 from loadtester.web.runs import RunManager
 from loadtester.web.validation import validate_start

@@ -13,8 +13,9 @@ from loadtester.analysis import aggregate
 from loadtester.analysis.report import (render_text, report_from_row, result_columns,
                                         summarize)
 from loadtester.model import ERROR_KINDS, percentile_key
-from loadtester.spec import (SpecError, Target, build_spec, parse_header, parse_rate, parse_shard,
-                             parse_url, stored_header_value)
+from loadtester.headers import parse_header, stored_header_value
+from loadtester.model import SpecError
+from loadtester.spec import Target, build_spec, parse_rate, parse_shard, parse_url
 from loadtester.units import (UnitError, format_bytes, format_ms, iso_utc, parse_duration_s,
                               parse_iso_utc)
 

@@ -467,7 +467,7 @@ def test_real_original_body_starts_a_run_and_answers_its_fields(serve, target):
         sent = json.loads(queries.run_by_uuid(conn, run_uuid)["headers"])      # what the blast sent
     finally:
         conn.close()
-    # (stored without the credential's secret: spec.stored_header_value)
+    # (stored without the credential's secret: headers.stored_header_value)
     assert sent == {"X-Client": "pipeops", "Authorization": "Bearer ***"}
 
 

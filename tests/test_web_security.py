@@ -15,7 +15,9 @@ from starlette.testclient import TestClient
 
 from conftest import children_of, cli, free_port, is_alive, wait_for
 from loadtester.reports.display import mask_host
-from loadtester.spec import SpecError, build_spec, parse_header, read_headers_file
+from loadtester.headers import parse_header, read_headers_file
+from loadtester.model import SpecError
+from loadtester.spec import build_spec
 from loadtester.web import ssrf
 from loadtester.web.app import create_app
 from loadtester.web.context import ServeContext
@@ -527,7 +529,7 @@ def test_real_pipelined_web_run_counts_what_the_target_served(start_target, tmp_
     ("X-A", "s3cret\x01"), ("", "v"), ("X:A", "v"), ("X\nA", "v"),
 ])
 def test_web_and_cli_share_one_header_grammar(name, value):
-    from loadtester.spec import HeaderError, check_header
+    from loadtester.headers import HeaderError, check_header
     try:
         expected = check_header(name, value)
         cli_reason = None

@@ -12,9 +12,10 @@ from loadtester.analysis.report import render_text
 from loadtester.analysis.thresholds import all_passed, parse_threshold
 from loadtester.analysis.verdict import judge
 from loadtester.cli.options import EXIT_FAILED, DurationType, db_option
+from loadtester.model import SpecError
 from loadtester.run.blast import blast as run_blast
 from loadtester.run.runner import RunRefused, preflight
-from loadtester.spec import SpecError, build_spec
+from loadtester.spec import build_spec
 
 
 @click.command()

@@ -15,8 +15,9 @@ from loadtester.analysis import report as report_mod
 from loadtester.analysis.report import result_columns
 from loadtester.analysis.thresholds import evaluate as evaluate_thresholds
 from loadtester.feed import Variants
+from loadtester.headers import stored_headers
 from loadtester.run.runner import RunControl, RunResult, run_blast
-from loadtester.spec import RunSpec, stored_headers
+from loadtester.spec import RunSpec
 from loadtester.units import utc_now_iso
 
 

@@ -1,12 +1,12 @@
 """The headers a test's requests carry (the `headers` object of POST /api/start, and the
-custom headers of a "header" auth), checked by the CLI's grammar (spec.check_header: names
+custom headers of a "header" auth), checked by the CLI's grammar (headers.check_header: names
 that are HTTP tokens, Latin-1 values without CR, LF or other control characters) and this
 API's limits: how many, how long, nothing loadtester sets itself."""
 from __future__ import annotations
 
 import re
 
-from loadtester.spec import HeaderError, check_header
+from loadtester.headers import HeaderError, check_header
 from loadtester.web.errors import ApiError
 
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")         # in URLs, labels, thresholds: tab too
@@ -22,7 +22,7 @@ def _bad(message: str) -> ApiError:
 
 
 def checked_header(name: str, value: str, what: str) -> tuple[str, str]:
-    """(name, value) by spec.check_header, the value stripped; a 400 naming `what` (never
+    """(name, value) by headers.check_header, the value stripped; a 400 naming `what` (never
     repeating the value, which may be a secret) when it may not go on the wire."""
     try:
         name, value = check_header(name, value)

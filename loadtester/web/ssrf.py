@@ -38,7 +38,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from loadtester.spec import SpecError, parse_url
+from loadtester.model import SpecError
+from loadtester.spec import parse_url
 
 __all__ = ["BlockedTarget", "check_target", "classify_address", "METADATA_HOSTS"]
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadtester.analysis.thresholds import ThresholdError, parse_threshold
+from loadtester.model import SpecError
 from loadtester.reports.display import plain_number
-from loadtester.spec import MAX_PIPELINE, SpecError, check_pipeline, parse_rate, parse_url
+from loadtester.spec import MAX_PIPELINE, check_pipeline, parse_rate, parse_url
 from loadtester.units import UnitError, parse_duration_s
 from loadtester.web.errors import ApiError
 from loadtester.web.requestheaders import CONTROL_RE, check_headers
