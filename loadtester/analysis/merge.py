@@ -47,6 +47,19 @@ from typing import TYPE_CHECKING, Any, cast
 
 from loadtester import _engine, store
 from loadtester.analysis import aggregate, report as report_mod
+from loadtester.analysis.mergerows import (
+    common,
+    first_error_messages,
+    group_key,
+    json_object,
+    max_or_none,
+    merged_status,
+    merged_targets,
+    run_config,
+    shard_of,
+    shard_text,
+    sum_or_none,
+)
 from loadtester.model import RECORD_FORMAT, RECORD_SIZE, Window
 from loadtester.store import queries
 from loadtester.store.connection import same_file, table_columns
@@ -55,7 +68,6 @@ from loadtester.units import iso_utc, parse_iso_utc
 if TYPE_CHECKING:
     from _typeshed import StrPath
 
-STATUS_RANK = {"completed": 0, "stopped": 1, "interrupted": 2, "failed": 3}
 RECORD = struct.Struct(RECORD_FORMAT)     # start_us, latency_us, wait_us, bytes, status, error, worker
 CHUNK_RECORDS = 16384                            # records per submitted batch (384 KiB)
 MAX_PENDING_BATCHES = 64                         # record batches queued ahead of the writer
@@ -70,73 +82,6 @@ class MergeError(store.StoreError):
 
 
 # --------------------------------------------------------------------------- reading sources
-
-def _json_object(text: str | None) -> dict[str, Any]:
-    try:
-        value = json.loads(text or "{}")
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def merged_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """The parts' per-target counts added up, when every part ran the same targets (their
-    per-target latency is only stored as a summary, which does not merge: it is left out);
-    None otherwise."""
-    lists = []
-    for row in rows:
-        try:
-            targets = json.loads(row.get("targets") or "null")
-        except (TypeError, ValueError):
-            return None
-        if not isinstance(targets, list) or not targets:
-            return None
-        lists.append(targets)
-    shapes = {tuple((t.get("method"), t.get("url"), t.get("weight")) for t in ts) for ts in lists}
-    if len(shapes) != 1:
-        return None
-    merged = []
-    for parts in zip(*lists):
-        entry = {key: value for key, value in parts[0].items() if key != "latency_ms"}
-        for key in ("requests", "successes", "errors"):
-            entry[key] = sum(int(part.get(key) or 0) for part in parts)
-        merged.append(entry)
-    return merged
-
-
-def _config(row: dict[str, Any]) -> dict[str, Any]:
-    return _json_object(row.get("config"))
-
-
-def _shard(row: dict[str, Any]) -> tuple[int, int] | None:
-    """The run's shard as (i, n) with n > 1; None for a run that is not a shard.  From the
-    `shard` column, else from the stored config (blast keeps 'shard': 'i/n' there too)."""
-    text = row.get("shard") or _config(row).get("shard")
-    if not text:
-        return None
-    index, sep, count = str(text).partition("/")
-    try:
-        i, n = int(index), int(count)
-    except ValueError:
-        return None
-    return (i, n) if sep and 0 <= i < n and n > 1 else None
-
-
-def _shard_text(row: dict[str, Any]) -> str | None:
-    shard = _shard(row)
-    return f"{shard[0]}/{shard[1]}" if shard else None
-
-
-def group_key(row: dict[str, Any], by_label: bool = True) -> tuple[str, str] | None:
-    """('run_group', id), or with by_label ('label', label), or None for a run that belongs to
-    no group.  The run group is the `run_group` column, else the config's run_id (--run-id)."""
-    run_group = row.get("run_group") or _config(row).get("run_id")
-    if run_group:
-        return ("run_group", str(run_group))
-    if by_label and row.get("label"):
-        return ("label", row["label"])
-    return None
-
 
 class _Source:
     def __init__(self, index: int, path: pathlib.Path) -> None:
@@ -161,7 +106,7 @@ def _select_parts(candidates: list[_Part]) -> tuple[list[_Part], list[str]]:
     slots: dict[tuple[str, tuple[int, int]] | tuple[str, int], list[_Part]] = {}
     notes = []
     for source, row in candidates:
-        shard = _shard(row)
+        shard = shard_of(row)
         slot = ("shard", shard) if shard else ("file", source.index)
         slots.setdefault(slot, []).append((source, row))
     chosen = []
@@ -169,10 +114,10 @@ def _select_parts(candidates: list[_Part]) -> tuple[list[_Part], list[str]]:
         items.sort(key=lambda sr: ((sr[1].get("started_at") or ""), sr[0].index, sr[1]["id"]))
         chosen.append(items[-1])
         for source, row in items[:-1]:
-            where = f"shard {_shard_text(row)}" if slot[0] == "shard" else str(source.path)
+            where = f"shard {shard_text(row)}" if slot[0] == "shard" else str(source.path)
             notes.append(f"run {row['id']} in {source.path} left out: a later run of {where} "
                          f"is in the group (run {items[-1][1]['id']} in {items[-1][0].path})")
-    chosen.sort(key=lambda sr: ((_shard(sr[1]) or (1 << 30, 0))[0], sr[0].index,
+    chosen.sort(key=lambda sr: ((shard_of(sr[1]) or (1 << 30, 0))[0], sr[0].index,
                                 sr[1].get("started_at") or "", sr[1]["id"]))
     return chosen, notes
 
@@ -302,32 +247,6 @@ def _copy_requests(source: _Source, run_id: int, pump: _Pump, *, shift_us: int,
     return rows, top_worker
 
 
-def first_error_messages(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Each error kind's first message over the parts, in their order."""
-    out: dict[str, str] = {}
-    for row in rows:
-        for kind, message in _json_object(row.get("error_messages")).items():
-            out.setdefault(kind, message)
-    return out
-
-
-def _common(values: Iterable[Any], default: Any = None) -> Any:
-    values = [v for v in values if v is not None]
-    if not values:
-        return default
-    return values[0] if all(v == values[0] for v in values) else default
-
-
-def _max_or_none(values: Iterable[Any]) -> Any:
-    values = [v for v in values if v is not None]
-    return max(values) if values else None
-
-
-def _sum_or_none(values: Iterable[Any]) -> Any:
-    values = list(values)
-    return None if any(v is None for v in values) else sum(values)
-
-
 def _merge_group(key: tuple[str, str], parts: list[_Part], notes: list[str], into: pathlib.Path,
                  dest_columns: set[str]) -> dict[str, Any]:
     kind, name = key
@@ -380,7 +299,7 @@ def _merge_group(key: tuple[str, str], parts: list[_Part], notes: list[str], int
     duration_s = max(s["duration_s"] for s in summaries)
     # The generator's health (schema 3's `generator` column, when the parts have it): the
     # worst lags, the busy and worker seconds added up.
-    generators = [_json_object(r.get("generator")) for r in rows]
+    generators = [json_object(r.get("generator")) for r in rows]
     max_wait_us = round(max((g.get("max_schedule_lag_ms") or 0) for g in generators) * 1000)
     if max_wait_us:
         counters.merge(aggregate.counters_from_row({}, max_wait_us=max_wait_us))
@@ -397,38 +316,16 @@ def _merge_group(key: tuple[str, str], parts: list[_Part], notes: list[str], int
                          "its totals were rebuilt from its per-second windows")
 
     # Status.
-    statuses = [r.get("status") or "completed" for r in rows]
-    status = max(statuses, key=lambda st: STATUS_RANK.get(st, 3))
-    shards = [_shard(r) for r in rows]
-    missing: list[str] = []
-    counts = {sh[1] for sh in shards if sh}
-    if len(counts) == 1:
-        n = counts.pop()
-        have = {sh[0] for sh in shards if sh}
-        missing = [f"{i}/{n}" for i in range(n) if i not in have]
-        if missing:
-            notes.append(f"shard(s) {', '.join(missing)} missing: the merged run is not complete")
-            if status == "completed":
-                status = "interrupted"
-    elif len(counts) > 1:
-        notes.append(f"the parts disagree on the number of shards ({sorted(counts)})")
-    reasons: list[str] = []
-    for r in rows:
-        reason = r.get("stop_reason")
-        if reason and reason not in reasons:
-            reasons.append(reason)
-    stop_reason = ", ".join(reasons) if reasons else None
-    if missing:
-        stop_reason = f"merged {len(rows)} of {len(rows) + len(missing)} shards" + (
-            f" ({stop_reason})" if stop_reason else "")
+    shards = [shard_of(r) for r in rows]
+    status, stop_reason = merged_status(rows, shards, notes)
 
     # The run's own columns.
     # A shard's row keeps the whole run's connections, rate and -n (blast splits them over
     # shards x workers as it runs): shards of one run give the common value.  Runs that are
     # not shards (grouped by label) each ran their own: theirs add up.
     sharded = all(sh is not None for sh in shards)
-    whole = _max_or_none if sharded else _sum_or_none
-    config = dict(_config(rows[0]))
+    whole = max_or_none if sharded else sum_or_none
+    config = dict(run_config(rows[0]))
     workers_declared = [r.get("workers") or 1 for r in rows]
     config.update({
         "connections": whole(r.get("total_users") or 0 for r in rows),
@@ -436,7 +333,7 @@ def _merge_group(key: tuple[str, str], parts: list[_Part], notes: list[str], int
         "requests": whole(r.get("requests_limit") for r in rows) if all(
             r.get("requests_limit") is not None for r in rows) else None,
         "workers": sum(workers_declared),
-        "label": _common([r.get("label") for r in rows], rows[0].get("label") or ""),
+        "label": common([r.get("label") for r in rows], rows[0].get("label") or ""),
         "shard": None,
         "run_id": name if kind == "run_group" else config.get("run_id"),
         "merged_from": [_part_info(s, r) for s, r in parts],
@@ -451,11 +348,11 @@ def _merge_group(key: tuple[str, str], parts: list[_Part], notes: list[str], int
     store_mode = "requests" if has_requests else ("windows" if has_windows else "none")
     run: dict[str, Any] = {
         "uuid": merged_uuid, "started_at": iso_utc(t0),
-        "host": _common([r.get("host") for r in rows], rows[0].get("host")),
+        "host": common([r.get("host") for r in rows], rows[0].get("host")),
         "mask_host": max(int(r.get("mask_host") or 0) for r in rows),
         "total_users": config["connections"],
-        "ramp_up_sec": _max_or_none(r.get("ramp_up_sec") for r in rows),
-        "duration": _max_or_none(r.get("duration") for r in rows),
+        "ramp_up_sec": max_or_none(r.get("ramp_up_sec") for r in rows),
+        "duration": max_or_none(r.get("duration") for r in rows),
         "method": rows[0].get("method"), "body": rows[0].get("body"), "headers": rows[0].get("headers"),
         "url": rows[0].get("url"), "mode": rows[0].get("mode"),
         "rate": config["rate"] if rows[0].get("mode") == "rate" else rows[0].get("rate"),
@@ -547,7 +444,7 @@ def _count(source: _Source, table: str, run_id: int) -> int:
 
 def _part_info(source: _Source, row: dict[str, Any]) -> dict[str, Any]:
     return {"db": str(source.path), "run_id": row["id"], "uuid": row["uuid"],
-            "shard": _shard_text(row), "status": row.get("status"),
+            "shard": shard_text(row), "status": row.get("status"),
             "requests": row.get("total_requests"), "started_at": row.get("started_at")}
 
 
