@@ -207,18 +207,35 @@ class RawServer(ThreadedListener):
 
 
 
-@pytest.fixture
-def raw_server():
+def begin_stored_run(db_path, **columns):
+    """A RunWriter (store_mode windows) that has begun a run at example.com (the columns given
+    replace the defaults): for tests that write a run's windows themselves."""
+    from loadtester.store import RunWriter
+    writer = RunWriter(db_path, store_mode="windows")
+    writer.begin({"url": "http://example.com:8080/x", "host": "example.com", "method": "GET",
+                  "mode": "closed", "total_users": 2, "workers": 1, "duration": 10.0, **columns})
+    return writer
+
+
+def closing_servers(make):
+    """A server fixture's body: yields start(*args, **kwargs) = make(*args, **kwargs), and
+    closes every server it made at teardown (`yield from closing_servers(Server)`)."""
     servers = []
 
-    def start(handler, host="127.0.0.1"):
-        server = RawServer(handler, host)
+    def start(*args, **kwargs):
+        server = make(*args, **kwargs)
         servers.append(server)
         return server
 
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def raw_server():
+    """raw_server(handler, host="127.0.0.1") -> a RawServer, closed after the test."""
+    yield from closing_servers(RawServer)
 
 
 def _proc_stat(pid: int) -> list[str] | None:

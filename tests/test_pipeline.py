@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ThreadedListener, blast_json, cli
+from conftest import ThreadedListener, blast_json, cli, closing_servers
 from loadtester import _engine
 from loadtester.model import SpecError
 from loadtester.spec import build_spec
@@ -99,16 +99,8 @@ class PipelineServer(ThreadedListener):
 
 @pytest.fixture
 def pipeline_server():
-    servers = []
-
-    def start(answer, dribble=0):
-        server = PipelineServer(answer, dribble)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
+    """pipeline_server(answer, dribble=0) -> a PipelineServer, closed after the test."""
+    yield from closing_servers(PipelineServer)
 
 
 def always(reply):

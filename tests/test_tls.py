@@ -1,6 +1,7 @@
 """HTTPS as the engine drives it (engine/tls.pyx: OpenSSL over memory BIOs): exact counts
 over keep-alive, close-per-request and pipelining, session resumption seen from the
 server, and every handshake failure told in one line (a connect error, exit 1)."""
+import itertools
 import json
 import os
 import socket
@@ -9,7 +10,7 @@ import struct
 
 import pytest
 
-from conftest import ThreadedListener, blast_json, cli, self_signed_cert
+from conftest import ThreadedListener, blast_json, cli, closing_servers, self_signed_cert
 
 CLOSE_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 
@@ -78,31 +79,19 @@ class HandshakeBreaker(Listener):
 
 @pytest.fixture
 def tls_server(tmp_path):
-    servers = []
+    """tls_server(san, host, plain_answer) -> a TlsServer with a new certificate for `san`."""
+    made = itertools.count()
 
-    def start(san="IP:127.0.0.1", host="127.0.0.1", plain_answer=False):
-        server = TlsServer(*self_signed_cert(tmp_path, san, name=f"server{len(servers)}"), host,
-                           plain_answer)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
+    def make(san="IP:127.0.0.1", host="127.0.0.1", plain_answer=False):
+        return TlsServer(*self_signed_cert(tmp_path, san, name=f"server{next(made)}"), host,
+                         plain_answer)
+    yield from closing_servers(make)
 
 
 @pytest.fixture
 def breaker():
-    servers = []
-
-    def start(**kwargs):
-        server = HandshakeBreaker(**kwargs)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
+    """breaker(silent=False) -> a HandshakeBreaker, closed after the test."""
+    yield from closing_servers(HandshakeBreaker)
 
 
 def test_keep_alive_count_and_bytes_exact_over_large_responses(start_target, tmp_path, db):

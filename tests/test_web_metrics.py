@@ -13,10 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from conftest import TargetProcess, wait_for
+from conftest import TargetProcess, begin_stored_run, wait_for
 from loadtester import _engine
 from loadtester.model import ERROR_KINDS
-from loadtester.store import RunWriter
 from loadtester.web import prometheus
 from loadtester.web.app import create_app
 from loadtester.web.context import ServeContext
@@ -87,12 +86,7 @@ def _window(second, responses, successes, latency_us, timeouts=0, in_flight=3):
 
 
 def _begin(db_path, **columns):
-    writer = RunWriter(db_path, store_mode="windows")
-    row = {"url": "http://example.com:8080/x", "host": "example.com", "method": "GET", "mode": "closed",
-           "total_users": 2, "workers": 1, "duration": 10.0}
-    row.update(columns)
-    writer.begin(row)
-    return writer
+    return begin_stored_run(db_path, **columns)
 
 
 def _families(text):

@@ -16,10 +16,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from conftest import wait_for
+from conftest import begin_stored_run, wait_for
 from loadtester import _engine, store
 from loadtester.model import ERROR_KINDS
-from loadtester.store import RunWriter, queries
+from loadtester.store import queries
 from loadtester.web import ratelimit
 from loadtester.web.app import create_app
 from loadtester.web.context import ServeContext
@@ -542,12 +542,7 @@ def _window(second, worker, responses, successes, latencies_us, connect_errors=0
 
 
 def _begin(db_path, **extra):
-    writer = RunWriter(db_path, store_mode="windows")
-    row = {"url": "http://example.com:8080/x", "host": "example.com", "method": "GET", "mode": "closed",
-           "total_users": 4, "workers": 2, "duration": 3.0}
-    row.update(extra)
-    writer.begin(row)
-    return writer
+    return begin_stored_run(db_path, **{"total_users": 4, "workers": 2, "duration": 3.0, **extra})
 
 
 def _write_completed(db_path, **extra):
