@@ -429,22 +429,32 @@ cdef class Connection:
     cdef void send_tls_output(self) except *:
         """Send the ciphertext OpenSSL produced, as send() sends plain requests."""
         cdef int n
-        cdef ssize_t sent
+        cdef Py_ssize_t sent
         while self.tls.outgoing_size() > 0:
             n = self.tls.take_outgoing()
             if n <= 0:
                 return
-            if self.fd >= 0 and not self.is_closing():
-                sent = send(self.fd, TLS_CIPHER, n, MSG_NOSIGNAL)
-                if sent == n:
-                    continue
-                if sent < 0 and errno != EAGAIN and errno != EINTR:
-                    raise OSError(errno, os.strerror(errno))
-                sent = sent if sent > 0 else 0
-                self.fd = -1            # full socket buffer: the transport queues the rest
+            sent = self.send_now(TLS_CIPHER, n)
+            if sent < n:
                 self.write(PyBytes_FromStringAndSize(TLS_CIPHER + sent, n - sent))
-            else:
-                self.write(PyBytes_FromStringAndSize(TLS_CIPHER, n))
+
+    cdef Py_ssize_t send_now(self, const char* at, Py_ssize_t size) except -1:
+        """wrk's way: one send(2) of the bytes at `at`, no copy, while the transport's write
+        buffer is empty (so bytes stay in order). Returns how many went out. Fewer than `size`:
+        the socket buffer is full, and from here on this connection writes through its
+        transport (the caller hands it the rest)."""
+        cdef ssize_t sent
+        # The transport may have closed the socket on an error of its own (its
+        # connection_lost is still to come): then the fd may be reused.
+        if self.fd < 0 or self.is_closing():
+            return 0
+        sent = send(self.fd, at, size, MSG_NOSIGNAL)
+        if sent == size:
+            return size
+        if sent < 0 and errno != EAGAIN and errno != EINTR:   # (EWOULDBLOCK == EAGAIN)
+            raise OSError(errno, os.strerror(errno))
+        self.fd = -1
+        return sent if sent > 0 else 0
 
     def connection_lost(self, exc):
         cdef TlsStream tls = self.tls
@@ -554,22 +564,10 @@ cdef class Connection:
                 if self.tls.encrypt(at, size) < 0:
                     raise ConnectionError("TLS: " + self.tls.failure(-1))
                 self.send_tls_output()
-            # The transport may have closed the socket on an error of its own
-            # (its connection_lost is still to come): then the fd may be reused.
-            elif self.fd >= 0 and not self.is_closing():
-                # wrk's way: one send(2) and no copy. The transport's write
-                # buffer is empty, so bytes stay in order.
-                sent = send(self.fd, at, size, MSG_NOSIGNAL)
-                if sent == size:
-                    return
-                if sent < 0 and errno != EAGAIN and errno != EINTR:   # (EWOULDBLOCK == EAGAIN)
-                    raise OSError(errno, "send")
-                # The socket buffer is full: the transport queues the rest, and
-                # everything after it on this connection goes the same way.
-                self.fd = -1
-                self.write(origin.batch_bytes(turn, k)[sent if sent > 0 else 0:])
             else:
-                self.write(origin.batch_bytes(turn, k))
+                sent = self.send_now(at, size)
+                if sent < size:
+                    self.write(origin.batch_bytes(turn, k)[sent:])
         except BaseException as exc:
             self.client.note_error(ERR_WRITE, f"cannot send the request: {exc}")
             self.client.on_request_failed(self, ERR_WRITE)
