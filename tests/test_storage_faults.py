@@ -351,6 +351,25 @@ def test_export_onto_a_full_disk_leaves_nothing_behind(tmp_path):
         assert previous.read_text() == "an older export\n"             # and the old one intact
 
 
+def test_opening_a_closed_database_on_a_full_disk_says_disk_full_and_leaves_it_as_found(tmp_path):
+    # No -wal or -shm yet (the last connection tidied them): SQLite cannot make its -shm and
+    # says only "disk I/O error"; the message names the cause, and the failed open leaves
+    # no sidecar behind.  Reading commands still read, and write nothing.
+    with tmpfs(tmp_path / "small", "1m") as small:
+        db = small / "f.db"
+        write_run(db, n_rows=100)
+        assert sorted(p.name for p in small.iterdir()) == ["f.db"]
+        fill(small)
+        before = snapshot(small)
+        refused = run_cli("blast", "http://127.0.0.1:1/", "-n", "1", "--no-progress", "--db", db)
+        assert_one_line(refused, 1, f"cannot open database {db}: disk full")
+        assert snapshot(small) == before
+        for command in (("runs",), ("show", "last"), ("db", "check")):
+            result = run_cli(*command, "--db", db)
+            assert result.returncode == 0, result.stderr
+            assert snapshot(small) == before, command
+
+
 # --------------------------------------------------------------------------- one line each
 
 def test_huge_numbers_are_no_overflow(tmp_path):

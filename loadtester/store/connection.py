@@ -3,6 +3,7 @@ one-line StoreError every failure becomes, and BEGIN IMMEDIATE transactions."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pathlib
 import time
@@ -27,19 +28,38 @@ class StoreError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
-def error_reason(exc: BaseException) -> str:
+# Less free space than this beside the database reads as a full disk: SQLite grows the -shm
+# by 32 KiB at a time, and a failed -shm or -wal extension is reported as a bare I/O error.
+FULL_DISK_BELOW_BYTES = 64 << 10
+
+
+def error_reason(exc: BaseException, path: StrPath | None = None) -> str:
+    """The cause, in a few words.  "disk full" for ENOSPC and SQLite's FULL, and for an
+    SQLite I/O error (SQLite does not say which) when the filesystem of `path` has no room."""
+    if isinstance(exc, apsw.FullError) or getattr(exc, "errno", None) == errno.ENOSPC:
+        return "disk full"
+    if isinstance(exc, apsw.IOError) and path is not None and no_room_beside(path):
+        return "disk full"
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
     return str(exc) or type(exc).__name__
 
 
+def no_room_beside(path: StrPath) -> bool:
+    try:
+        st = os.statvfs(pathlib.Path(path).parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < FULL_DISK_BELOW_BYTES
+
+
 def store_error(path: StrPath, exc: BaseException, doing: str = "open") -> StoreError:
     """Translate an APSW / OS error into a one-line StoreError naming the file."""
-    reason = error_reason(exc)
+    reason = error_reason(exc, path)
     if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
         return StoreError(f"database {path} is corrupt ({reason}); "
                           "run 'loadtester db check' or restore a backup")
-    if isinstance(exc, apsw.FullError):
+    if reason == "disk full":
         return StoreError(f"cannot {doing} database {path}: disk full")
     if isinstance(exc, (apsw.ReadOnlyError, apsw.PermissionsError)):
         return StoreError(f"cannot {doing} database {path}: file or directory is read-only ({reason})")
@@ -121,6 +141,24 @@ def sidecars(path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.Pa
             path.with_name(path.name + "-journal"))
 
 
+def missing_sidecars(path: pathlib.Path) -> list[pathlib.Path]:
+    """The -wal and -shm that do not exist yet: an open that fails may leave them."""
+    wal, shm, _ = sidecars(path)
+    return [p for p in (wal, shm) if not p.exists()]
+
+
+def remove_unused_sidecars(path: pathlib.Path, made: list[pathlib.Path], *,
+                           mapped_shm_too: bool = False) -> None:
+    """After a failed open, remove the sidecars it made that hold nothing, so the directory
+    is as found: an empty -wal, and a -shm never mapped (shorter than its first 32 KiB
+    region) or, with mapped_shm_too, one only a read-only probe of ours mapped."""
+    _, shm, _ = sidecars(path)
+    for p in made:
+        with contextlib.suppress(OSError):
+            if p.stat().st_size < 1 or (p == shm and (mapped_shm_too or p.stat().st_size < 32768)):
+                os.remove(p)
+
+
 def connect(path: StrPath, *, readonly: bool) -> apsw.Connection:
     path = pathlib.Path(path)
     name = str(path)
@@ -156,20 +194,17 @@ def connect_reader(path: StrPath) -> apsw.Connection:
 def open_reader(path: StrPath) -> apsw.Connection:
     """connect_reader(), read once; on a full disk (no room for the -shm a WAL reader needs)
     a connection that keeps its WAL index in memory instead: locking_mode EXCLUSIVE, no
-    checkpoint on close, query_only.  It reads the WAL too, and writes nothing."""
+    checkpoint on close of a -wal that holds commits, query_only.  It reads the WAL too,
+    and writes nothing."""
     path = pathlib.Path(path)
-    wal, shm, _ = sidecars(path)
-    had = {p: p.exists() for p in (wal, shm)}
+    missing = missing_sidecars(path)
     conn = connect_reader(path)
     try:
         conn.execute("SELECT count(*) FROM sqlite_schema").get  # noqa: B018 (reads the file)
         return conn
     except (apsw.IOError, apsw.FullError, apsw.CantOpenError) as first:
         conn.close()
-        for p in (wal, shm):                          # what the failed attempt left: unusable
-            with contextlib.suppress(OSError):
-                if not had[p] and p.stat().st_size < (32768 if p == shm else 1):
-                    os.remove(p)
+        remove_unused_sidecars(path, missing)
         if not os.access(path, os.W_OK):
             raise
         try:
@@ -178,7 +213,8 @@ def open_reader(path: StrPath) -> apsw.Connection:
             raise first from None
         try:
             conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+            if file_size(sidecars(path)[0]) > 0:   # else closing tidies away the -wal it makes
+                conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
             conn.pragma("locking_mode", "EXCLUSIVE")
             conn.pragma("query_only", "ON")
             conn.execute("SELECT count(*) FROM sqlite_schema").get  # noqa: B018

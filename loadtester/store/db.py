@@ -16,9 +16,9 @@ from loadtester.store.connection import (
     configure,
     connect,
     error_reason,
+    missing_sidecars,
     open_reader,
-    remove_quietly,
-    sidecars,
+    remove_unused_sidecars,
     store_error,
 )
 from loadtester.store.locks import run_lock_path, try_lock
@@ -84,11 +84,10 @@ def open_database(path: StrPath, *, readonly: bool = False, create: bool = True)
     if not readonly and not os.access(path.parent, os.W_OK | os.X_OK):
         raise StoreError(f"cannot write database {path}: directory {path.parent} is not writable")
 
+    missing = missing_sidecars(path)
     if header and not readonly:
         # Look before writing anything: a read-only connection cannot change the file.
         probe = None
-        wal, shm, _ = sidecars(path)
-        made_by_probe = [p for p in (wal, shm) if not p.exists()]
         try:
             probe = connect(path, readonly=True)
             inspect_schema(probe, path)
@@ -102,11 +101,7 @@ def open_database(path: StrPath, *, readonly: bool = False, create: bool = True)
             if probe is not None:
                 probe.close()
             if sys.exc_info()[0] is not None:
-                # Refused: leave the directory as we found it (an empty -wal and the -shm
-                # that only this probe created).
-                for sidecar in made_by_probe:
-                    if sidecar.exists() and (sidecar == shm or sidecar.stat().st_size == 0):
-                        remove_quietly(sidecar)
+                remove_unused_sidecars(path, missing, mapped_shm_too=True)   # refused
 
     conn = None
     try:
@@ -122,6 +117,8 @@ def open_database(path: StrPath, *, readonly: bool = False, create: bool = True)
     except BaseException as exc:
         if conn is not None:
             conn.close()
+        if header:
+            remove_unused_sidecars(path, missing)
         if isinstance(exc, (apsw.Error, OSError)):
             raise store_error(path, exc, "open") from exc
         raise

@@ -8,7 +8,6 @@ still record how it ended."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import pathlib
@@ -87,7 +86,7 @@ def acquire(lock_path: pathlib.Path) -> int:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise StoreError(f"cannot create run lock file {lock_path}: {_reason(exc)}") from exc
+        raise StoreError(f"cannot create run lock file {lock_path}: {error_reason(exc)}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.ftruncate(fd, 0)
@@ -95,15 +94,11 @@ def acquire(lock_path: pathlib.Path) -> int:
     except OSError as exc:
         os.close(fd)
         remove_quietly(lock_path)
-        raise StoreError(f"cannot lock run lock file {lock_path}: {_reason(exc)}") from exc
+        raise StoreError(f"cannot lock run lock file {lock_path}: {error_reason(exc)}") from exc
     with contextlib.suppress(OSError):               # no room, or no fallocate: no reserve
         os.posix_fallocate(fd, 0, RESERVE_BYTES)
     _HELD_LOCK_FDS.add(fd)
     return fd
-
-
-def _reason(exc: OSError) -> str:
-    return "disk full" if exc.errno == errno.ENOSPC else error_reason(exc)
 
 
 def give_back_reserve(fd: int | None) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import os
 import pathlib
 import queue
@@ -54,12 +53,6 @@ DEFER_BACKLOG_BYTES = 4 << 20
 QUIET_S = 0.5
 # Failures that may pass (a full disk, another writer): the rows stay in the spool, retried.
 _TRANSIENT = (apsw.FullError, apsw.IOError, apsw.BusyError, apsw.CantOpenError)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, apsw.FullError) or getattr(exc, "errno", None) == errno.ENOSPC:
-        return "disk full"
-    return error_reason(exc)
 
 
 class RunWriter:
@@ -200,7 +193,7 @@ class RunWriter:
                     self._spool = Spool(spool_path(self.path, self._uuid), self._uuid)
                     self.spool_path = self._spool.path
                 except OSError as exc:                # rows wait in memory instead
-                    self.spool_error = _reason(exc)
+                    self.spool_error = error_reason(exc, self.path)
             self._thread = threading.Thread(target=self._thread_main, name=f"loadtester-store-{run_id}",
                                             daemon=True)
             self._thread.start()
@@ -240,7 +233,7 @@ class RunWriter:
                 try:
                     spool.append(KIND_RECORDS, blob)
                 except OSError as exc:
-                    self.spool_error = self.spool_error or _reason(exc)
+                    self.spool_error = self.spool_error or error_reason(exc, self.path)
                 else:
                     self.spooled_records += size // RECORD_SIZE
                     return
@@ -268,7 +261,7 @@ class RunWriter:
                 try:
                     self._spool.append(KIND_WINDOW, payload)
                 except OSError as exc:
-                    self.spool_error = self.spool_error or _reason(exc)
+                    self.spool_error = self.spool_error or error_reason(exc, self.path)
             try:
                 self._queue.put_nowait((_WINDOW, window))
                 return
@@ -331,7 +324,7 @@ class RunWriter:
         except apsw.ConstraintError as exc:
             raise ValueError(f"invalid test_runs values: {error_reason(exc)}") from exc
         except apsw.Error as exc:
-            self.last_error = error_reason(exc)
+            self.last_error = error_reason(exc, self.path)
             raise store_error(self.path, exc, "write") from exc
         finally:
             self._release_lock()
@@ -537,7 +530,7 @@ class RunWriter:
                 if mark is not None:
                     rows.mark_spooled(conn, cast(int, self._run_id), mark)
         except _TRANSIENT as exc:
-            self.last_error = _reason(exc)
+            self.last_error = error_reason(exc, self.path)
             self._busy = isinstance(exc, apsw.BusyError)
             self.retries += 1
             self._retry_at = time.monotonic() + RETRY_AFTER_S
@@ -573,4 +566,4 @@ class RunWriter:
                 conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
                 self.checkpoints += 1
             except apsw.Error as exc:
-                self.last_error = error_reason(exc)
+                self.last_error = error_reason(exc, self.path)
