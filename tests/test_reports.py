@@ -381,6 +381,18 @@ def test_plot_draws_every_run_in_chromium(stored_run, tmp_path, browser):
     curve = {s["label"]: s["points"] for s in charts["Latency by percentile"]["series"]}
     assert curve[names[0]] > 20 and curve[names[1]] > 20 and curve[names[2]] == 0
     assert "40 requests" in browser.find_elements("css selector", ".runs li")[2].text
+    # legends always on (no hover needed): each series' last/min/max, "-" where it has none
+    legends = browser.execute_script(
+        "return [...document.querySelectorAll('.chart')].map(c => [...c.querySelectorAll('table.legend tr')]"
+        ".map(r => [...r.cells].map(td => td.textContent)))")
+    latency_legend, throughput_legend, curve_legend = legends
+    assert latency_legend[0] == ["", "last", "min", "max"] and curve_legend[0] == ["", "min", "max"]
+    assert [row[0] for row in throughput_legend[1:]] == [s["label"] for s in charts["Throughput over time"]["series"]]
+    closed_p99 = latency_legend[1]
+    assert closed_p99[0] == f"{names[0]} p99" and all(re.fullmatch(r"[\d.,]+ (µs|ms|s)", v) for v in closed_p99[1:])
+    assert latency_legend[5][1:] == ["-", "-", "-"]                        # the dead port: no latency
+    assert all(re.fullmatch(r"[\d.,]+", v) for v in throughput_legend[1][1:])
+    assert "--" not in browser.find_element("css selector", "main").text
 
 
 # ---------------------------------------------------------------------------- in-process runs

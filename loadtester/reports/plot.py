@@ -131,7 +131,14 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:15px;margin:20px 0 6px}
 .chart{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:6px 0;
  min-height:60px;margin:12px 0}
 .empty{color:var(--muted);padding:16px}
-.uplot,.u-legend{color:var(--fg)}
+.uplot{color:var(--fg)}
+.legend{border-collapse:collapse;margin:4px 12px 6px;font-size:12px;font-variant-numeric:tabular-nums}
+.legend td{padding:2px 10px 2px 0;text-align:right;white-space:nowrap}
+.legend td:first-child{text-align:left;white-space:normal;overflow-wrap:anywhere}
+.legend thead td{color:var(--muted)}
+.legend .swatch{width:14px;height:0;border-top:2px solid;border-radius:0;margin-right:6px;
+ vertical-align:middle}
+.legend .swatch.dashed{border-top-style:dashed}
 footer{color:var(--muted);font-size:12px;margin-top:20px}
 """
 
@@ -159,18 +166,50 @@ SCRIPT = """
     })];
   }
   function width(el) { return Math.max(280, el.clientWidth); }
-  function draw(id, title, xLabel, yLabel, series, lists, opts) {
+  function formatValue(v, unit) {
+    if (v === null) return "-";
+    if (unit !== "ms") return (Math.round(v * 10) / 10).toLocaleString("en-US");
+    if (v < 1) return Math.round(v * 1000) + " \u00b5s";
+    return v < 1000 ? v.toFixed(2) + " ms" : (v / 1000).toFixed(2) + " s";
+  }
+  const STATS = {
+    min: ys => ys.reduce((a, b) => Math.min(a, b)),
+    max: ys => ys.reduce((a, b) => Math.max(a, b)),
+    last: ys => ys[ys.length - 1],
+  };
+  function legend(el, series, data, unit, stats) {
+    // always on, as the web app's: a static page has no hover on a phone or in print
+    const table = document.createElement("table");
+    table.className = "legend";
+    const head = table.createTHead().insertRow();
+    for (const name of ["", ...stats]) head.insertCell().textContent = name;
+    series.forEach((s, i) => {
+      const ys = data[i + 1].filter(v => v !== null);
+      const row = table.createTBody().insertRow();
+      const label = row.insertCell();
+      const swatch = document.createElement("span");
+      swatch.className = "swatch" + (s.dash ? " dashed" : "");
+      swatch.style.borderColor = s.stroke;
+      label.append(swatch, s.label);
+      for (const stat of stats)
+        row.insertCell().textContent = ys.length ? formatValue(STATS[stat](ys), unit) : "-";
+    });
+    el.append(table);
+  }
+  function draw(id, title, xLabel, yLabel, series, lists, opts, stats) {
     const el = document.getElementById(id);
     if (!lists.some(l => l.length)) {
       el.innerHTML = '<div class="empty">no responses</div>';
       return;
     }
+    const data = aligned(lists);
     const chart = new uPlot(Object.assign({
-      title: title, width: width(el), height: 300,
+      title: title, width: width(el), height: 300, legend: {show: false},
       scales: {x: {time: false}, y: {range: (u, min, max) => [0, max > 0 ? max * 1.08 : 1]}},
       axes: axes(xLabel, yLabel), series: [{label: xLabel}].concat(series),
-    }, opts || {}), aligned(lists), el);
+    }, opts || {}), data, el);
     charts.push(chart);
+    legend(el, series, data, yLabel, stats || ["last", "min", "max"]);
   }
   const latencySeries = [], latencyLists = [], rpsSeries = [], rpsLists = [],
         curveSeries = [], curveLists = [];
@@ -207,7 +246,7 @@ SCRIPT = """
     scales: {x: {time: false, distr: 3, log: 10},
              y: {range: (u, min, max) => [0, max > 0 ? max * 1.08 : 1]}},
     axes: axes("percentile", "ms", {splits: nines, values: (u, splits) => splits.map(percent)}),
-  });
+  }, ["min", "max"]);
   let resizing = null;
   addEventListener("resize", () => {
     clearTimeout(resizing);
