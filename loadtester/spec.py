@@ -423,6 +423,17 @@ def weighted_turns(weights: list[int]) -> list[int]:
     return turns
 
 
+def _refuse_unfilled_templates(targets) -> None:
+    """Without --data a '{{name}}' in a URL or a header value would go out as it is (no
+    server means one there): refused.  A body is sent as given: '{{name}}' may be its text."""
+    from loadtester.feed import placeholders
+    for number, target in enumerate(targets, 1):
+        names = placeholders(target.url.text) + [n for _, v in target.headers for n in placeholders(v)]
+        if names:
+            raise SpecError(f"target {number} ({target.method} {target.url.text}): {{{{{names[0]}}}}} "
+                            "needs --data FILE (a template is filled from its rows)")
+
+
 def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_per_connection,
                    journey, think) -> RunSpec:
     """Data, weights, journeys and think time on top of a plain spec (checked together)."""
@@ -444,6 +455,7 @@ def _shape_traffic(spec: RunSpec, *, data, data_order, seed, data_max_mb, data_p
                                                           data_per_connection)):
             if given:
                 raise SpecError(f"{flag} needs --data FILE")
+        _refuse_unfilled_templates(spec.targets)
     if not 0 < data_max_mb <= 1 << 20:
         raise SpecError(f"invalid --data-max-mb {data_max_mb:g}: more than 0, at most "
                         f"{1 << 20:,}")

@@ -134,6 +134,11 @@ def test_engine_groups_rows_and_schedule(tmp_path):
     (lambda d: dict(url=URL + "{{id}}", data=d["csv"], data_per_connection=True, connections=9),
      r"9 connections but 2 rows"),
     (lambda d: dict(url=URL, data_order="random"), r"--data-order needs --data FILE"),
+    (lambda d: dict(url=URL + "u/{{id}}"),
+     r"target 1 \(GET .*u/\{\{id\}\}\): \{\{id\}\} needs --data FILE"),
+    (lambda d: dict(url=URL, headers=["Authorization: Bearer {{token}}"]),
+     r"\{\{token\}\} needs --data FILE"),
+    (lambda d: dict(targets_file=d["template_target"]), r"target 2 .*\{\{seq\}\} needs --data FILE"),
     (lambda d: dict(url=URL, data=d["csv"]), r"no target uses a \{\{column\}\}"),
     (lambda d: dict(url=URL + "{{id}}", data=str(d["dir"] / "none.csv")),
      r"cannot read data file .*none.csv"),
@@ -159,6 +164,7 @@ def test_every_bad_input_is_one_line(tmp_path, make_args, message):
         "two_hosts": rows_file(tmp_path, f"GET {URL}a\nweight: 2\n\nGET http://127.0.0.2:9/\n",
                                "t2.txt"),
         "bad_weight": rows_file(tmp_path, f"GET {URL}a\nweight: 0\n", "t3.txt"),
+        "template_target": rows_file(tmp_path, f"GET {URL}a\n\nGET {URL}b?n={{{{seq}}}}\n", "t4.txt"),
         "binary": str(tmp_path / "body.bin"),
     }
     (tmp_path / "body.bin").write_bytes(b"\xff{{id}}")
@@ -190,6 +196,14 @@ def test_a_misspelt_template_is_refused_not_sent_as_it_is(tmp_path, where, templ
     # what is no template at all is still sent as it is
     spec = build_spec(URL + "u/{{id}}", data=data, method="POST", body="{{#each x}}{{> p}}")
     assert first_request(spec).endswith("{{#each x}}{{> p}}")
+
+
+def test_without_data_a_body_is_sent_as_given_templates_and_all():
+    # a URL or header '{{name}}' without --data is refused (above); a body may be a template
+    # language's own text, and with no --data nothing claims it
+    spec = build_spec(URL, method="POST", body='{"page": "{{title}}"}')
+    assert spec.variants is None
+    assert spec.targets[0].request_bytes().endswith(b'{"page": "{{title}}"}')
 
 
 def test_think_time_with_pipelining_is_refused():
