@@ -248,7 +248,9 @@ class RunSpec:
             "url": self.url.text, "method": self.method, "connections": self.connections,
             "duration_s": self.duration_s, "requests": self.requests,
             "headers": [list(h) for h in stored_headers(self.headers)],
+            # The body itself is not kept (it may hold a password): what tells two runs' apart.
             "body_bytes": len(self.body),
+            "body_sha256": hashlib.sha256(self.body).hexdigest() if self.body else None,
             "timeout_s": self.timeout_s, "insecure": self.insecure, "rate": self.rate_per_s,
             "ramp_up_s": self.ramp_up_s, "workers": self.workers, "label": self.label,
             "mode": self.mode, "pipeline": self.pipeline,

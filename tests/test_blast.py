@@ -157,3 +157,24 @@ def test_credentials_go_on_the_wire_but_not_into_the_database(raw_server, tmp_pa
         stored = path.read_bytes()
         assert b"s3cret-token" not in stored and b"c00kie" not in stored, path
         assert b"k3y" not in stored, path
+
+
+def test_a_request_body_goes_on_the_wire_but_only_its_size_and_sha256_are_kept(raw_server, tmp_path):
+    import hashlib
+    import sqlite3
+    heads = []
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    server = raw_server(lambda conn, head: heads.append(head) or conn.sendall(ok) or True)
+    db = tmp_path / "runs.db"
+    body = b'{"user": "ann", "password": "hunter2-secret"}'
+    report = blast_json(server.url, "-n", "5", "-c", "1", "-m", "POST", "--body", body.decode(),
+                        "--store", "requests", db=db)
+    assert report["requests"] == 5 == len(heads)
+    assert all(f"Content-Length: {len(body)}".encode() in head for head in heads)
+    with sqlite3.connect(db) as conn:
+        stored_body, config = conn.execute("SELECT body, config FROM test_runs").fetchone()
+    assert stored_body is None
+    assert (json.loads(config)["body_bytes"], json.loads(config)["body_sha256"]) == \
+        (len(body), hashlib.sha256(body).hexdigest())
+    for path in tmp_path.glob("runs.db*"):
+        assert b"hunter2-secret" not in path.read_bytes(), path

@@ -734,7 +734,7 @@ def test_status_has_the_settings_and_the_previous_run(make_client, db_path):
     assert status["settings"] == {
         "mode": "rate", "rate": 250.0, "connections": 4, "ramp_up_s": 2.0, "method": "GET",
         "planned_duration_s": 3.0, "actual_duration_s": 3.0, "requests_limit": None, "timeout_s": 7.5,
-        "insecure": False, "pipeline": 1, "workers": 2, "stop_reason": "duration", "started_at": status["started_at"],
+        "insecure": False, "pipeline": 1, "workers": 2, "body": None, "stop_reason": "duration", "started_at": status["started_at"],
         "completed_at": status["completed_at"], "traffic": None}
     assert status["previous_uuid"] == first                    # the one before against the same URL
     assert client.get(f"/api/status/{first}").json()["previous_uuid"] is None
@@ -815,3 +815,11 @@ def test_compare_marks_a_setting_different_only_when_it_reads_different():
     rows["b"]["total_users"] = 8
     diff = {s["key"]: s for s in settings_diff(rows["a"], rows["b"], "http://x/", "http://x/")}
     assert diff["connections"]["differs"]
+    # the body: not kept, its size and sha256 are (spec.config), and tell the runs apart
+    rows["a"]["config"] = json.dumps({"body_bytes": 1234, "body_sha256": "ab" * 32})
+    rows["b"]["config"] = json.dumps({"body_bytes": 1234, "body_sha256": "cd" * 32})
+    diff = {s["key"]: s for s in settings_diff(rows["a"], rows["b"], "http://x/", "http://x/")}
+    assert (diff["body"]["a"], diff["body"]["differs"]) == ("1,234 B, sha256 abababababab", True)
+    rows["b"]["config"] = json.dumps({"body_bytes": 0, "body_sha256": None})
+    diff = {s["key"]: s for s in settings_diff(rows["a"], rows["b"], "http://x/", "http://x/")}
+    assert diff["body"]["b"] is None and diff["body"]["differs"]

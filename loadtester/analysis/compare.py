@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from loadtester import store
 from loadtester.analysis.aggregate import hist_from_blob, merged_seconds
+from loadtester.analysis.mergerows import run_config
 from loadtester.analysis.report import report_from_row, traffic_summary
 from loadtester.units import format_ms
 
@@ -157,6 +158,7 @@ def _headline(report: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
         "p99": lat["p99"],
         "avg": lat["avg"], "error_rate": (report["errors"] / attempts) if attempts else None,
         "traffic": traffic_summary(report.get("traffic")),
+        "body_sha256": run_config(row).get("body_sha256"),     # a run keeps no body itself
     }
 
 
@@ -244,6 +246,9 @@ def compare_runs(conn: apsw.Connection, run_a_row: dict[str, Any],
         notes.append("the runs hit different URLs")
     if a["traffic"] != b["traffic"]:
         notes.append(f"the runs sent different traffic: A {a['traffic']}; B {b['traffic']}")
+    if a["body_sha256"] != b["body_sha256"] and (a["body_sha256"] or b["body_sha256"]) and \
+            "body_sha256" in run_config(run_a_row) and "body_sha256" in run_config(run_b_row):
+        notes.append("the runs sent different request bodies (their sha256 differ)")
     if a["mode"] == "rate" and b["mode"] == "rate":
         notes.append("open loop: throughput follows the asked rate, latency is the signal")
     result = {"a": a, "b": b, "change": change, "error_rate_diff": error_rate_diff,

@@ -41,7 +41,7 @@ def run_columns(spec: RunSpec, store_mode: str) -> dict:
         "duration": spec.duration_s, "requests_limit": spec.requests,
         "mode": spec.mode, "rate": spec.rate_per_s or None, "workers": spec.workers,
         "label": spec.label or None,
-        "body": spec.body.decode("utf-8", "replace") if spec.body else None,
+        "body": None,                   # not kept: config has its size and sha256
         "headers": json.dumps(dict(stored_headers(spec.headers))), "config": json.dumps(spec.config()),
         "environment": json.dumps(environment()), "store_mode": store_mode,
         "run_group": spec.run_group or None,

@@ -151,7 +151,7 @@ def settings_of(row: Row, config: object, elapsed: float | None = None) -> dict[
     """What a run was asked to do and how it ended, for the run page's settings panel and
     compare's settings diff: mode (closed / rate), rate, connections, ramp-up, method,
     planned vs actual duration, request limit, timeout, insecure (TLS certificates not
-    verified: the CLI's --insecure), pipeline depth, stop reason, times,
+    verified: the CLI's --insecure), pipeline depth, the body's size and sha256, stop reason, times,
     and the traffic that was sent (traffic_settings).
     `config`: its stored config column (JSON text or parsed); `elapsed`: while it runs."""
     spec = stored_json(config, {})
@@ -167,11 +167,22 @@ def settings_of(row: Row, config: object, elapsed: float | None = None) -> dict[
         "requests_limit": row.get("requests_limit"), "timeout_s": spec.get("timeout_s"),
         "insecure": bool(spec.get("insecure")),
         "pipeline": spec.get("pipeline") or 1, "workers": row.get("workers") or spec.get("workers"),
+        "body": body_setting(spec),
         "stop_reason": row.get("stop_reason"), "started_at": row.get("started_at"),
         "completed_at": row.get("completed_at"),
         "traffic": traffic_settings(spec.get("traffic"), spec.get("targets") or [],
                                     bool(row.get("mask_host"))),
     }
+
+
+def body_setting(config: dict[str, Any]) -> str | None:
+    """'123 B, sha256 0123456789ab' (a run keeps no body, only these: spec.config), None for
+    a run without one."""
+    size = config.get("body_bytes") or 0
+    if not size:
+        return None
+    digest = config.get("body_sha256")
+    return f"{size:,} B" + (f", sha256 {digest[:12]}" if digest else "")
 
 
 # What the settings show of a run's data file: not its path on the machine that ran it.
@@ -452,6 +463,7 @@ SETTING_NAMES = (("url", "Target"), ("method", "Method"), ("mode", "Load model")
                  ("ramp_up_s", "Ramp-up (s)"), ("planned_duration_s", "Planned duration (s)"),
                  ("actual_duration_s", "Actual duration (s)"), ("stop_reason", "Stop reason"),
                  ("timeout_s", "Timeout (s)"), ("pipeline", "Pipeline depth"),
+                 ("body", "Request body"),
                  ("insecure", "TLS verification skipped"), ("traffic", "Traffic"))
 
 

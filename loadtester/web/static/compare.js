@@ -55,6 +55,7 @@ function runName(run, letter) {
 
 function fmtSetting(key, value) {
   if (key === "traffic") return fmtTraffic(value);
+  if (key === "body" && !value) return "none";
   if (value === null || value === undefined || value === "") return "–";
   if (key === "mode") return value === "rate" ? "open loop (rate)" : "closed loop";
   if (key === "insecure") return value ? "yes" : "no";

@@ -185,6 +185,9 @@ function renderSettings(st) {
     : (STOP_REASONS[s.stop_reason] || s.stop_reason || st.status || "–");
   $("set-ended").textContent = st.status === "running" ? "–" : fmtDate(s.completed_at || st.completed_at);
   $("set-timeout").textContent = typeof s.timeout_s === "number" ? fmtSeconds(s.timeout_s) : "–";
+  // a run keeps no body (it may hold a password): its size and sha256 tell runs apart
+  $("set-body-row").hidden = !s.body;
+  $("set-body").textContent = s.body || "–";
   // certificates: said for an https run (a run with --insecure says "skipped" whatever its URL)
   $("set-tls-row").hidden = !(s.insecure || /^https:/i.test(st.url || ""));
   $("set-tls").textContent = s.insecure ? "skipped" : "verified";
