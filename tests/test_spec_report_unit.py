@@ -277,3 +277,17 @@ def test_a_stored_run_gives_back_the_report_it_was_written_with(tmp_path):
 ])
 def test_a_run_stores_credential_headers_without_their_secret(name, value, stored):
     assert stored_header_value(name, value) == stored
+
+
+def test_per_target_histograms_pack_and_unpack_exactly_and_a_bad_blob_is_none():
+    from loadtester.analysis.aggregate import pack_histograms, unpack_histograms
+    hists = [_engine.Histogram() for _ in range(3)]
+    for value in (120, 480, 9_000, 1_500_000):
+        hists[0].record_value(value)
+    hists[2].record_value(77)
+    unpacked = unpack_histograms(pack_histograms(hists))
+    assert [h.to_bytes() for h in unpacked] == [h.to_bytes() for h in hists]
+    assert [h.total for h in unpacked] == [4, 0, 1]
+    blob = pack_histograms(hists)
+    assert unpack_histograms(None) is None and unpack_histograms(b"") is None
+    assert unpack_histograms(blob[:-3]) is None and unpack_histograms(b"\xff\xff\xff\x7f") is None

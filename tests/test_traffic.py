@@ -3,6 +3,7 @@ per connection, against real servers on 127.0.0.1 that count or record what they
 import collections
 import json
 import re
+import sqlite3
 import threading
 
 from conftest import blast_json, cli
@@ -261,4 +262,17 @@ def test_shards_take_alternate_rows_and_merge_adds_their_per_target_counts(start
     shown = json.loads(cli("show", "last", "--json", "--db", tmp_path / "all.db").stdout)
     assert [t["requests"] for t in shown["targets"]] == [200, 66]
     assert shown["traffic"]["weights"] == [3, 1]
+    # per-target latency merges exactly: each target's histogram from both shards, added up
+    from loadtester import _engine
+    from loadtester.analysis.aggregate import unpack_histograms
+    from loadtester.analysis.report import latency_summary_ms
+    expected = [_engine.Histogram(), _engine.Histogram()]
+    for shard_db in ("0.db", "1.db"):
+        with sqlite3.connect(tmp_path / shard_db) as conn:
+            (blob,) = conn.execute("SELECT target_latency FROM test_runs").fetchone()
+        for total, part in zip(expected, unpack_histograms(blob), strict=True):
+            total.merge(part)
+    assert [h.total for h in expected] == [200, 66]
+    assert [t["latency_ms"] for t in shown["targets"]] == \
+        [json.loads(json.dumps(latency_summary_ms(h))) for h in expected]
 

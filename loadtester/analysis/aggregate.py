@@ -23,6 +23,28 @@ def hist_from_blob(blob: bytes | None) -> _engine.Histogram:
     return _engine.Histogram.from_bytes(bytes(blob)) if blob else _engine.Histogram()
 
 
+def pack_histograms(hists: Iterable[_engine.Histogram]) -> bytes:
+    """test_runs.target_latency (schema 7): each histogram as a uint32 length and its bytes."""
+    return b"".join(struct.pack("<I", len(blob)) + blob for blob in (h.to_bytes() for h in hists))
+
+
+def unpack_histograms(blob: bytes | None) -> list[_engine.Histogram] | None:
+    """pack_histograms' inverse; None for NULL or a blob that does not parse."""
+    if not blob:
+        return None
+    data, at, hists = bytes(blob), 0, []
+    try:
+        while at < len(data):
+            (size,) = struct.unpack_from("<I", data, at)
+            if at + 4 + size > len(data):
+                return None
+            hists.append(_engine.Histogram.from_bytes(data[at + 4:at + 4 + size]))
+            at += 4 + size
+    except (struct.error, ValueError):
+        return None
+    return hists
+
+
 def counters_from_row(row: dict[str, Any], max_wait_us: int = 0) -> _engine.Counters:
     """A run's summary columns (test_runs) as Counters (max_wait_us: the schedule lag to
     carry, in µs)."""

@@ -54,6 +54,7 @@ from loadtester.analysis.mergerows import (
     json_object,
     max_or_none,
     merged_status,
+    merged_target_latency,
     merged_targets,
     run_config,
     shard_of,
@@ -303,12 +304,13 @@ def _merge_group(key: tuple[str, str], parts: list[_Part], notes: list[str], int
     max_wait_us = round(max((g.get("max_schedule_lag_ms") or 0) for g in generators) * 1000)
     if max_wait_us:
         counters.merge(aggregate.counters_from_row({}, max_wait_us=max_wait_us))
+    target_latency = merged_target_latency(rows)
     generator_args: dict[str, Any] = {          # summarize()'s keyword arguments
         "max_loop_lag_us": round(max((g.get("max_loop_lag_ms") or 0) for g in generators) * 1000),
         "busy_seconds": sum(g.get("busy_seconds") or 0 for g in generators),
         "worker_seconds": sum(g.get("worker_seconds") or 0 for g in generators),
         "error_messages": first_error_messages(rows),
-        "targets": merged_targets(rows),
+        "targets": merged_targets(rows, target_latency),
     }
     for (s, r), summary in zip(parts, summaries):
         if summary["rebuilt"]:
@@ -419,7 +421,8 @@ def _merge_group(key: tuple[str, str], parts: list[_Part], notes: list[str], int
         report["variants"] = store.variants_served(variants[1])
     result = report_mod.result_columns(report, latency=latency, service=service,
                                        duration_s=duration_s, stop_reason=stop_reason,
-                                       dropped_records=report["dropped_records"])
+                                       dropped_records=report["dropped_records"],
+                                       target_latency=target_latency if report.get("targets") else None)
     if variants is not None:
         result["variant_counts"] = variants[0]
     if ends:

@@ -7,6 +7,10 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from loadtester import _engine
+from loadtester.analysis.aggregate import unpack_histograms
+from loadtester.analysis.report import latency_summary_ms
+
 STATUS_RANK = {"completed": 0, "stopped": 1, "interrupted": 2, "failed": 3}
 
 
@@ -18,10 +22,28 @@ def json_object(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def merged_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """The parts' per-target counts added up, when every part ran the same targets (their
-    per-target latency is only stored as a summary, which does not merge: it is left out);
-    None otherwise."""
+def merged_target_latency(rows: list[dict[str, Any]]) -> list[_engine.Histogram] | None:
+    """The parts' per-target latency histograms (schema 7) merged target by target, when
+    every part has them for the same number of targets; None otherwise."""
+    merged = None
+    for row in rows:
+        hists = unpack_histograms(row.get("target_latency"))
+        if hists is None or (merged is not None and len(hists) != len(merged)):
+            return None
+        if merged is None:
+            merged = hists
+        else:
+            for total, part in zip(merged, hists):
+                total.merge(part)
+    return merged
+
+
+def merged_targets(rows: list[dict[str, Any]],
+                   latency: list[_engine.Histogram] | None = None) -> list[dict[str, Any]] | None:
+    """The parts' per-target counts added up, when every part ran the same targets; with
+    `latency` (merged_target_latency), each target's latency from its merged histogram (a
+    part's stored summary does not merge: without it, latency is left out).  None when the
+    parts ran different targets."""
     lists = []
     for row in rows:
         try:
@@ -40,6 +62,9 @@ def merged_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         for key in ("requests", "successes", "errors"):
             entry[key] = sum(int(part.get(key) or 0) for part in parts)
         merged.append(entry)
+    if latency is not None and len(latency) == len(merged):
+        for entry, hist in zip(merged, latency):
+            entry["latency_ms"] = latency_summary_ms(hist)
     return merged
 
 

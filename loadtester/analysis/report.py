@@ -337,9 +337,10 @@ def _from_requests(rows: Iterable[tuple[int, int, int, int, int]]
 
 
 def result_columns(report: dict[str, Any], *, latency: _engine.Histogram, service: _engine.Histogram,
-                   duration_s: float, stop_reason: str | None, dropped_records: int) -> dict[str, Any]:
+                   duration_s: float, stop_reason: str | None, dropped_records: int,
+                   target_latency: list[_engine.Histogram] | None = None) -> dict[str, Any]:
     """test_runs columns filled in when a run ends: the report's numbers and the exact
-    histograms (the inverse of report_from_row)."""
+    histograms, the run's and each target's (the inverse of report_from_row)."""
     lat = report["latency_ms"]
     return {
         "total_requests": report["attempts"], "success_count": report["successes"],
@@ -358,4 +359,5 @@ def result_columns(report: dict[str, Any], *, latency: _engine.Histogram, servic
         "thresholds": json.dumps(report["thresholds"]) if "thresholds" in report else None,
         "error_messages": json.dumps(report["error_messages"]) if report.get("error_messages") else None,
         "worker_errors": json.dumps(report["worker_errors"]) if report.get("worker_errors") else None,
+        "target_latency": aggregate.pack_histograms(target_latency) if target_latency else None,
     }

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from loadtester import __version__, store
+from loadtester import __version__, _engine, store
 from loadtester.analysis import report as report_mod
 from loadtester.analysis.report import result_columns
 from loadtester.analysis.thresholds import evaluate as evaluate_thresholds
@@ -49,19 +49,26 @@ def run_columns(spec: RunSpec, store_mode: str) -> dict:
     }
 
 
+def target_latency(spec: RunSpec, result: RunResult) -> list[_engine.Histogram] | None:
+    """Each target's (or journey step's) latency histogram, when it was measured: shaped
+    runs keep one per target; a shaped run of one target has the run's."""
+    if result.target_latency is not None:
+        return result.target_latency
+    return [result.latency] if len(spec.targets) == 1 and spec.traffic else None
+
+
 def target_entries(spec: RunSpec, result: RunResult) -> list[dict]:
     """Per target (or journey step): its counts, and its latency when it was measured."""
     entries = []
+    latency = target_latency(spec, result)
     for index, (target, counts) in enumerate(zip(spec.targets, result.targets)):
         entry = {"url": target.url.text, "method": target.method,
                  "requests": counts[0] + counts[2], "successes": counts[1],
                  "errors": counts[0] - counts[1] + counts[2]}
         if spec.weighted:
             entry["weight"] = target.weight
-        if result.target_latency is not None:
-            entry["latency_ms"] = report_mod.latency_summary_ms(result.target_latency[index])
-        elif len(spec.targets) == 1 and spec.traffic:
-            entry["latency_ms"] = report_mod.latency_summary_ms(result.latency)
+        if latency is not None:
+            entry["latency_ms"] = report_mod.latency_summary_ms(latency[index])
         entries.append(entry)
     return entries
 
@@ -171,7 +178,8 @@ def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: boo
     try:
         columns = result_columns(report, latency=result.latency, service=result.service,
                                  duration_s=result.duration_s, stop_reason=result.stop_reason,
-                                 dropped_records=result.dropped_records)
+                                 dropped_records=result.dropped_records,
+                                 target_latency=target_latency(spec, result) if "targets" in report else None)
         if result.variants is not None and spec.variants is not None:
             columns["variant_counts"] = variant_counts_blob(spec.variants, result.variants)
         writer.finish(columns, status=result.status)
