@@ -29,16 +29,15 @@ cdef inline int64_t monotonic_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * NS_PER_S + ts.tv_nsec
 
 
-cdef str connect_error_text(exc, Origin origin):
+cdef str connect_error_text(exc, str host, int port):
     """One line for a failed connect, naming where: 'connection refused 127.0.0.1:80',
     'cannot resolve example.invalid: Name or service not known', 'TLS: certificate verify
     failed: self-signed certificate (127.0.0.1:8443)'."""
-    where = (f"[{origin.host}]:{origin.port}" if ":" in origin.host
-             else f"{origin.host}:{origin.port}")
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if isinstance(exc, asyncio.TimeoutError):
         return f"connect timed out {where}"
     if isinstance(exc, socket.gaierror):
-        return f"cannot resolve {origin.host}: {exc.strerror or exc}"
+        return f"cannot resolve {host}: {exc.strerror or exc}"
     if isinstance(exc, TlsHandshakeError):
         return f"TLS: {exc} ({where})"
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -71,7 +70,8 @@ def now_ns():
 cdef class Origin:
     """Where some connections connect, and the targets (pre-built requests) they
     take turns sending there."""
-    cdef readonly str host
+    cdef readonly str host             # the first of `hosts`
+    cdef readonly tuple hosts          # names or addresses: connections take them in turn
     cdef readonly int port
     cdef TlsOrigin tls                 # None: plain TCP
     cdef list requests                 # bytes, one per target at this origin
@@ -107,10 +107,15 @@ cdef class Origin:
     cdef Py_ssize_t* group_cursor      # ROWS_PER_GROUP: the row of the group's next request
     cdef int* variant_group            # per request: its group's id in the run (step latency)
 
-    def __init__(self, str host, int port, ssl_context=None, server_hostname=None):
-        self.host = host
+    def __init__(self, host, int port, ssl_context=None, server_hostname=None):
+        """`host`: a name or address, or a tuple of addresses (--resolve with several: the
+        run's connections take them in turn)."""
+        self.hosts = tuple(host) if isinstance(host, tuple) else (host,)
+        if not self.hosts or not all(isinstance(h, str) and h for h in self.hosts):
+            raise ValueError("host: a name or address, or a tuple of them")
+        self.host = self.hosts[0]
         self.port = port
-        self.tls = None if ssl_context is None else TlsOrigin(ssl_context, server_hostname or host)
+        self.tls = None if ssl_context is None else TlsOrigin(ssl_context, server_hostname or self.host)
         self.requests = []
         self.heads = []
         self.target_ids = []
@@ -291,6 +296,7 @@ cdef class Connection:
     cdef Client client
     cdef Origin origin
     cdef int slot
+    cdef str address                   # which of origin.hosts this slot connects to
     cdef object connect_task
     cdef object send_timer
     cdef object handshake_done         # TLS: a future _connect waits for (within its timeout)
@@ -322,6 +328,7 @@ cdef class Connection:
         self.client = client
         self.origin = origin
         self.slot = slot
+        self.address = origin.host
         self.target = origin.target_ids[0]
         self.fd = -1
 
@@ -345,7 +352,8 @@ cdef class Connection:
             self.connect_task = None
             self.abort_handshake()
             if not client.stopping:
-                client.note_error(ERR_CONNECT, connect_error_text(exc, self.origin))
+                client.note_error(ERR_CONNECT, connect_error_text(exc, self.address,
+                                                                  self.origin.port))
                 client.on_connect_failed(self, started)
                 client.loop.call_later(RECONNECT_BACKOFF_S, self.start)
             return
@@ -355,7 +363,7 @@ cdef class Connection:
         connect error kind cover it)."""
         handshake_done = self.handshake_done = (
             None if self.origin.tls is None else self.client.loop.create_future())
-        await self.client.loop.create_connection(self._self_factory, self.origin.host,
+        await self.client.loop.create_connection(self._self_factory, self.address,
                                                  self.origin.port)
         if handshake_done is not None:
             await handshake_done
@@ -867,6 +875,9 @@ cdef class Client:
         for conn in self.connections:
             if conn.origin.row_mode == ROWS_PER_CONNECTION:
                 conn.row = (first_connection + conn.slot) % conn.origin.n_rows
+            # the run's connections to an origin take its addresses in turn, across workers
+            conn.address = conn.origin.hosts[(first_connection + conn.slot) // len(origins)
+                                             % len(conn.origin.hosts)]
         self.start_timers = []
         self.stop_reason = ""
         self.first_errors = {}

@@ -85,9 +85,11 @@ def now_ns() -> int: ...
 
 @final
 class Origin:
-    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None,
+    def __init__(self, host: str | tuple[str, ...], port: int,
+                 ssl_context: ssl.SSLContext | None = None,
                  server_hostname: str | None = None) -> None: ...
     host: Final[str]
+    hosts: Final[tuple[str, ...]]
     port: Final[int]
     def add_target(self, target_id: int, request: bytes, is_head: bool) -> None: ...
     def set_traffic(self, groups: list[tuple[int, int, int]], schedule: list[int],

@@ -117,20 +117,24 @@ class Target:
 
 @dataclasses.dataclass(frozen=True)
 class Pin:
-    """`--resolve HOST:PORT:ADDRESS` (curl's): connections to HOST:PORT go to ADDRESS, with no
-    DNS lookup; the Host header, TLS SNI and the certificate's name check keep HOST."""
+    """`--resolve HOST:PORT:ADDRESS[,ADDRESS...]` (curl's): connections to HOST:PORT go to
+    ADDRESS, with no DNS lookup, and with several addresses the run's connections take them
+    in turn (as k6's dns select roundRobin); the Host header, TLS SNI and the certificate's
+    name check keep HOST."""
     host: str
     port: int
-    address: str             # an IP literal, without brackets
+    addresses: tuple[str, ...]   # IP literals, without brackets
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}:" + (f"[{self.address}]" if ":" in self.address
-                                              else self.address)
+        return f"{self.host}:{self.port}:" + ",".join(f"[{a}]" if ":" in a else a
+                                                      for a in self.addresses)
 
 
-# HOST (a name or IPv4 literal, nothing that could hide another host) : PORT : ADDRESS
-PIN_RE = re.compile(r"(?P<host>[^:/@?#\s\[\]]+):(?P<port>[0-9]+):"
-                    r"(?:\[(?P<bracketed>[^\[\]]+)\]|(?P<bare>[^\[\]]+))")
+# HOST (a name or IPv4 literal, nothing that could hide another host) : PORT : ADDRESSES
+PIN_RE = re.compile(r"(?P<host>[^:/@?#\s\[\]]+):(?P<port>[0-9]+):(?P<addresses>.+)")
+# one address of a pin's comma-separated list: [IPv6] or a bare one
+PIN_ADDRESS_RE = re.compile(r"\[(?P<bracketed>[^\[\]]+)\]|(?P<bare>[^\[\],]+)")
+MAX_PIN_ADDRESSES = 64
 
 
 def parse_pins(texts, targets: list[Target]) -> tuple[Pin, ...]:
@@ -140,18 +144,27 @@ def parse_pins(texts, targets: list[Target]) -> tuple[Pin, ...]:
     for text in texts:
         match = PIN_RE.fullmatch(text.strip())
         if not match:
-            raise SpecError(f"invalid --resolve {text!r}: use HOST:PORT:ADDRESS, e.g. "
-                            "example.com:443:127.0.0.1")
+            raise SpecError(f"invalid --resolve {text!r}: use HOST:PORT:ADDRESS[,ADDRESS...], "
+                            "e.g. example.com:443:127.0.0.1")
         if not 1 <= int(match["port"]) <= 65535:
             raise SpecError(f"invalid --resolve {text!r}: port {match['port']} is not from 1 to "
                             "65535")
-        address = match["bracketed"] or match["bare"]
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            raise SpecError(f"invalid --resolve {text!r}: {address} is not an IP address "
-                            "(IPv6 in brackets: [::1])") from None
-        pin = Pin(parse_url(f"http://{match['host']}/").host, int(match["port"]), address)
+        addresses = []
+        for part in match["addresses"].split(","):
+            found = PIN_ADDRESS_RE.fullmatch(part.strip())
+            address = (found["bracketed"] or found["bare"]) if found else part.strip()
+            try:
+                addresses.append(str(ipaddress.ip_address(address)))
+            except ValueError:
+                raise SpecError(f"invalid --resolve {text!r}: {address or 'an empty item'} is "
+                                "not an IP address (IPv6 in brackets: [::1]; several: "
+                                "ADDRESS,ADDRESS)") from None
+        if len(addresses) > MAX_PIN_ADDRESSES:
+            raise SpecError(f"invalid --resolve {text!r}: {len(addresses)} addresses, at most "
+                            f"{MAX_PIN_ADDRESSES}")
+        if len(set(addresses)) != len(addresses):
+            raise SpecError(f"invalid --resolve {text!r}: an address is given twice")
+        pin = Pin(parse_url(f"http://{match['host']}/").host, int(match["port"]), tuple(addresses))
         if not any((t.url.host, t.url.port) == (pin.host, pin.port) for t in targets):
             raise SpecError(f"--resolve {text}: no target is on {pin.host}:{pin.port}")
         if (pin.host, pin.port) in pins:
@@ -186,11 +199,11 @@ class RunSpec:
     seed: int | None = None                          # `--seed`: repeatable random choices
     pins: tuple[Pin, ...] = ()                       # `--resolve HOST:PORT:ADDRESS`
 
-    def connect_host(self, url: Url) -> str:
-        """Where a connection for `url` goes: the address pinned for its host:port, or the
-        host itself (resolved when connecting)."""
-        return next((p.address for p in self.pins if (p.host, p.port) == (url.host, url.port)),
-                    url.host)
+    def connect_hosts(self, url: Url) -> tuple[str, ...]:
+        """Where connections for `url` go: the addresses pinned for its host:port (taken in
+        turn), or the host itself (resolved when connecting)."""
+        return next((p.addresses for p in self.pins if (p.host, p.port) == (url.host, url.port)),
+                    (url.host,))
 
     @property
     def weighted(self) -> bool:

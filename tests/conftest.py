@@ -125,9 +125,9 @@ class ThreadedListener:
 
     scheme = "http"
 
-    def __init__(self, host: str = "127.0.0.1", backlog: int = 512):
+    def __init__(self, host: str = "127.0.0.1", backlog: int = 512, port: int = 0):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.create_server((host, 0), family=family, backlog=backlog)
+        self.sock = socket.create_server((host, port), family=family, backlog=backlog)
         self.port = self.sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"{self.scheme}://{shown}:{self.port}/"
@@ -169,10 +169,10 @@ class RawServer(ThreadedListener):
     to close the connection. Counts requests it saw and connections accepted.
     """
 
-    def __init__(self, handler, host: str = "127.0.0.1"):
+    def __init__(self, handler, host: str = "127.0.0.1", port: int = 0):
         self.handler = handler
         self.requests = 0
-        super().__init__(host)
+        super().__init__(host, port=port)
 
     def handle(self, conn):
         buf = b""
@@ -234,7 +234,7 @@ def closing_servers(make):
 
 @pytest.fixture
 def raw_server():
-    """raw_server(handler, host="127.0.0.1") -> a RawServer, closed after the test."""
+    """raw_server(handler, host="127.0.0.1", port=0) -> a RawServer, closed after the test."""
     yield from closing_servers(RawServer)
 
 

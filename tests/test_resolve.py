@@ -23,7 +23,7 @@ UUID = "00000000-0000-4000-8000-000000000001"
 @pytest.fixture
 def host_recorder(raw_server):
     """start(host) -> (a RawServer on host answering 200, the list of Host headers it saw)."""
-    def start(host="127.0.0.1"):
+    def start(host="127.0.0.1", port=0):
         hosts: list[str] = []
 
         def answer(conn, head):
@@ -32,7 +32,7 @@ def host_recorder(raw_server):
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             return True
 
-        return raw_server(answer, host), hosts
+        return raw_server(answer, host, port), hosts
     return start
 
 
@@ -41,8 +41,8 @@ def host_recorder(raw_server):
 def test_pins_are_parsed_and_matched_as_url_hosts():
     spec = build_spec(f"http://{NAME}:8080/", more_urls=[f"https://{NAME}/", "http://other.test/"],
                       resolve=["LoadTester.TEST:8080:127.0.0.1", f"{NAME}:443:[::1]"])
-    assert spec.pins == (Pin(NAME, 8080, "127.0.0.1"), Pin(NAME, 443, "::1"))
-    assert [spec.connect_host(t.url) for t in spec.targets] == ["127.0.0.1", "::1", "other.test"]
+    assert spec.pins == (Pin(NAME, 8080, ("127.0.0.1",)), Pin(NAME, 443, ("::1",)))
+    assert [spec.connect_hosts(t.url) for t in spec.targets] == [("127.0.0.1",), ("::1",), ("other.test",)]
     assert spec.config()["resolve"] == [f"{NAME}:8080:127.0.0.1", f"{NAME}:443:[::1]"]
     assert build_spec(f"http://{NAME}/").config()["resolve"] == []
 
@@ -62,22 +62,26 @@ def test_a_host_pinned_twice_is_refused():
 
 
 @pytest.mark.parametrize(("pin", "message"), [
-    ("example.test", "invalid --resolve 'example.test': use HOST:PORT:ADDRESS, e.g. "
-                     "example.com:443:127.0.0.1"),
+    ("example.test", "invalid --resolve 'example.test': use HOST:PORT:ADDRESS[,ADDRESS...], "
+                     "e.g. example.com:443:127.0.0.1"),
     (f"{NAME}:http:127.0.0.1", f"invalid --resolve '{NAME}:http:127.0.0.1': use "
-                               "HOST:PORT:ADDRESS, e.g. example.com:443:127.0.0.1"),
-    (f"{NAME}:80:[::1", f"invalid --resolve '{NAME}:80:[::1': use HOST:PORT:ADDRESS, e.g. "
-                        "example.com:443:127.0.0.1"),
+                               "HOST:PORT:ADDRESS[,ADDRESS...], e.g. example.com:443:127.0.0.1"),
+    (f"{NAME}:80:[::1", f"invalid --resolve '{NAME}:80:[::1': [::1 is not an IP address "
+                        "(IPv6 in brackets: [::1]; several: ADDRESS,ADDRESS)"),
     (f"user@{NAME}:80:127.0.0.1", f"invalid --resolve 'user@{NAME}:80:127.0.0.1': use "
-                                  "HOST:PORT:ADDRESS, e.g. example.com:443:127.0.0.1"),
+                                  "HOST:PORT:ADDRESS[,ADDRESS...], e.g. example.com:443:127.0.0.1"),
+    (f"{NAME}:80:127.0.0.1,", f"invalid --resolve '{NAME}:80:127.0.0.1,': an empty item is not "
+                              "an IP address (IPv6 in brackets: [::1]; several: ADDRESS,ADDRESS)"),
+    (f"{NAME}:80:127.0.0.1,127.0.0.1", f"invalid --resolve '{NAME}:80:127.0.0.1,127.0.0.1': an "
+                                       "address is given twice"),
     (f"{NAME}:0:127.0.0.1", f"invalid --resolve '{NAME}:0:127.0.0.1': port 0 is not from 1 to "
                             "65535"),
     (f"{NAME}:65536:127.0.0.1", f"invalid --resolve '{NAME}:65536:127.0.0.1': port 65536 is not "
                                 "from 1 to 65535"),
     (f"{NAME}:80:localhost", f"invalid --resolve '{NAME}:80:localhost': localhost is not an IP "
-                             "address (IPv6 in brackets: [::1])"),
+                             "address (IPv6 in brackets: [::1]; several: ADDRESS,ADDRESS)"),
     (f"{NAME}:80:127.0.0.256", f"invalid --resolve '{NAME}:80:127.0.0.256': 127.0.0.256 is not an "
-                               "IP address (IPv6 in brackets: [::1])"),
+                               "IP address (IPv6 in brackets: [::1]; several: ADDRESS,ADDRESS)"),
     ("example.test:443:127.0.0.1", "--resolve example.test:443:127.0.0.1: no target is on "
                                    "example.test:443"),
     (f"{NAME}:443:127.0.0.1", f"--resolve {NAME}:443:127.0.0.1: no target is on {NAME}:443"),
@@ -117,6 +121,30 @@ def test_real_a_dead_pin_names_the_address_it_connected_to(db):
     assert report["error_messages"] == {"connect": f"connection refused 127.0.0.1:{port}"}
 
 
+def test_real_several_addresses_take_the_connections_in_turn_across_workers(host_recorder, db):
+    # curl's HOST:PORT:ADDR,ADDR; as k6's dns select roundRobin: -c 4 over 2 workers and 2
+    # addresses is 2 connections each, every request with the name in Host
+    first, first_hosts = host_recorder("127.0.0.1")
+    second, second_hosts = host_recorder("127.0.0.2", first.port)        # the same port
+    report = blast_json(f"http://{NAME}:{first.port}/", "--resolve",
+                        f"{NAME}:{first.port}:127.0.0.1,127.0.0.2", "-n", "400", "-c", "4",
+                        "--workers", "2", db=db)
+    assert report["requests"] == 400 == first.requests + second.requests
+    assert (first.connections, second.connections) == (2, 2)
+    assert first.requests > 0 and second.requests > 0
+    assert set(first_hosts + second_hosts) == {f"{NAME}:{first.port}"}
+    assert report["resolve"] == [f"{NAME}:{first.port}:127.0.0.1,127.0.0.2"]
+
+
+def test_real_a_dead_address_among_several_is_told_and_the_others_serve(host_recorder, db):
+    live, _hosts = host_recorder("127.0.0.1")
+    report = blast_json(f"http://{NAME}:{live.port}/", "--resolve",
+                        f"{NAME}:{live.port}:127.0.0.1,127.0.0.3", "-d", "1s", "-c", "2",
+                        "--workers", "1", db=db)
+    assert live.connections == 1 and report["requests"] == live.requests > 0
+    assert report["error_messages"] == {"connect": f"connection refused 127.0.0.3:{live.port}"}
+
+
 @pytest.fixture
 def named_tls_server(tmp_path):
     """start(san) -> (an HTTPS server on 127.0.0.1 with a certificate for `san`, which the
@@ -124,8 +152,9 @@ def named_tls_server(tmp_path):
     from test_tls import TlsServer
     servers = []
 
-    def start(san):
-        server = TlsServer(*self_signed_cert(tmp_path, san, name=f"server{len(servers)}"))
+    def start(san, host="127.0.0.1", port=0):
+        server = TlsServer(*self_signed_cert(tmp_path, san, name=f"server{len(servers)}"),
+                           host=host, port=port)
         names: list[str | None] = []
         server.context.sni_callback = lambda _socket, name, _context: names.append(name)
         servers.append(server)
@@ -144,6 +173,21 @@ def test_real_https_pin_keeps_the_name_for_sni_and_the_certificate(named_tls_ser
                         f"{NAME}:{server.port}:127.0.0.1", "-n", "20", "-c", "2", db=db)
     assert report["requests"] == 20 == server.requests and report["errors"] == 0
     assert set(names) == {NAME}
+
+
+def test_real_https_several_addresses_each_get_the_name_for_sni_and_the_certificate(
+        named_tls_server, db, monkeypatch, tmp_path):
+    first, first_names = named_tls_server(f"DNS:{NAME}")
+    second, second_names = named_tls_server(f"DNS:{NAME}", "127.0.0.2", first.port)
+    bundle = tmp_path / "both.pem"
+    bundle.write_bytes(first.cert.read_bytes() + second.cert.read_bytes())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))                  # no --insecure
+    report = blast_json(f"https://{NAME}:{first.port}/", "--resolve",
+                        f"{NAME}:{first.port}:127.0.0.1,127.0.0.2", "-n", "40", "-c", "2",
+                        "--workers", "1", db=db)
+    assert report["requests"] == 40 == first.requests + second.requests and report["errors"] == 0
+    assert first.requests > 0 and second.requests > 0
+    assert set(first_names) == set(second_names) == {NAME}
 
 
 def test_real_https_pin_still_checks_the_certificate_for_the_name(named_tls_server, db,

@@ -25,13 +25,13 @@ class TlsServer(Listener):
     """An HTTPS server (Python's ssl) that answers each request and closes the connection;
     it counts requests, and handshakes full and resumed."""
 
-    def __init__(self, cert, key, host="127.0.0.1", plain_answer=False):
+    def __init__(self, cert, key, host="127.0.0.1", plain_answer=False, port=0):
         self.cert = cert
         self.plain_answer = plain_answer      # answer outside TLS, on the raw socket
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
         self.requests = self.full_handshakes = self.resumed_handshakes = 0
-        super().__init__(host, backlog=128)
+        super().__init__(host, backlog=128, port=port)
 
     def handle(self, conn):
         conn.settimeout(10)

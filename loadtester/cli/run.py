@@ -32,10 +32,10 @@ from loadtester.spec import build_spec
 @click.option("--headers-file",
               help="More headers, one 'Name: value' a line (keeps secrets such as an "
                    "Authorization header off the command line, where `ps` shows them).")
-@click.option("--resolve", "pins", multiple=True, metavar="HOST:PORT:ADDRESS",
+@click.option("--resolve", "pins", multiple=True, metavar="HOST:PORT:ADDRESS[,ADDRESS...]",
               help="Connect to ADDRESS (an IP; IPv6 in brackets) for HOST:PORT, without DNS, "
-                   "as curl's --resolve; the Host header, TLS SNI and the certificate check "
-                   "keep HOST. Repeatable.")
+                   "as curl's --resolve; with several, connections take them in turn. The "
+                   "Host header, TLS SNI and the certificate check keep HOST. Repeatable.")
 @click.option("--body", help="Request body.")
 @click.option("--body-file", help="Read the request body from this file.")
 @click.option("--timeout", help="Per-request timeout (default 10s).")

@@ -131,7 +131,7 @@ def build_origins(spec: RunSpec, slot: int = 0, slots: int = 1) -> list:
                 context = _ssl_context(spec.insecure)
             # A pinned host:port (--resolve) connects to its address; TLS keeps the name.
             origins[target.origin] = _engine.Origin(
-                spec.connect_host(target.url), target.url.port, context if tls else None,
+                spec.connect_hosts(target.url), target.url.port, context if tls else None,
                 target.url.host if tls else None)
             groups[target.origin] = []
         requests = (rendered[index] if index < len(rendered) and rendered[index]

@@ -131,7 +131,7 @@ class RunManager:
             argv.append(f"--body-file={body_file}")
         if address is not None and not is_ip_literal(params.host):
             target = parse_url(params.url)
-            argv.append(f"--resolve={Pin(target.host, target.port, address)}")
+            argv.append(f"--resolve={Pin(target.host, target.port, (address,))}")
         if params.mask_host:
             argv.append("--mask-host")
         if params.insecure:
