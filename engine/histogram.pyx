@@ -2,6 +2,9 @@
 # Included by _engine.pyx.
 
 HISTOGRAM_MAGIC = b"LTH1"
+# The layout, in HdrHistogram's terms (its .hgrm footer): 2 significant digits.
+HISTOGRAM_SUB_BUCKETS = SUB_BUCKET_COUNT
+HISTOGRAM_BUCKETS = MAX_SHIFT + 1
 cdef object _HEADER = struct.Struct("<4sqQQQQQ")   # magic, total, min, max, sum, sum_sq lo/hi
 
 
@@ -131,6 +134,17 @@ cdef class Histogram:
                     value = self.min_us
                 return value
         return self.max_us
+
+    def buckets(self):
+        """[(highest value, count)] of every bucket that holds samples, lowest first: each
+        bucket's highest equivalent value, clamped to the exact max (HdrHistogram's
+        recorded-values iteration; exact counts for percentile spectra)."""
+        cdef Py_ssize_t i
+        out = []
+        for i in range(COUNTS_LEN):
+            if self.counts[i]:
+                out.append((min(_highest_of(i), self.max_us), self.counts[i]))
+        return out
 
     @property
     def mean_us(self):

@@ -1,5 +1,6 @@
 """Load models that tell the truth: open loop, coordinated omission, ramp-up, workers,
 several targets, circuit breaker and thresholds — against real targets on 127.0.0.1."""
+import bisect
 import json
 import math
 import threading
@@ -170,3 +171,53 @@ def test_shard_takes_its_share(start_target, db):
     assert target.stats()["served"] == 500
     bad = cli("blast", target.url, "--shard", "2/2", "--db", db)
     assert bad.returncode == 2 and "shard" in bad.stderr
+
+
+def _hgrm_lines(text):
+    """[(value µs, percentile 0..1, total count)] of an .hgrm, and its footer's numbers."""
+    lines = text.splitlines()
+    assert lines[0].split() == ["Value", "Percentile", "TotalCount", "1/(1-Percentile)"] and lines[1] == ""
+    body = [line.split() for line in lines[2:] if line and not line.startswith("#")]
+    footer = " ".join(line for line in lines if line.startswith("#["))
+    return [(round(float(v) * 1000), float(p), int(n)) for v, p, n, *_ in body], footer
+
+
+def test_hgrm_export_is_the_exact_percentile_spectrum_of_the_stored_requests(start_target, db, tmp_path):
+    # HdrHistogram's .hgrm (wrk2 --u_latency's spectrum): each line's TotalCount is exactly the
+    # number of stored responses at or below its value; corrected and uncorrected both.
+    target = start_target()
+    pause_url = target.url + "__loadtester/pause?ms=300"
+    threading.Thread(target=lambda: (time.sleep(1.0), urllib.request.urlopen(pause_url, timeout=5).read()),
+                     daemon=True).start()
+    report = blast_json(target.url, "--rate", "2000", "-d", "3s", "-c", "20", db=db)
+    rows = [r for r in stored_latencies(db) if not r["error"]]
+    assert len(rows) == report["requests"] > 5000
+    for flags, samples in (((), sorted(r["latency"] for r in rows)),
+                           (("--uncorrected",), sorted(max(0, r["latency"] - r["wait_us"]) for r in rows))):
+        out = tmp_path / "run.hgrm"
+        result = cli("export", "last", "--format", "hgrm", *flags, "-o", out, "--db", db)
+        assert result.returncode == 0, result.stderr
+        spectrum, footer = _hgrm_lines(out.read_text())
+        for value_us, _p, count in spectrum:
+            assert count == bisect.bisect_right(samples, value_us), (flags, value_us)
+        levels = [p for _v, p, _n in spectrum]
+        assert levels[:12] == [0, .1, .2, .3, .4, .5, .55, .6, .65, .7, .75, .775]   # HdrHistogram's ticks
+        assert levels[-1] == 1.0 and spectrum[-1][0] == samples[-1] and spectrum[-1][2] == len(samples)
+        assert f"Total count    = {len(samples):12d}" in footer
+    # the stall: ~600 requests late by the timetable (corrected), ~20 by their own send
+    corrected = _hgrm_lines(cli("export", "last", "--format", "hgrm", "--db", db).stdout)[0]
+    p99 = {name: next(v for v, p, _n in lines if p >= 0.99) for name, lines in
+           (("corrected", corrected), ("uncorrected", spectrum))}
+    assert p99["corrected"] >= 100_000 and p99["corrected"] >= 5 * p99["uncorrected"], p99
+
+
+def test_hgrm_export_of_a_run_without_responses_is_refused(db):
+    blast_json("http://127.0.0.1:1/", "-n", "2", "-c", "1", db=db, exit_code=1)
+    result = cli("export", "last", "--format", "hgrm", "--db", db)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "loadtester: run 1 has no latency distribution to export (it got no response)\n"
+    for args, message in ((("--requests",), "--format hgrm is the run's latency distribution"),
+                          (("--uncorrected", "--format", "csv"), "--uncorrected goes with --format hgrm")):
+        result = cli("export", "last", "--format", "hgrm", *args, "--db", db) if args[0] == "--requests" \
+            else cli("export", "last", *args, "--db", db)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

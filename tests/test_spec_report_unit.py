@@ -291,3 +291,20 @@ def test_per_target_histograms_pack_and_unpack_exactly_and_a_bad_blob_is_none():
     blob = pack_histograms(hists)
     assert unpack_histograms(None) is None and unpack_histograms(b"") is None
     assert unpack_histograms(blob[:-3]) is None and unpack_histograms(b"\xff\xff\xff\x7f") is None
+
+
+def test_percentile_spectrum_walks_hdrhistograms_levels_with_exact_counts():
+    from loadtester.analysis.export import percentile_spectrum, render_hgrm
+    hist = _engine.Histogram()
+    for value in range(1, 201):                        # below 256 µs every value is its own bucket
+        hist.record_value(value)
+    spectrum = percentile_spectrum(hist)
+    assert spectrum[:7] == [(1, 0.0, 1), (20, 10.0, 20), (40, 20.0, 40), (60, 30.0, 60),
+                            (80, 40.0, 80), (100, 50.0, 100), (110, 55.0, 110)]
+    assert all(count == value for value, _level, count in spectrum)        # exact counts
+    assert spectrum[-2][0] == spectrum[-1][0] == 200 and spectrum[-1][1:] == (100.0, 200)
+    assert percentile_spectrum(_engine.Histogram()) == []
+    text = render_hgrm(hist)
+    assert text.splitlines()[2] == "       0.001 0.000000000000          1           1.00"
+    assert text.splitlines()[-4] == "       0.200 1.000000000000        200"
+    assert text.endswith("#[Buckets =           33, SubBuckets     =          256]\n")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
+from loadtester import _engine
 from loadtester.analysis.aggregate import merged_seconds
 from loadtester.model import Window
 
@@ -70,3 +72,48 @@ def csv_formatter(columns: Iterable[str]) -> Callable[[dict[str, Any]], str]:
         writer.writerow(row)
         return buffer.getvalue()
     return format_row
+
+
+# --------------------------------------------------------------------------- .hgrm
+
+# HdrHistogram's percentile spectrum (outputPercentileDistribution, as wrk2 --u_latency
+# prints it): levels 0, 10, 20 ... 50, 55 ... each half of the remaining distance to 100%
+# split in this many steps.
+HGRM_TICKS_PER_HALF_DISTANCE = 5
+HGRM_UNIT_SCALE = 1000.0                    # values in ms, from the histogram's µs
+
+
+def percentile_spectrum(hist: _engine.Histogram) -> list[tuple[int, float, int]]:
+    """[(value µs, percentile level, count at or below value)], as HdrHistogram's
+    PercentileIterator walks the recorded values: exact counts, each value a bucket's highest
+    (clamped to the exact max), a last step at 100%.  [] for an empty histogram."""
+    total = hist.total
+    buckets = hist.buckets()
+    if not total:
+        return []
+    out: list[tuple[int, float, int]] = []
+    level, count = 0.0, 0
+    for value, in_bucket in buckets:
+        count += in_bucket
+        while 100.0 * count / total >= level:
+            out.append((value, level, count))
+            ticks = HGRM_TICKS_PER_HALF_DISTANCE * 2 ** (int(math.log2(100.0 / (100.0 - level))) + 1)
+            level += 100.0 / ticks
+            if count == total:              # the last value: only the 100% step follows
+                break
+    out.append((buckets[-1][0], 100.0, total))
+    return out
+
+
+def render_hgrm(hist: _engine.Histogram) -> str:
+    """The .hgrm text of `hist` (values in ms) that HdrHistogram's plotters and hdr-plot read."""
+    scale = HGRM_UNIT_SCALE
+    lines = [f"{'Value':>12} {'Percentile':>14} {'TotalCount':>10} {'1/(1-Percentile)':>14}", ""]
+    for value, level, count in percentile_spectrum(hist):
+        line = f"{value / scale:12.3f} {level / 100:2.12f} {count:10d}"
+        lines.append(line if level == 100.0 else f"{line} {1 / (1 - level / 100):14.2f}")
+    lines += [f"#[Mean    = {hist.mean_us / scale:12.3f}, StdDeviation   = {hist.stdev_us / scale:12.3f}]",
+              f"#[Max     = {hist.max_us / scale:12.3f}, Total count    = {hist.total:12d}]",
+              f"#[Buckets = {_engine.HISTOGRAM_BUCKETS:12d}, "
+              f"SubBuckets     = {_engine.HISTOGRAM_SUB_BUCKETS:12d}]"]
+    return "\n".join(lines) + "\n"

@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from loadtester import store
-from loadtester.analysis.aggregate import merged_seconds
-from loadtester.analysis.export import window_rows, write_rows
+from loadtester.analysis.aggregate import Totals, hist_from_blob, merged_seconds
+from loadtester.analysis.export import render_hgrm, window_rows, write_rows
 from loadtester.analysis.report import render_text, report_from_row, report_needs_windows
 from loadtester.cli.options import StoreFailure, db_option, find_run, open_existing, store_errors
 from loadtester.store.queries import iter_request_codes
@@ -109,19 +109,31 @@ def show(run, db_path, as_json, windows, html_path, pdf_path):
 @click.argument("run")
 @db_option
 @store_errors
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "ndjson"]), default="csv",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "ndjson", "hgrm"]), default="csv",
+              show_default=True, help="hgrm: the run's latency percentile spectrum, as HdrHistogram "
+                                      "and wrk2 print it (ms), for HdrHistogram's plotters.")
 @click.option("--requests", "with_requests", is_flag=True,
               help="Export the request rows instead of the per-second windows.")
 @click.option("--variants", "with_variants", is_flag=True,
               help="Export what each request variant of a --data run got (row, request, counts).")
+@click.option("--uncorrected", is_flag=True,
+              help="With --format hgrm: the service time (from the actual send), not the latency "
+                   "corrected for coordinated omission (open loop).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write here instead of stdout (a temporary file beside it, renamed into place).")
-def export(run, db_path, fmt, with_requests, with_variants, output):
+def export(run, db_path, fmt, with_requests, with_variants, uncorrected, output):
     """Export a run's per-second windows (or its request rows, or its data variants) as CSV,
-    JSON or NDJSON."""
+    JSON or NDJSON; or its latency distribution as an HdrHistogram .hgrm (--format hgrm)."""
     if with_requests and with_variants:
         raise click.UsageError("give either --requests or --variants, not both")
+    if fmt == "hgrm" and (with_requests or with_variants):
+        raise click.UsageError("--format hgrm is the run's latency distribution: not with "
+                               "--requests or --variants")
+    if uncorrected and fmt != "hgrm":
+        raise click.UsageError("--uncorrected goes with --format hgrm")
+    if fmt == "hgrm":
+        _export_hgrm(run, db_path, uncorrected, output)
+        return
     conn = open_existing(db_path, readonly=True)
     try:
         row, stored_windows, report = _run_report(conn, run, db_path,
@@ -202,6 +214,34 @@ def _write_reports(data, html_path, pdf_path) -> None:
         document = pdfreport.render_pdf(data)
         if _write_file(Path(pdf_path), lambda out: out.write(document), binary=True):
             click.echo(f"wrote {pdf_path}")
+
+
+def _export_hgrm(ref, db_path, uncorrected: bool, output) -> None:
+    """The run's whole-run histogram as .hgrm text; a run that ended before its summary was
+    stored (killed) has it merged from its per-second windows."""
+    conn = open_existing(db_path, readonly=True)
+    try:
+        row = store.settle_dead_runs(conn, [find_run(conn, ref)])[0]
+        blob = row.get("service_hist" if uncorrected else "latency_hist")
+        if blob:
+            hist = hist_from_blob(blob)
+        else:
+            totals = Totals()
+            for window in store.run_windows(conn, row["id"]):
+                totals.add(window)
+            hist = totals.service if uncorrected else totals.latency
+    finally:
+        conn.close()
+    if not hist.total:
+        why = "it is still running" if row.get("status") == "running" else "it got no response"
+        raise StoreFailure(f"run {row['id']} has no latency distribution to export ({why})")
+    text = render_hgrm(hist)
+    if output:
+        _write_file(Path(output), lambda out: out.write(text))
+    else:
+        with contextlib.suppress(BrokenPipeError):
+            sys.stdout.write(text)
+            sys.stdout.flush()
 
 
 def _run_report(conn, ref, db_path, with_windows):
