@@ -768,6 +768,16 @@ def test_export_endpoint(make_client, db_path):
     assert document.json()["rows"] == rows and document.json()["run"]["run_id"] == run_id
     assert client.get(f"/api/export/{run_uuid}?format=xml").status_code == 400
     assert client.get(f"/api/export/{NO_RUN}").status_code == 404
+    # the latency spectrum, as `loadtester export --format hgrm` writes it
+    # (this run stored no whole-run histogram: it comes from its windows, 30 x 1 ms, 30 x 3 ms)
+    from loadtester.analysis.export import render_hgrm
+    hgrm = client.get(f"/api/export/{run_uuid}?format=hgrm")
+    assert hgrm.status_code == 200 and hgrm.headers["content-type"].startswith("text/plain")
+    expected = _engine.Histogram()
+    for value in [1000] * 30 + [3000] * 30:
+        expected.record_value(value)
+    assert hgrm.text == render_hgrm(expected)
+    assert hgrm.text.splitlines()[-2] == "#[Max     =        3.000, Total count    =           60]"
 
 
 def test_delete_endpoint(make_client, db_path):

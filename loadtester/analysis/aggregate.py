@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from loadtester import _engine
@@ -21,6 +21,20 @@ RECORD = struct.Struct(RECORD_FORMAT)
 def hist_from_blob(blob: bytes | None) -> _engine.Histogram:
     """A stored histogram blob (or NULL: empty) as a Histogram."""
     return _engine.Histogram.from_bytes(bytes(blob)) if blob else _engine.Histogram()
+
+
+def whole_run_histogram(row: dict[str, Any], windows: Callable[[], Iterable[Window]], *,
+                        uncorrected: bool = False) -> _engine.Histogram:
+    """A run's whole-run latency histogram (service time with `uncorrected`): its stored one,
+    or for a run that ended before its summary was stored (killed, still running) its
+    per-second windows merged (`windows()` is read only then)."""
+    blob = row.get("service_hist" if uncorrected else "latency_hist")
+    if blob:
+        return hist_from_blob(blob)
+    totals = Totals()
+    for window in windows():
+        totals.add(window)
+    return totals.service if uncorrected else totals.latency
 
 
 def pack_histograms(hists: Iterable[_engine.Histogram]) -> bytes:

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from loadtester import store
-from loadtester.analysis.aggregate import Totals, hist_from_blob, merged_seconds
+from loadtester.analysis.aggregate import merged_seconds, whole_run_histogram
 from loadtester.analysis.export import render_hgrm, window_rows, write_rows
 from loadtester.analysis.report import render_text, report_from_row, report_needs_windows
 from loadtester.cli.options import StoreFailure, db_option, find_run, open_existing, store_errors
@@ -222,14 +222,8 @@ def _export_hgrm(ref, db_path, uncorrected: bool, output) -> None:
     conn = open_existing(db_path, readonly=True)
     try:
         row = store.settle_dead_runs(conn, [find_run(conn, ref)])[0]
-        blob = row.get("service_hist" if uncorrected else "latency_hist")
-        if blob:
-            hist = hist_from_blob(blob)
-        else:
-            totals = Totals()
-            for window in store.run_windows(conn, row["id"]):
-                totals.add(window)
-            hist = totals.service if uncorrected else totals.latency
+        hist = whole_run_histogram(row, lambda: store.run_windows(conn, row["id"]),
+                                   uncorrected=uncorrected)
     finally:
         conn.close()
     if not hist.total:

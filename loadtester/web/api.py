@@ -487,11 +487,17 @@ def as_compared(key: str, value: Any) -> Any:
 
 def export(ctx: ServeContext, run_uuid: str, fmt: str) -> str:
     """GET /api/export: the run's per-second rows as `loadtester export --format fmt` writes
-    them (the rows of a run of at most an hour: built in memory)."""
+    them (the rows of a run of at most an hour: built in memory), or its .hgrm."""
     with ctx.reader() as conn:
         row, _run = lookup(ctx, conn, run_uuid, full=True)
         if row is None:
             raise ApiError(409, f"run {run_uuid} has not stored anything yet")
+        if fmt == "hgrm":                  # the latency spectrum, as `export --format hgrm`
+            hist = aggregate.whole_run_histogram(row, lambda: queries.run_windows(conn, row["id"]))
+            if not hist.total:
+                raise ApiError(409, f"run {run_uuid} has no latency distribution to export "
+                                    "(no response yet)")
+            return export_mod.render_hgrm(hist)
         report = run_report(ctx, row, ctx.cache.get(conn, row))
         columns, rows = export_mod.window_rows(queries.run_windows(conn, row["id"]))
     out = io.StringIO()

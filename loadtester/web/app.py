@@ -23,7 +23,7 @@ API (JSON; errors are {"error": "..."} with the matching status):
                                   rps, p99, errors, duration, users
   GET  /api/compare?a=UUID&b=UUID loadtester.analysis.compare.compare_runs (+ its plain
                                   summary, the settings side by side)
-  GET  /api/export/{uuid}?format= the per-second rows as `loadtester export` (csv/json/ndjson)
+  GET  /api/export/{uuid}?format= the per-second rows as `loadtester export` (csv/json/ndjson/hgrm)
   DELETE /api/runs/{uuid}         a finished run and its rows; 409 while it runs
   GET  /api/stream/{uuid}         Server-Sent Events: `event: window` per closed second (replays
                                   the run so far; `?since=N` or Last-Event-ID skips seconds <= N),

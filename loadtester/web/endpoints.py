@@ -206,11 +206,12 @@ async def api_history(request: Request) -> Response:
 
 
 EXPORT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json",
-                "ndjson": "application/x-ndjson"}
+                "ndjson": "application/x-ndjson", "hgrm": "text/plain; charset=utf-8"}
 
 
 async def api_export(request: Request) -> Response:
-    """A run's per-second rows as `loadtester export` writes them: ?format=csv|json|ndjson."""
+    """A run's per-second rows as `loadtester export` writes them: ?format=csv|json|ndjson;
+    or its latency percentile spectrum: ?format=hgrm."""
     run_uuid = check_uuid(request.path_params["uuid"])
     fmt = request.query_params.get("format", "") or "csv"
     if fmt not in EXPORT_TYPES:

@@ -333,7 +333,7 @@ function renderActions(st) {
   const previous = $("compare-previous");
   previous.hidden = running || !st.previous_uuid;
   if (st.previous_uuid) previous.href = `/compare?a=${encodeURIComponent(st.previous_uuid)}&b=${id}`;
-  for (const fmt of ["csv", "json", "ndjson"]) {
+  for (const fmt of ["csv", "json", "ndjson", "hgrm"]) {
     const link = $(`export-${fmt}`);
     link.href = withToken(`/api/export/${id}?format=${fmt}`);
     link.setAttribute("download", `loadtest-${uuid.slice(0, 8)}.${fmt}`);
