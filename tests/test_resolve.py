@@ -141,7 +141,8 @@ def test_real_a_dead_address_among_several_is_told_and_the_others_serve(host_rec
     report = blast_json(f"http://{NAME}:{live.port}/", "--resolve",
                         f"{NAME}:{live.port}:127.0.0.1,127.0.0.3", "-d", "1s", "-c", "2",
                         "--workers", "1", db=db)
-    assert live.connections == 1 and report["requests"] == live.requests > 0
+    # (a duration run may stop with one request of the live connection unanswered)
+    assert live.connections == 1 and 0 < report["requests"] <= live.requests <= report["requests"] + 1
     assert report["error_messages"] == {"connect": f"connection refused 127.0.0.3:{live.port}"}
 
 
