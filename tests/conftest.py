@@ -238,6 +238,36 @@ def raw_server():
     yield from closing_servers(RawServer)
 
 
+OK_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@pytest.fixture
+def recording_server(raw_server):
+    """recording_server(response=OK_RESPONSE, host="127.0.0.1", port=0) -> (a RawServer that
+    answers every request with `response`, the list of the request heads it saw, in order)."""
+    def start(response: bytes = OK_RESPONSE, host: str = "127.0.0.1", port: int = 0):
+        heads: list[bytes] = []
+
+        def answer(conn, head):
+            heads.append(head)
+            conn.sendall(response)
+            return True
+
+        return raw_server(answer, host, port), heads
+    return start
+
+
+def request_lines(heads) -> list[str]:
+    """'METHOD target HTTP/1.1' of each request head, in order."""
+    return [head.split(b"\r\n", 1)[0].decode() for head in heads]
+
+
+def header_values(heads, name: bytes) -> list[str]:
+    """The values of header `name` (any case) in each of the request heads, in order."""
+    return [line.split(b":", 1)[1].strip().decode() for head in heads
+            for line in head.split(b"\r\n")[1:] if line.lower().startswith(name.lower() + b":")]
+
+
 def _proc_stat(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat") as f:

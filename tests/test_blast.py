@@ -131,12 +131,10 @@ def test_text_report_has_every_figure(start_target, db):
         assert word in out, (word, out)
 
 
-def test_credentials_go_on_the_wire_but_not_into_the_database(raw_server, tmp_path):
+def test_credentials_go_on_the_wire_but_not_into_the_database(recording_server, tmp_path):
     # The database is backed up, exported and shared: a run keeps the names of its credential
     # headers (and Authorization's scheme), never their values.
-    heads = []
-    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-    server = raw_server(lambda conn, head: heads.append(head) or conn.sendall(ok) or True)
+    server, heads = recording_server()
     db = tmp_path / "runs.db"
     report = blast_json(server.url, "-n", "20", "-c", "2", "--store", "requests",
                         "-H", "Authorization: Bearer s3cret-token", "-H", "Cookie: sid=c00kie",
@@ -159,12 +157,10 @@ def test_credentials_go_on_the_wire_but_not_into_the_database(raw_server, tmp_pa
         assert b"k3y" not in stored, path
 
 
-def test_a_request_body_goes_on_the_wire_but_only_its_size_and_sha256_are_kept(raw_server, tmp_path):
+def test_a_request_body_goes_on_the_wire_but_only_its_size_and_sha256_are_kept(recording_server, tmp_path):
     import hashlib
     import sqlite3
-    heads = []
-    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-    server = raw_server(lambda conn, head: heads.append(head) or conn.sendall(ok) or True)
+    server, heads = recording_server()
     db = tmp_path / "runs.db"
     body = b'{"user": "ann", "password": "hunter2-secret"}'
     report = blast_json(server.url, "-n", "5", "-c", "1", "-m", "POST", "--body", body.decode(),

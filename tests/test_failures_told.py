@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, blast_json, children_of, cli, free_port, kill_if_alive, wait_for
+from conftest import ROOT, blast_json, children_of, cli, free_port, kill_if_alive, request_lines, wait_for
 
 
 @pytest.mark.parametrize("n, c, rate", [(100, 50, "100"), (10, 10, "50"), (1000, 200, "2000")])
@@ -90,18 +90,11 @@ def test_bad_urls_are_usage_errors(db, url, message):
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_non_ascii_paths_and_queries_are_percent_encoded(raw_server, db):
-    seen = []
-
-    def handler(conn, request):
-        seen.append(request.split(b"\r\n", 1)[0])
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        return True
-
-    server = raw_server(handler)
+def test_non_ascii_paths_and_queries_are_percent_encoded(recording_server, db):
+    server, heads = recording_server()
     report = blast_json(f"{server.url}caf\u00e9/\u20ac?q=\u00e9 x", "-n", "3", "-c", "1", db=db)
     assert report["requests"] == 3
-    assert set(seen) == {b"GET /caf%C3%A9/%E2%82%AC?q=%C3%A9%20x HTTP/1.1"}
+    assert set(request_lines(heads)) == {"GET /caf%C3%A9/%E2%82%AC?q=%C3%A9%20x HTTP/1.1"}
 
 
 def test_an_idn_host_is_idna_encoded_and_an_unresolvable_host_named_in_one_line(db):

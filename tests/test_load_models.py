@@ -7,7 +7,7 @@ import threading
 import time
 import urllib.request
 
-from conftest import blast_json, cli
+from conftest import blast_json, cli, request_lines
 
 
 def show(db, ref="last"):
@@ -109,14 +109,8 @@ def test_several_urls_are_taken_in_turn_with_counts_per_target(start_target, db)
     assert min(counts) > 600
 
 
-def test_targets_file_round_robin_with_headers_and_bodies(raw_server, tmp_path, db):
-    seen = []
-
-    def handler(conn, head):
-        seen.append(head.split(b"\r\n")[0].decode())
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        return True
-    server = raw_server(handler)
+def test_targets_file_round_robin_with_headers_and_bodies(recording_server, tmp_path, db):
+    server, heads = recording_server()
     (tmp_path / "body.json").write_text('{"n": 1}')
     targets = tmp_path / "targets.txt"
     targets.write_text(f"GET {server.url}a\nX-Test: 1\n\nPOST {server.url}b\n"
@@ -125,7 +119,7 @@ def test_targets_file_round_robin_with_headers_and_bodies(raw_server, tmp_path, 
     report = blast_json(f"--targets={targets}", "-n", "300", "-c", "1", db=db)
     assert report["requests"] == 300
     assert [t["requests"] for t in report["targets"]] == [100, 100, 100]
-    assert seen[:3] == ["GET /a HTTP/1.1", "POST /b HTTP/1.1", "GET /c HTTP/1.1"]
+    assert request_lines(heads[:3]) == ["GET /a HTTP/1.1", "POST /b HTTP/1.1", "GET /c HTTP/1.1"]
 
 
 def test_bad_targets_file_is_a_usage_error(tmp_path, db):

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from conftest import blast_json
+from conftest import blast_json, request_lines
 
 
 def respond_with(raw: bytes, keep_open=True):
@@ -59,18 +59,12 @@ def test_switching_protocols_is_counted_and_the_connection_replaced(raw_server, 
     assert server.connections >= 20
 
 
-def test_head_responses_carry_no_body(raw_server, db):
-    seen = []
-
-    def handler(conn, head):
-        seen.append(head.split(b" ", 1)[0])
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n")
-        return True
-    server = raw_server(handler)
+def test_head_responses_carry_no_body(recording_server, db):
+    server, heads = recording_server(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n")
     report = blast_json(server.url, "-n", "300", "-c", "3", "-m", "HEAD", db=db)
     assert report["requests"] == 300
     assert report["errors"] == 0
-    assert set(seen) == {b"HEAD"}
+    assert {line.split(" ", 1)[0] for line in request_lines(heads)} == {"HEAD"}
 
 
 @pytest.mark.parametrize("size", [0, 1, 65_536, 3_000_000])
@@ -96,14 +90,8 @@ def test_request_bodies_larger_than_the_socket_buffer(raw_server, db, tmp_path):
     assert server.connections == 1
 
 
-def test_headers_and_body_are_sent_as_given(raw_server, db):
-    heads = []
-
-    def handler(conn, head):
-        heads.append(head)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        return True
-    server = raw_server(handler)
+def test_headers_and_body_are_sent_as_given(recording_server, db):
+    server, heads = recording_server()
     blast_json(server.url + "path?q=1", "-n", "5", "-c", "1", "-m", "put",
                "-H", "X-Token: abc", "-H", "User-Agent: custom/1", "--body", "{\"a\":1}", db=db)
     head = heads[0].decode()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import blast_json, cli, free_port, self_signed_cert, wait_for
+from conftest import blast_json, cli, free_port, header_values, self_signed_cert, wait_for
 from loadtester.reports.display import display_text
 from loadtester.run.runner import RunRefused, preflight
 from loadtester.model import SpecError
@@ -18,22 +18,6 @@ from loadtester.web.validation import validate_start
 
 NAME = "loadtester.test"                    # a reserved TLD: never resolves
 UUID = "00000000-0000-4000-8000-000000000001"
-
-
-@pytest.fixture
-def host_recorder(raw_server):
-    """start(host) -> (a RawServer on host answering 200, the list of Host headers it saw)."""
-    def start(host="127.0.0.1", port=0):
-        hosts: list[str] = []
-
-        def answer(conn, head):
-            hosts.extend(line.split(b":", 1)[1].strip().decode()
-                         for line in head.split(b"\r\n") if line.lower().startswith(b"host:"))
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            return True
-
-        return raw_server(answer, host, port), hosts
-    return start
 
 
 # --------------------------------------------------------------------------- the option
@@ -93,24 +77,24 @@ def test_bad_pin_is_a_one_line_usage_error(pin, message, tmp_path):
     assert not (tmp_path / "runs.db").exists()
 
 
-def test_real_http_goes_to_the_pin_with_the_name_in_host(host_recorder, db):
-    server, hosts = host_recorder()
+def test_real_http_goes_to_the_pin_with_the_name_in_host(recording_server, db):
+    server, heads = recording_server()
     url = f"http://{NAME}:{server.port}/"
     report = blast_json(url, "--resolve", f"{NAME}:{server.port}:127.0.0.1", "-n", "50", "-c", "2",
                         db=db)
-    assert report["requests"] == 50 == server.requests == len(hosts)
-    assert set(hosts) == {f"{NAME}:{server.port}"}
+    assert report["requests"] == 50 == server.requests == len(header_values(heads, b"Host"))
+    assert set(header_values(heads, b"Host")) == {f"{NAME}:{server.port}"}
     assert report["resolve"] == [f"{NAME}:{server.port}:127.0.0.1"]
     stored = json.loads(cli("show", "last", "--json", "--no-windows", "--db", db).stdout)
     assert stored["resolve"] == [f"{NAME}:{server.port}:127.0.0.1"] and stored["url"] == url
 
 
-def test_real_ipv6_pin(host_recorder, db):
-    server, hosts = host_recorder("::1")
+def test_real_ipv6_pin(recording_server, db):
+    server, heads = recording_server(host="::1")
     report = blast_json(f"http://{NAME}:{server.port}/", f"--resolve={NAME}:{server.port}:[::1]",
                         "-n", "20", "-c", "2", db=db)
     assert report["requests"] == 20 == server.requests
-    assert set(hosts) == {f"{NAME}:{server.port}"}
+    assert set(header_values(heads, b"Host")) == {f"{NAME}:{server.port}"}
     assert report["resolve"] == [f"{NAME}:{server.port}:[::1]"]
 
 
@@ -121,23 +105,23 @@ def test_real_a_dead_pin_names_the_address_it_connected_to(db):
     assert report["error_messages"] == {"connect": f"connection refused 127.0.0.1:{port}"}
 
 
-def test_real_several_addresses_take_the_connections_in_turn_across_workers(host_recorder, db):
+def test_real_several_addresses_take_the_connections_in_turn_across_workers(recording_server, db):
     # curl's HOST:PORT:ADDR,ADDR; as k6's dns select roundRobin: -c 4 over 2 workers and 2
     # addresses is 2 connections each, every request with the name in Host
-    first, first_hosts = host_recorder("127.0.0.1")
-    second, second_hosts = host_recorder("127.0.0.2", first.port)        # the same port
+    first, first_heads = recording_server(host="127.0.0.1")
+    second, second_heads = recording_server(host="127.0.0.2", port=first.port)        # the same port
     report = blast_json(f"http://{NAME}:{first.port}/", "--resolve",
                         f"{NAME}:{first.port}:127.0.0.1,127.0.0.2", "-n", "400", "-c", "4",
                         "--workers", "2", db=db)
     assert report["requests"] == 400 == first.requests + second.requests
     assert (first.connections, second.connections) == (2, 2)
     assert first.requests > 0 and second.requests > 0
-    assert set(first_hosts + second_hosts) == {f"{NAME}:{first.port}"}
+    assert set(header_values(first_heads + second_heads, b"Host")) == {f"{NAME}:{first.port}"}
     assert report["resolve"] == [f"{NAME}:{first.port}:127.0.0.1,127.0.0.2"]
 
 
-def test_real_a_dead_address_among_several_is_told_and_the_others_serve(host_recorder, db):
-    live, _hosts = host_recorder("127.0.0.1")
+def test_real_a_dead_address_among_several_is_told_and_the_others_serve(recording_server, db):
+    live, _heads = recording_server()
     report = blast_json(f"http://{NAME}:{live.port}/", "--resolve",
                         f"{NAME}:{live.port}:127.0.0.1,127.0.0.3", "-d", "1s", "-c", "2",
                         "--workers", "1", db=db)
@@ -226,14 +210,14 @@ def test_the_blast_is_pinned_to_the_address_checked(tmp_path, url, address, pin)
 
 
 @pytest.mark.timeout(120)
-def test_real_web_run_connects_to_the_address_it_checked(host_recorder, tmp_path):
+def test_real_web_run_connects_to_the_address_it_checked(recording_server, tmp_path):
     from test_serve_api import Server
     url_of = {"name": "http://localhost:{port}/", "literal": "http://127.0.0.1:{port}/"}
     server = Server(tmp_path / "runs.db", "--allow-private")
     try:
         for kind, url_format in url_of.items():
             address = ssrf.check_target(url_format.format(port=9), True)[0]
-            target, hosts = host_recorder(address)
+            target, heads = recording_server(host=address)
             url = url_format.format(port=target.port)
             started = server.start(url=url, users=1, duration=2)
             assert started.status == 201, started.body
@@ -247,7 +231,7 @@ def test_real_web_run_connects_to_the_address_it_checked(host_recorder, tmp_path
             assert pins == ([f"--resolve=localhost:{target.port}:{shown}"] if kind == "name"
                             else []), argv
             server.wait_status(run_uuid, {"completed"}, 30)
-            assert target.requests > 0 and set(hosts) == {url.split("/")[2]}
+            assert target.requests > 0 and set(header_values(heads, b"Host")) == {url.split("/")[2]}
             assert wait_for(lambda: not server.children(), 10)
     finally:
         server.terminate()

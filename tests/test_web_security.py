@@ -70,28 +70,15 @@ def test_missing_headers_file_is_a_usage_error(tmp_path):
         f"loadtester: error: cannot read headers file '{tmp_path / 'nope'}': No such file or directory"
 
 
-@pytest.fixture
-def recording_target(raw_server):
-    """(a RawServer answering 200 to everything, the set of request heads it saw)."""
-    seen: set[bytes] = set()
-
-    def answer(conn, head):
-        seen.add(head)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        return True
-
-    return raw_server(answer), seen
-
-
-def test_real_blast_sends_the_headers_of_the_file(recording_target, tmp_path):
-    server, seen = recording_target
+def test_real_blast_sends_the_headers_of_the_file(recording_server, tmp_path):
+    server, heads = recording_server()
     path = tmp_path / "headers"
     path.write_text("Authorization: Bearer file-s3cret\nX-Api-Key: k\n")
     result = cli("blast", server.url, "-n", "3", "-c", "1", "--headers-file", path, "-H",
                  "X-Cli: 1", "--db", tmp_path / "runs.db", "--json")
     assert result.returncode == 0, result.stderr
-    assert len(seen) == 1
-    lines = seen.pop().decode().split("\r\n")
+    assert len(set(heads)) == 1                          # every request the same
+    lines = heads[0].decode().split("\r\n")
     assert lines[-3:] == ["X-Cli: 1", "Authorization: Bearer file-s3cret", "X-Api-Key: k"]
 
 
@@ -153,16 +140,16 @@ def test_real_memory_files_are_the_blasts_alone(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_real_web_run_keeps_secrets_off_the_command_line(recording_target, tmp_path):
+def test_real_web_run_keeps_secrets_off_the_command_line(recording_server, tmp_path):
     from test_serve_api import Server
-    target, seen = recording_target
+    target, heads = recording_server()
     server = Server(tmp_path / "runs.db", "--allow-private")
     try:
         bodies = [{"headers": {"X-Api-Key": "key-s3cret"}, "method": "POST", "body": "b" * 70_000,
                    "auth": {"type": "jwt", "token": "jwt-s3cret"}},
                   {"auth": {"type": "basic", "username": "u", "password": "basic-s3cret"}}]
         for body in bodies:
-            seen.clear()
+            heads.clear()
             started = server.start(url=target.url, users=1, duration=3, **body)
             assert started.status == 201, started.body
             run_uuid = started.json["uuid"]
@@ -183,8 +170,8 @@ def test_real_web_run_keeps_secrets_off_the_command_line(recording_target, tmp_p
             assert memory_files_of(server.proc.pid) == []
             server.wait_status(run_uuid, {"completed"}, 30)
             assert wait_for(lambda ps=processes: not any(is_alive(pid) for pid in ps), 5)
-            assert len(seen) == 1
-            sent = seen.pop().decode()
+            assert len(set(heads)) == 1                      # every request the same
+            sent = heads[0].decode()
             if "headers" in body:
                 assert "\r\nX-Api-Key: key-s3cret\r\nAuthorization: Bearer jwt-s3cret" in sent
                 assert sent.startswith("POST / ") and "\r\nContent-Length: 70000" in sent
