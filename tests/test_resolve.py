@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import blast_json, cli, free_port, header_values, self_signed_cert, wait_for
+from conftest import blast_json, closing_servers, cli, free_port, header_values, self_signed_cert, wait_for
 from loadtester.reports.display import display_text
 from loadtester.run.runner import RunRefused, preflight
 from loadtester.model import SpecError
@@ -132,38 +132,36 @@ def test_real_a_dead_address_among_several_is_told_and_the_others_serve(recordin
 
 @pytest.fixture
 def named_tls_server(tmp_path):
-    """start(san) -> (an HTTPS server on 127.0.0.1 with a certificate for `san`, which the
-    blast trusts through SSL_CERT_FILE, the SNI names it was sent)."""
+    """start(san, host="127.0.0.1", port=0) -> an HTTPS server with a certificate for `san`
+    (which the blast trusts through SSL_CERT_FILE); its `names`: the SNI names it was sent."""
     from test_tls import TlsServer
-    servers = []
+    made = 0
 
-    def start(san, host="127.0.0.1", port=0):
-        server = TlsServer(*self_signed_cert(tmp_path, san, name=f"server{len(servers)}"),
-                           host=host, port=port)
-        names: list[str | None] = []
-        server.context.sni_callback = lambda _socket, name, _context: names.append(name)
-        servers.append(server)
-        return server, names
+    def make(san, host="127.0.0.1", port=0):
+        nonlocal made
+        made += 1
+        server = TlsServer(*self_signed_cert(tmp_path, san, name=f"server{made}"), host=host, port=port)
+        server.names = []
+        server.context.sni_callback = lambda _socket, name, _context: server.names.append(name)
+        return server
 
-    yield start
-    for server in servers:
-        server.close()
+    yield from closing_servers(make)
 
 
 def test_real_https_pin_keeps_the_name_for_sni_and_the_certificate(named_tls_server, db,
                                                                    monkeypatch):
-    server, names = named_tls_server(f"DNS:{NAME}")
+    server = named_tls_server(f"DNS:{NAME}")
     monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))          # no --insecure
     report = blast_json(f"https://{NAME}:{server.port}/", "--resolve",
                         f"{NAME}:{server.port}:127.0.0.1", "-n", "20", "-c", "2", db=db)
     assert report["requests"] == 20 == server.requests and report["errors"] == 0
-    assert set(names) == {NAME}
+    assert set(server.names) == {NAME}
 
 
 def test_real_https_several_addresses_each_get_the_name_for_sni_and_the_certificate(
         named_tls_server, db, monkeypatch, tmp_path):
-    first, first_names = named_tls_server(f"DNS:{NAME}")
-    second, second_names = named_tls_server(f"DNS:{NAME}", "127.0.0.2", first.port)
+    first = named_tls_server(f"DNS:{NAME}")
+    second = named_tls_server(f"DNS:{NAME}", "127.0.0.2", first.port)
     bundle = tmp_path / "both.pem"
     bundle.write_bytes(first.cert.read_bytes() + second.cert.read_bytes())
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))                  # no --insecure
@@ -172,12 +170,12 @@ def test_real_https_several_addresses_each_get_the_name_for_sni_and_the_certific
                         "--workers", "1", db=db)
     assert report["requests"] == 40 == first.requests + second.requests and report["errors"] == 0
     assert first.requests > 0 and second.requests > 0
-    assert set(first_names) == set(second_names) == {NAME}
+    assert set(first.names) == set(second.names) == {NAME}
 
 
 def test_real_https_pin_still_checks_the_certificate_for_the_name(named_tls_server, db,
                                                                  monkeypatch):
-    server, _names = named_tls_server("DNS:other.test,IP:127.0.0.1")   # not for the name
+    server = named_tls_server("DNS:other.test,IP:127.0.0.1")   # not for the name
     monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))
     report = blast_json(f"https://{NAME}:{server.port}/", "--resolve",
                         f"{NAME}:{server.port}:127.0.0.1", "-n", "3", "-c", "1", db=db,
