@@ -147,15 +147,22 @@ def missing_sidecars(path: pathlib.Path) -> list[pathlib.Path]:
     return [p for p in (wal, shm) if not p.exists()]
 
 
+# A -shm shorter than this was never mapped: no WAL connection uses it, nor its -wal.
+SHM_FIRST_REGION_BYTES = 32768
+
+
 def remove_unused_sidecars(path: pathlib.Path, made: list[pathlib.Path], *,
                            mapped_shm_too: bool = False) -> None:
-    """After a failed open, remove the sidecars it made that hold nothing, so the directory
-    is as found: an empty -wal, and a -shm never mapped (shorter than its first 32 KiB
-    region) or, with mapped_shm_too, one only a read-only probe of ours mapped."""
-    _, shm, _ = sidecars(path)
+    """After a failed open, remove the sidecars it made that nobody uses, so the directory is
+    as found: the -shm and an empty -wal when the -shm was never mapped (another process
+    that opened the file meanwhile would have mapped it), or with mapped_shm_too (a
+    read-only probe of ours mapped it) whatever the -shm's size."""
+    wal, shm, _ = sidecars(path)
+    if not (mapped_shm_too or file_size(shm) < SHM_FIRST_REGION_BYTES):
+        return
     for p in made:
         with contextlib.suppress(OSError):
-            if p.stat().st_size < 1 or (p == shm and (mapped_shm_too or p.stat().st_size < 32768)):
+            if p == shm or p.stat().st_size == 0:
                 os.remove(p)
 
 
