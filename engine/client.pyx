@@ -297,6 +297,9 @@ cdef class Connection:
     cdef Origin origin
     cdef int slot
     cdef str address                   # which of origin.hosts this slot connects to
+    cdef int64_t answered              # its responses, those a success, its failed requests
+    cdef int64_t succeeded             # (per address in the summary: --resolve A,B)
+    cdef int64_t failed
     cdef object connect_task
     cdef object send_timer
     cdef object handshake_done         # TLS: a future _connect waits for (within its timeout)
@@ -960,7 +963,25 @@ cdef class Client:
             "error_messages": dict(self.first_errors),
             "group_latency": ([(<Histogram>h).to_bytes() for h in self.group_latency]
                               if self.group_latency is not None else None),
+            "addresses": self.address_counts(),
         }
+
+    def address_counts(self):
+        """{address: [connections, responses, successes, failed requests]} of the origins
+        with several addresses (--resolve HOST:PORT:A,B), None when there are none."""
+        cdef Connection conn
+        counts = None
+        for conn in self.connections:
+            if len(conn.origin.hosts) < 2:
+                continue
+            if counts is None:
+                counts = {}
+            entry = counts.setdefault(conn.address, [0, 0, 0, 0])
+            entry[0] += 1
+            entry[1] += conn.answered
+            entry[2] += conn.succeeded
+            entry[3] += conn.failed
+        return counts
 
     cdef void note_error(self, int kind, str message) noexcept:
         """Keep the first message of each error kind, for the report (as hey prints its
@@ -1059,8 +1080,10 @@ cdef class Client:
         if self.group_latency is not None:
             (<Histogram>self.group_latency[conn.group]).record(corrected_us)
         self.target_counts[3 * conn.target] += 1
+        conn.answered += 1
         if 100 <= status < 400:
             self.target_counts[3 * conn.target + 1] += 1
+            conn.succeeded += 1
         elif "status" not in self.first_errors:
             self.first_errors["status"] = f"HTTP {status}"
         self.records.add(<uint64_t>((begin_ns - self.start_ns) // NS_PER_US), corrected_us,
@@ -1076,6 +1099,7 @@ cdef class Client:
         if not lost:
             return
         conn.pending = 0
+        conn.failed += lost
         self.in_flight -= lost
         for i in range(lost):
             target = conn.origin.ring_targets[first + i]
@@ -1093,6 +1117,7 @@ cdef class Client:
         cdef int64_t now = monotonic_ns()
         self.recorder.record_error(ERR_CONNECT)
         self.target_counts[3 * conn.target + 2] += 1
+        conn.failed += 1
         self.records.add(<uint64_t>((started_ns - self.start_ns) // NS_PER_US),
                          <uint64_t>((now - started_ns) // NS_PER_US), 0, 0, 0, ERR_CONNECT,
                          self.worker_index)

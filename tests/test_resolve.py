@@ -118,6 +118,31 @@ def test_real_several_addresses_take_the_connections_in_turn_across_workers(reco
     assert first.requests > 0 and second.requests > 0
     assert set(header_values(first_heads + second_heads, b"Host")) == {f"{NAME}:{first.port}"}
     assert report["resolve"] == [f"{NAME}:{first.port}:127.0.0.1,127.0.0.2"]
+    # what each address got, against each server's own count; stored and shown
+    assert report["addresses"] == [
+        {"address": "127.0.0.1", "connections": 2, "requests": first.requests,
+         "successes": first.requests, "errors": 0},
+        {"address": "127.0.0.2", "connections": 2, "requests": second.requests,
+         "successes": second.requests, "errors": 0}]
+    assert json.loads(cli("show", "last", "--json", "--db", db).stdout)["addresses"] == report["addresses"]
+    text = cli("show", "last", "--db", db).stdout
+    assert f"Address      127.0.0.2: 2 connections, {second.requests:,} requests, 0 errors" in text
+
+
+def test_real_shards_spread_over_the_addresses_and_merge_adds_their_counts(recording_server,
+                                                                         tmp_path):
+    from loadtester.analysis import merge
+    first, _ = recording_server(host="127.0.0.1")
+    second, _ = recording_server(host="127.0.0.2", port=first.port)
+    for shard in ("0/2", "1/2"):
+        blast_json(f"http://{NAME}:{first.port}/", "--resolve", f"{NAME}:{first.port}:127.0.0.1,127.0.0.2",
+                   "-n", "400", "-c", "4", "--shard", shard, "--run-id", "g",   # 2 per shard
+                   db=tmp_path / f"{shard[0]}.db")
+    merge.merge([tmp_path / "0.db", tmp_path / "1.db"], tmp_path / "all.db")
+    shown = json.loads(cli("show", "last", "--json", "--db", tmp_path / "all.db").stdout)
+    assert [(a["address"], a["connections"], a["requests"]) for a in shown["addresses"]] == \
+        [("127.0.0.1", 2, first.requests), ("127.0.0.2", 2, second.requests)]
+    assert first.requests + second.requests == 400 and first.requests > 0 < second.requests
 
 
 def test_real_a_dead_address_among_several_is_told_and_the_others_serve(recording_server, db):
@@ -128,6 +153,12 @@ def test_real_a_dead_address_among_several_is_told_and_the_others_serve(recordin
     # (a duration run may stop with one request of the live connection unanswered)
     assert live.connections == 1 and 0 < report["requests"] <= live.requests <= report["requests"] + 1
     assert report["error_messages"] == {"connect": f"connection refused 127.0.0.3:{live.port}"}
+    dead = report["addresses"][1]
+    assert report["addresses"][0] == {"address": "127.0.0.1", "connections": 1,
+                                      "requests": report["requests"], "successes": report["requests"],
+                                      "errors": 0}
+    assert (dead["address"], dead["connections"], dead["successes"]) == ("127.0.0.3", 1, 0)
+    assert dead["requests"] == dead["errors"] == report["errors_by_kind"]["connect"] > 0
 
 
 @pytest.fixture

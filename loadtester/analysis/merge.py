@@ -53,6 +53,7 @@ from loadtester.analysis.mergerows import (
     group_key,
     json_object,
     max_or_none,
+    merged_addresses,
     merged_status,
     merged_target_latency,
     merged_targets,
@@ -416,6 +417,9 @@ def _merge_group(key: tuple[str, str], parts: list[_Part], notes: list[str], int
         dropped_records=sum(r.get("dropped_records") or 0 for r in rows),
         run_id=run_id, uuid=merged_uuid, db_path=into, started_at=run["started_at"],
         **generator_args)
+    addresses = merged_addresses(rows)
+    if addresses:
+        report["addresses"] = addresses
     variants = store.merge_variant_counts([r.get("variant_counts") for r in rows])
     if variants is not None:
         report["variants"] = store.variants_served(variants[1])

@@ -22,6 +22,19 @@ def json_object(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def merged_addresses(rows: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The parts' per-address counts (--resolve HOST:PORT:A,B) added up address by address,
+    in the order first seen; None when no part has any."""
+    merged: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entries = json.loads(row.get("addresses") or "null") or []
+        for entry in entries if isinstance(entries, list) else []:
+            total = merged.setdefault(entry["address"], {"address": entry["address"]})
+            for key in ("connections", "requests", "successes", "errors"):
+                total[key] = total.get(key, 0) + int(entry.get(key) or 0)
+    return list(merged.values()) or None
+
+
 def merged_target_latency(rows: list[dict[str, Any]]) -> list[_engine.Histogram] | None:
     """The parts' per-target latency histograms (schema 7) merged target by target, when
     every part has them for the same number of targets; None otherwise."""

@@ -207,6 +207,11 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"  {'':<13}first {kind}: {message}")
     for death in report.get("worker_errors") or []:
         lines.append(f"  {'Worker died':<13}{death}")
+    for entry in report.get("addresses") or []:       # --resolve HOST:PORT:A,B
+        shown = f"[{entry['address']}]" if ":" in entry["address"] else entry["address"]
+        lines.append(f"  {'Address':<13}{shown}: {entry['connections']:,} connection"
+                     f"{'s' if entry['connections'] != 1 else ''}, {entry['requests']:,} requests, "
+                     f"{entry['errors']:,} errors")
     lines += _traffic_lines(report)
     gen = report["generator"]
     if report["mode"] == "rate" and gen["max_schedule_lag_ms"] > FELL_BEHIND_MS:
@@ -297,7 +302,7 @@ def report_from_row(row: dict[str, Any], db_path: StrPath | None,
         max_loop_lag_us=loop_lag_us, run_id=row["id"], uuid=row["uuid"], db_path=db_path,
         started_at=row.get("started_at"))
     for key in ("generator", "targets", "variants", "thresholds", "error_messages",
-                "worker_errors"):
+                "worker_errors", "addresses"):
         if row.get(key):
             report[key] = json.loads(row[key])
     if partial is not None:
@@ -359,5 +364,6 @@ def result_columns(report: dict[str, Any], *, latency: _engine.Histogram, servic
         "thresholds": json.dumps(report["thresholds"]) if "thresholds" in report else None,
         "error_messages": json.dumps(report["error_messages"]) if report.get("error_messages") else None,
         "worker_errors": json.dumps(report["worker_errors"]) if report.get("worker_errors") else None,
+        "addresses": json.dumps(report["addresses"]) if report.get("addresses") else None,
         "target_latency": aggregate.pack_histograms(target_latency) if target_latency else None,
     }

@@ -73,6 +73,20 @@ def target_entries(spec: RunSpec, result: RunResult) -> list[dict]:
     return entries
 
 
+def address_entries(spec: RunSpec, counts: dict[str, list[int]]) -> list[dict]:
+    """Per address of the pins with several (--resolve HOST:PORT:A,B), in their order: its
+    connections and what they got ([connections, responses, successes, failed] each)."""
+    entries = []
+    for pin in spec.pins:
+        for address in pin.addresses:
+            if address in counts:
+                connections, responses, successes, failed = counts[address]
+                entries.append({"address": address, "connections": connections,
+                                "requests": responses + failed, "successes": successes,
+                                "errors": responses - successes + failed})
+    return entries
+
+
 def variant_counts_blob(variants: Variants, counts: Sequence[int]) -> bytes:
     """test_runs.variant_counts: per variant of the data's targets, its row, counts and
     request line (store/variants.py)."""
@@ -174,6 +188,8 @@ def blast(spec: RunSpec, *, db=None, store_mode: str = "requests", progress: boo
         report["thresholds"] = evaluate_thresholds(report, thresholds)
     if result.worker_errors:
         report["worker_errors"] = result.worker_errors
+    if result.addresses:
+        report["addresses"] = address_entries(spec, result.addresses)
     failure = None
     try:
         columns = result_columns(report, latency=result.latency, service=result.service,

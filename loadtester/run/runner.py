@@ -62,6 +62,8 @@ class RunResult:
     worker_errors: list = dataclasses.field(default_factory=list)
     error_messages: dict[str, str] = dataclasses.field(default_factory=dict)   # kind -> first
     stop_signal: int | None = None      # SIGINT / SIGTERM that stopped the run early
+    # --resolve HOST:PORT:A,B: per address [connections, responses, successes, failed]
+    addresses: dict[str, list[int]] | None = None
 
     @property
     def status(self) -> str:
@@ -479,6 +481,7 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
     per_target = requests_per_target(spec)
     variants = array.array("q", bytes(8 * 3 * sum(per_target)))   # [responses, successes, errors]
     target_latency = None
+    addresses: dict[str, list[int]] | None = None
     for worker, (reader, process) in enumerate(zip(readers, processes)):
         if reader.failure or reader.summary is None:
             # Its windows are stored, and so are its rows: count what they hold, so that the
@@ -507,6 +510,9 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
         worker_counts = array.array("q")
         worker_counts.frombytes(summary["targets"])   # (native order: the worker is this machine)
         variants = array.array("q", map(operator.add, variants, worker_counts))
+        for address, counts in (summary.get("addresses") or {}).items():
+            addresses = addresses if addresses is not None else {}
+            addresses[address] = list(map(operator.add, addresses.get(address, [0] * 4), counts))
         if summary.get("group_latency"):
             parts = [_engine.Histogram.from_bytes(blob) for blob in summary["group_latency"]]
             if target_latency is None:
@@ -530,7 +536,7 @@ def _merge(spec: RunSpec, readers, processes, stop_reason: str | None) -> RunRes
                      dropped_records=dropped, max_loop_lag_us=lag, targets=targets,
                      worker_errors=failures, error_messages=error_messages,
                      variants=data_variants if spec.variants else None,
-                     target_latency=target_latency)
+                     target_latency=target_latency, addresses=addresses)
 
 
 def worker_death(worker: int, exitcode: int | None, second: int) -> str:
