@@ -121,11 +121,7 @@ cdef class Origin:
         self.target_ids = []
 
     def __dealloc__(self):
-        free(self.request_at)
-        free(self.request_size)
-        free(self.ring_targets)
-        free(self.ring_heads)
-        free(self.ring_offsets)
+        self.release()
         self.release_traffic()
 
     cdef void release_traffic(self) noexcept:

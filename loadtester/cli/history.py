@@ -159,14 +159,7 @@ def export(run, db_path, fmt, with_requests, with_variants, uncorrected, output)
                                    f"per-second rows to export (its summary: `loadtester show "
                                    f"{row['id']} --json`)")
             (columns, rows), fast = window_rows(stored_windows or []), False
-        if output:
-            _write_file(Path(output), lambda out: write_rows(out, columns, rows, fast, fmt, report))
-        else:
-            try:
-                write_rows(sys.stdout, columns, rows, fast, fmt, report)
-                sys.stdout.flush()
-            except BrokenPipeError:                   # `export ... | head`: the reader has enough
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _write_output(output, lambda out: write_rows(out, columns, rows, fast, fmt, report))
     finally:
         conn.close()
 
@@ -230,12 +223,19 @@ def _export_hgrm(ref, db_path, uncorrected: bool, output) -> None:
         why = "it is still running" if row.get("status") == "running" else "it got no response"
         raise StoreFailure(f"run {row['id']} has no latency distribution to export ({why})")
     text = render_hgrm(hist)
+    _write_output(output, lambda out: out.write(text))
+
+
+def _write_output(output, write) -> None:
+    """write(file) into `output` (_write_file), or onto stdout without one."""
     if output:
-        _write_file(Path(output), lambda out: out.write(text))
-    else:
-        with contextlib.suppress(BrokenPipeError):
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        _write_file(Path(output), write)
+        return
+    try:
+        write(sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:                   # `export ... | head`: the reader has enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _run_report(conn, ref, db_path, with_windows):

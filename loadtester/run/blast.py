@@ -49,6 +49,13 @@ def run_columns(spec: RunSpec, store_mode: str) -> dict:
     }
 
 
+def outcomes(responses: int, successes: int, failed: int) -> dict[str, int]:
+    """Requests, successes and errors from the engine's [responses, successes, failed
+    requests] (a response that is no success is an error too)."""
+    return {"requests": responses + failed, "successes": successes,
+            "errors": responses - successes + failed}
+
+
 def target_latency(spec: RunSpec, result: RunResult) -> list[_engine.Histogram] | None:
     """Each target's (or journey step's) latency histogram, when it was measured: shaped
     runs keep one per target; a shaped run of one target has the run's."""
@@ -62,9 +69,7 @@ def target_entries(spec: RunSpec, result: RunResult) -> list[dict]:
     entries = []
     latency = target_latency(spec, result)
     for index, (target, counts) in enumerate(zip(spec.targets, result.targets)):
-        entry = {"url": target.url.text, "method": target.method,
-                 "requests": counts[0] + counts[2], "successes": counts[1],
-                 "errors": counts[0] - counts[1] + counts[2]}
+        entry = {"url": target.url.text, "method": target.method, **outcomes(*counts)}
         if spec.weighted:
             entry["weight"] = target.weight
         if latency is not None:
@@ -80,10 +85,9 @@ def address_entries(spec: RunSpec, counts: dict[str, list[int]]) -> list[dict]:
     for pin in spec.pins:
         for address in pin.addresses:
             if address in counts:
-                connections, responses, successes, failed = counts[address]
+                connections, *answered = counts[address]
                 entries.append({"address": address, "connections": connections,
-                                "requests": responses + failed, "successes": successes,
-                                "errors": responses - successes + failed})
+                                **outcomes(*answered)})
     return entries
 
 
