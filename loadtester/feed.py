@@ -21,7 +21,6 @@ import os
 import random
 import re
 import uuid
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
@@ -175,9 +174,14 @@ def placeholders(text: str) -> list[str]:
     return [match.group(1) for match in PLACEHOLDER_RE.finditer(text)]
 
 
+def head_placeholders(target: Target) -> list[str]:
+    """The names its URL and header values use, in order."""
+    return placeholders(target.url.text) + [name for _, value in target.headers
+                                            for name in placeholders(value)]
+
+
 def target_uses_data(target: Target) -> bool:
-    return bool(placeholders(target.url.text)
-                or any(placeholders(value) for _, value in target.headers)
+    return bool(head_placeholders(target)
                 or (b"{{" in target.body and placeholders(target.body.decode("utf-8", "replace"))))
 
 
@@ -188,9 +192,7 @@ def check_columns(target: Target, table: DataTable, where: str) -> None:
     if "{{" in target.url.text.split("://", 1)[0] or "{{" in head:
         raise FeedError(f"{where}: a {{{{column}}}} may go in the URL's path and query, not in "
                         "its scheme, host or port (a connection keeps to one host)")
-    names = set(placeholders(target.url.text))
-    for _, value in target.headers:
-        names.update(placeholders(value))
+    names = set(head_placeholders(target))
     names.update(placeholders(target.body.decode("utf-8", "replace")))
     for name in sorted(names):
         if name not in table.columns and name not in BUILT_INS:
@@ -365,12 +367,8 @@ def _rendered_url(target: Target, text: str, where: str) -> Url:
 
 def uses_template(targets: list[Target], name: str) -> bool:
     """Whether a target's URL, header values or body use {{name}}."""
-    for target in targets:
-        texts: Iterator[str] = iter([target.url.text, *(v for _, v in target.headers),
-                                     target.body.decode("utf-8", "replace")])
-        if any(name in placeholders(text) for text in texts):
-            return True
-    return False
+    return any(name in head_placeholders(target)
+               or name in placeholders(target.body.decode("utf-8", "replace")) for target in targets)
 
 
 def fill_template(template: str, value, place: str) -> str:

@@ -441,9 +441,9 @@ def weighted_turns(weights: list[int]) -> list[int]:
 def _refuse_unfilled_templates(targets) -> None:
     """Without --data a '{{name}}' in a URL or a header value would go out as it is (no
     server means one there): refused.  A body is sent as given: '{{name}}' may be its text."""
-    from loadtester.feed import placeholders
+    from loadtester.feed import head_placeholders
     for number, target in enumerate(targets, 1):
-        names = placeholders(target.url.text) + [n for _, v in target.headers for n in placeholders(v)]
+        names = head_placeholders(target)
         if names:
             raise SpecError(f"target {number} ({target.method} {target.url.text}): {{{{{names[0]}}}}} "
                             "needs --data FILE (a template is filled from its rows)")

@@ -196,3 +196,18 @@ def test_compare_through_the_real_cli(runs):
     assert json.loads(result.stdout)["verdict"] == "regression"
     result = cli("compare", "999", "1", "--db", runs["db"])
     assert result.returncode == 1 and result.stderr.startswith("loadtester: no run")
+
+
+def test_compare_notes_runs_that_sent_different_bodies(start_target, db):
+    # a run keeps no body, only its size and sha256: enough to tell two runs apart
+    target = start_target()
+    ids = [blast_json(target.url, "-n", "50", "-c", "2", "-m", "POST", "--body", body, db=db)["run_id"]
+           for body in ('{"a": 1}', '{"a": 2}', '{"a": 2}')]
+    conn = store.open_database(db, readonly=True)
+    try:
+        def notes(x, y):
+            return compare.compare_runs(conn, store.find_run(conn, x), store.find_run(conn, y))["notes"]
+        different = "the runs sent different request bodies (their sha256 differ)"
+        assert different in notes(ids[0], ids[1]) and different not in notes(ids[1], ids[2])
+    finally:
+        conn.close()

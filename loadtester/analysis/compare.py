@@ -158,8 +158,16 @@ def _headline(report: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
         "p99": lat["p99"],
         "avg": lat["avg"], "error_rate": (report["errors"] / attempts) if attempts else None,
         "traffic": traffic_summary(report.get("traffic")),
-        "body_sha256": run_config(row).get("body_sha256"),     # a run keeps no body itself
+        "body": body_fingerprint(run_config(row)),
     }
+
+
+def body_fingerprint(config: dict[str, Any]) -> dict[str, Any] | None:
+    """{bytes, sha256} of the body a run sent (it keeps no body itself); None for a run
+    stored before the sha256 was."""
+    if "body_sha256" not in config:
+        return None
+    return {"bytes": config.get("body_bytes") or 0, "sha256": config["body_sha256"]}
 
 
 def _p95_ms(row: dict[str, Any], latency_ms: dict[str, Any]) -> float | None:
@@ -246,8 +254,7 @@ def compare_runs(conn: apsw.Connection, run_a_row: dict[str, Any],
         notes.append("the runs hit different URLs")
     if a["traffic"] != b["traffic"]:
         notes.append(f"the runs sent different traffic: A {a['traffic']}; B {b['traffic']}")
-    if a["body_sha256"] != b["body_sha256"] and (a["body_sha256"] or b["body_sha256"]) and \
-            "body_sha256" in run_config(run_a_row) and "body_sha256" in run_config(run_b_row):
+    if a["body"] and b["body"] and a["body"] != b["body"]:
         notes.append("the runs sent different request bodies (their sha256 differ)")
     if a["mode"] == "rate" and b["mode"] == "rate":
         notes.append("open loop: throughput follows the asked rate, latency is the signal")
